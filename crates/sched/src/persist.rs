@@ -1,0 +1,278 @@
+//! Persistence templates: `ip_vs_sched_persist()` (ip_vs_core.c) and the
+//! template side of ip_vs_conn.c.
+//!
+//! A template maps a client network (the client address under the netmask)
+//! and the virtual address and port to a server. The rules:
+//!
+//! - Lookup (`ip_vs_ct_in_get()`) finds the most recently hashed template
+//!   with the key. `ip_vs_check_template()` refuses one whose server is no
+//!   longer available (deleted): the template is *invalidated*, rehashed
+//!   under virtual port 65535 so that it no longer matches, and left to
+//!   expire on its own timer; a new template is scheduled.
+//! - A template found valid is used whatever the server's weight or overload
+//!   (with the default `expire_quiescent_template = 0`).
+//! - Each connection made through a template is controlled by it
+//!   (`n_control`), and re-arms its timer to `now + timeout`
+//!   (`ip_vs_conn_put()`); a new template's timeout is the service's.
+//! - When the timer fires while the template still controls connections,
+//!   `ip_vs_conn_expire()` sets its timeout to 60 s and re-arms it; from then
+//!   on every re-arm uses those 60 s. Otherwise the template goes, and its
+//!   server is unbound (`persistconns` drops and the overload flag is tested).
+//!
+//! Each template has at most one entry in the timer heap: a re-arm that moves
+//! the expiry later leaves the entry where it is, and the entry, when it comes
+//! up early, re-queues itself at the real expiry.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::dest::Dest;
+use crate::error::SchedError;
+use crate::time::Time;
+
+/// The timeout `ip_vs_conn_expire()` gives a template that still controls
+/// connections when its timer fires.
+const EXPIRE_LATER: Duration = Duration::from_secs(60);
+/// The virtual port of an invalidated template.
+const INVALID_PORT: u16 = 0xffff;
+
+/// Persistence granularity: `ipvsadm -M` (IPv4) and the IPv6 prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Netmask {
+    v4: Ipv4Addr,
+    v6_prefix: u8,
+}
+
+impl Netmask {
+    /// One template per client address (`255.255.255.255`, `/128`).
+    pub const HOST: Netmask = Netmask {
+        v4: Ipv4Addr::BROADCAST,
+        v6_prefix: 128,
+    };
+
+    /// A netmask for IPv4 clients and a prefix length (1..=128) for IPv6
+    /// clients. Any IPv4 mask is accepted, as the kernel just ANDs it.
+    pub fn new(v4: Ipv4Addr, v6_prefix: u8) -> Result<Netmask, SchedError> {
+        if !(1..=128).contains(&v6_prefix) {
+            return Err(SchedError::PrefixLength(v6_prefix));
+        }
+        Ok(Netmask { v4, v6_prefix })
+    }
+
+    /// The IPv4 mask.
+    pub fn v4(&self) -> Ipv4Addr {
+        self.v4
+    }
+
+    /// The IPv6 prefix length.
+    pub fn v6_prefix(&self) -> u8 {
+        self.v6_prefix
+    }
+
+    /// The client's network: `saddr & netmask`, or `ipv6_addr_prefix()`.
+    pub fn apply(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & u32::from(self.v4))),
+            IpAddr::V6(a) => {
+                let bits = u32::from(self.v6_prefix);
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        }
+    }
+}
+
+/// A service's persistence: `ipvsadm -p TIMEOUT -M NETMASK`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    /// How long a template outlives the last connection made through it.
+    pub timeout: Duration,
+    /// Client granularity.
+    pub netmask: Netmask,
+}
+
+/// What a connection keeps of the template that controls it.
+#[derive(Debug)]
+pub(crate) struct Control {
+    dest: Arc<Dest>,
+    n_control: AtomicU32,
+}
+
+impl Control {
+    pub(crate) fn release(&self) {
+        let _ = self
+            .n_control
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// The key of a template: `<proto, caddr & netmask, 0, vaddr, vport>`; the
+/// protocol is the service's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    pub(crate) net: IpAddr,
+    pub(crate) vaddr: IpAddr,
+    pub(crate) vport: u16,
+}
+
+#[derive(Debug)]
+struct Template {
+    ctl: Arc<Control>,
+    key: Key,
+    expires: Time,
+    timeout: Duration,
+    /// The time of this template's entry in the timer heap.
+    queued: Option<Time>,
+}
+
+/// The templates of one service.
+#[derive(Debug, Default)]
+pub(crate) struct Templates {
+    all: HashMap<u64, Template>,
+    /// Template ids by key, most recently hashed first.
+    by_key: HashMap<Key, Vec<u64>>,
+    timers: BinaryHeap<Reverse<(Time, u64)>>,
+    next_id: u64,
+}
+
+/// A template found for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Found(u64);
+
+impl Templates {
+    /// `ip_vs_ct_in_get()`.
+    pub(crate) fn lookup(&self, key: &Key) -> Option<Found> {
+        self.by_key.get(key)?.first().copied().map(Found)
+    }
+
+    /// The server of a template, if `ip_vs_check_template()` accepts it.
+    pub(crate) fn valid_dest(&self, f: Found) -> Option<Arc<Dest>> {
+        let t = self.all.get(&f.0)?;
+        t.ctl.dest.is_available().then(|| Arc::clone(&t.ctl.dest))
+    }
+
+    /// `ip_vs_check_template()` failing: rehash under port 65535.
+    pub(crate) fn invalidate(&mut self, f: Found) {
+        let Some(t) = self.all.get_mut(&f.0) else {
+            return;
+        };
+        if t.key.vport == INVALID_PORT {
+            return;
+        }
+        let old = t.key;
+        t.key.vport = INVALID_PORT;
+        let new = t.key;
+        self.unhash(old, f.0);
+        self.by_key.entry(new).or_default().insert(0, f.0);
+    }
+
+    /// A new template for `dest`, which the caller has bound as a template.
+    pub(crate) fn create(&mut self, key: Key, dest: Arc<Dest>, timeout: Duration) -> Found {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.all.insert(
+            id,
+            Template {
+                ctl: Arc::new(Control {
+                    dest,
+                    n_control: AtomicU32::new(0),
+                }),
+                key,
+                expires: Time::ZERO,
+                timeout,
+                queued: None,
+            },
+        );
+        self.by_key.entry(key).or_default().insert(0, id);
+        Found(id)
+    }
+
+    /// `ip_vs_control_add()` then `ip_vs_conn_put()`: one more connection
+    /// under the template, whose timer restarts at `now`.
+    pub(crate) fn control(&mut self, f: Found, now: Time) -> Option<Arc<Control>> {
+        let t = self.all.get_mut(&f.0)?;
+        t.ctl.n_control.fetch_add(1, Relaxed);
+        t.expires = now.saturating_add(t.timeout);
+        if t.queued.is_none_or(|q| t.expires < q) {
+            t.queued = Some(t.expires);
+            self.timers.push(Reverse((t.expires, f.0)));
+        }
+        Some(Arc::clone(&t.ctl))
+    }
+
+    /// Fires every template timer due at or before `now`, in time order;
+    /// `unbind` is called with the server of each template that goes.
+    pub(crate) fn expire(&mut self, now: Time, mut unbind: impl FnMut(&Arc<Dest>)) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(t) = self.all.get_mut(&id) else {
+                continue;
+            };
+            if t.queued != Some(at) {
+                continue;
+            }
+            if t.expires > at {
+                t.queued = Some(t.expires);
+                self.timers.push(Reverse((t.expires, id)));
+                continue;
+            }
+            if t.ctl.n_control.load(Relaxed) > 0 {
+                t.timeout = EXPIRE_LATER;
+                t.expires = at.saturating_add(EXPIRE_LATER);
+                t.queued = Some(t.expires);
+                self.timers.push(Reverse((t.expires, id)));
+                continue;
+            }
+            if let Some(t) = self.all.remove(&id) {
+                self.unhash(t.key, id);
+                unbind(&t.ctl.dest);
+            }
+        }
+    }
+
+    fn unhash(&mut self, key: Key, id: u64) {
+        if let Some(ids) = self.by_key.get_mut(&key) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Live templates (for tables and tests).
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netmask_applies_per_family() {
+        let m = Netmask::new("255.255.255.0".parse().unwrap(), 48).unwrap();
+        assert_eq!(
+            m.apply("192.0.2.77".parse().unwrap()),
+            "192.0.2.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            m.apply("2001:db8:aa:bb::1".parse().unwrap()),
+            "2001:db8:aa::".parse::<IpAddr>().unwrap()
+        );
+        let host = Netmask::HOST;
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(host.apply(a), a);
+        assert!(Netmask::new(Ipv4Addr::BROADCAST, 0).is_err());
+        assert!(Netmask::new(Ipv4Addr::BROADCAST, 129).is_err());
+    }
+}
