@@ -4,13 +4,13 @@
 //! threads count connections in and out, as IPVS reads `atomic_t` counters
 //! under RCU. The update rules are the kernel's:
 //!
-//! - [`Dest::apply`] is `__ip_vs_update_dest()` (ip_vs_ctl.c): `last_weight`
+//! - `Dest::apply` is `__ip_vs_update_dest()` (ip_vs_ctl.c): `last_weight`
 //!   keeps the latest non-zero weight, and the overload flag is cleared only
 //!   when the new upper threshold is 0 or higher than the old one.
-//! - [`Dest::bind`] is `ip_vs_bind_dest()` (ip_vs_conn.c): a new connection
+//! - `Dest::bind` is `ip_vs_bind_dest()` (ip_vs_conn.c): a new connection
 //!   counts as inactive, a persistence template in `persistconns`; then the
 //!   overload flag is set once active + inactive reaches the upper threshold.
-//! - [`Dest::unbind`] is `ip_vs_unbind_dest()`: the flag is cleared below the
+//! - `Dest::unbind` is `ip_vs_unbind_dest()`: the flag is cleared below the
 //!   lower threshold, or below 3/4 of the upper one when the lower is 0.
 
 use std::fmt;
