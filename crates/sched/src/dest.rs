@@ -58,6 +58,20 @@ pub struct DestUpdate {
     pub l_threshold: Option<u32>,
 }
 
+/// Traffic through a server, as `ipvsadm --stats` counts it: "in" is from
+/// clients towards the server, "out" the replies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets (TCP segments, UDP datagrams) from clients.
+    pub in_pkts: u64,
+    /// Packets to clients.
+    pub out_pkts: u64,
+    /// Bytes from clients to the server.
+    pub in_bytes: u64,
+    /// Bytes from the server to clients.
+    pub out_bytes: u64,
+}
+
 /// How a binding to a server is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Counted {
@@ -85,6 +99,10 @@ pub struct Dest {
     pos: AtomicU32,
     /// Connections ever scheduled to this server (`ipvsadm --stats` Conns).
     conns_total: AtomicU64,
+    in_pkts: AtomicU64,
+    out_pkts: AtomicU64,
+    in_bytes: AtomicU64,
+    out_bytes: AtomicU64,
 }
 
 impl fmt::Debug for Dest {
@@ -117,6 +135,28 @@ impl Dest {
             persist: AtomicU32::new(0),
             pos: AtomicU32::new(NO_POS),
             conns_total: AtomicU64::new(0),
+            in_pkts: AtomicU64::new(0),
+            out_pkts: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            out_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts traffic that went through this server.
+    pub fn add_traffic(&self, t: Traffic) {
+        self.in_pkts.fetch_add(t.in_pkts, Relaxed);
+        self.out_pkts.fetch_add(t.out_pkts, Relaxed);
+        self.in_bytes.fetch_add(t.in_bytes, Relaxed);
+        self.out_bytes.fetch_add(t.out_bytes, Relaxed);
+    }
+
+    /// Traffic counted so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            in_pkts: self.in_pkts.load(Relaxed),
+            out_pkts: self.out_pkts.load(Relaxed),
+            in_bytes: self.in_bytes.load(Relaxed),
+            out_bytes: self.out_bytes.load(Relaxed),
         }
     }
 

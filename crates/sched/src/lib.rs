@@ -83,7 +83,7 @@ mod sched;
 pub mod service;
 pub mod time;
 
-pub use dest::{Dest, DestParams, DestUpdate};
+pub use dest::{Dest, DestParams, DestUpdate, Traffic};
 pub use error::SchedError;
 pub use kind::{SchedFlag, SchedFlags, SchedulerKind};
 pub use persist::{Netmask, Persistence};

@@ -11,7 +11,7 @@ use crate::dest::{Counted, Dest, DestParams, DestUpdate};
 use crate::error::SchedError;
 use crate::kind::{SchedFlags, SchedulerKind};
 use crate::persist::{Control, Key, Persistence, Templates};
-use crate::sched::{self, PickState, View, twos::Rng};
+use crate::sched::{self, PickState, Skip, View, twos::Rng};
 use crate::time::Time;
 
 /// How a service schedules.
@@ -221,7 +221,7 @@ impl Service {
     pub fn schedule(&self, client: SocketAddr, dst: SocketAddr, now: Time) -> Option<Conn> {
         let inner = &self.inner;
         let (Some(p), Some(templates)) = (inner.cfg.persistence, &inner.templates) else {
-            let dest = self.pick_and_bind(client, dst, now, Counted::Inactive)?;
+            let dest = self.pick_and_bind(client, dst, now, Counted::Inactive, Skip::default())?;
             return Some(self.conn(dest, None));
         };
         let mut t = lock(templates);
@@ -238,7 +238,8 @@ impl Service {
                 if let Some(f) = found {
                     t.invalidate(f);
                 }
-                let dest = self.pick_and_bind(client, dst, now, Counted::Template)?;
+                let dest =
+                    self.pick_and_bind(client, dst, now, Counted::Template, Skip::default())?;
                 let f = t.create(key, Arc::clone(&dest), p.timeout);
                 (dest, f)
             }
@@ -247,6 +248,26 @@ impl Service {
         let ctl = t.control(tpl, now);
         drop(t);
         Some(self.conn(dest, ctl))
+    }
+
+    /// Schedules again a connection whose earlier servers (`exclude`) could
+    /// not be reached. This is an rvs extension — IPVS never retries: the
+    /// scheduler picks as if the excluded servers were unusable (quiescent),
+    /// and persistence is bypassed: no template is consulted, made or
+    /// refreshed, so the client's template still names its usual server.
+    pub fn schedule_retry(
+        &self,
+        client: SocketAddr,
+        dst: SocketAddr,
+        now: Time,
+        exclude: &[SocketAddr],
+    ) -> Option<Conn> {
+        if let Some(t) = &self.inner.templates {
+            let mut t = lock(t);
+            self.expire_templates(&mut t, now);
+        }
+        let dest = self.pick_and_bind(client, dst, now, Counted::Inactive, Skip(exclude))?;
+        Some(self.conn(dest, None))
     }
 
     fn conn(&self, dest: Arc<Dest>, template: Option<Arc<Control>>) -> Conn {
@@ -265,18 +286,20 @@ impl Service {
         dst: SocketAddr,
         now: Time,
         how: Counted,
+        skip: Skip<'_>,
     ) -> Option<Arc<Dest>> {
         let inner = &*self.inner;
         let kind = inner.cfg.scheduler;
         if sched::is_lock_free(kind) {
             let view = inner.view.load();
-            let dest = Arc::clone(view.pick(kind, inner.cfg.flags, client, dst, &inner.rng)?);
+            let dest =
+                Arc::clone(view.pick(kind, inner.cfg.flags, client, dst, &inner.rng, skip)?);
             dest.bind(how);
             return Some(dest);
         }
         let mut st = lock(&inner.state);
         let view = inner.view.load();
-        let dest = st.pick.pick(&view, dst, now)?;
+        let dest = st.pick.pick(&view, dst, now, skip)?;
         dest.bind(how);
         if inner.indexed {
             st.pick.counts_changed(&dest);

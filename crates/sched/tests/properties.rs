@@ -248,6 +248,44 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    /// schedule_retry() never returns an excluded server, refuses when only
+    /// excluded ones could take the connection, and with nothing excluded
+    /// decides exactly as schedule() does.
+    #[test]
+    fn retries_avoid_excluded_servers(
+        kind in prop::sample::select(
+            SchedulerKind::ALL.into_iter().filter(|&k| k != SchedulerKind::Twos).collect::<Vec<_>>()
+        ),
+        weights in prop::collection::vec(0i32..4, 1..7),
+        excluded in prop::collection::vec(any::<Index>(), 0..4),
+        picks in 1usize..40,
+    ) {
+        let a = service(ServiceConfig::new(kind), &weights);
+        let b = service(ServiceConfig::new(kind), &weights);
+        let mut held = Vec::new();
+        for i in 0..picks {
+            let x = hashed(&a, i);
+            let dst = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(172, 16, (i >> 8) as u8, i as u8), 80));
+            let y = b.schedule_retry(client(i), dst, Time::ZERO, &[]);
+            prop_assert_eq!(x.as_ref().map(Conn::addr), y.as_ref().map(Conn::addr));
+            held.extend(x);
+            held.extend(y);
+        }
+        let ex: Vec<SocketAddr> = excluded.iter().map(|i| rs(i.index(weights.len()))).collect();
+        for i in 0..picks {
+            let dst = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(172, 16, (i >> 8) as u8, i as u8), 80));
+            if let Some(c) = a.schedule_retry(client(i), dst, Time::ZERO, &ex) {
+                prop_assert!(!ex.contains(&c.addr()), "{} picked excluded {}", kind, c.addr());
+            }
+        }
+        let all: Vec<SocketAddr> = (0..weights.len()).map(rs).collect();
+        prop_assert!(a.schedule_retry(client(0), vip(), Time::ZERO, &all).is_none());
+    }
+}
+
 /// Maglev's promise (ip_vs_mh.c): removing one of N servers moves the
 /// clients of that server, about 1/N of all, and few others. Maglev is not
 /// perfectly minimal: with the kernel's 4093 slots the others that move grow

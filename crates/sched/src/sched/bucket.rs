@@ -19,6 +19,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use super::Skip;
 use crate::dest::Dest;
 use crate::hash::{addr_fold, hash_32};
 
@@ -68,7 +69,9 @@ pub(crate) fn sh_pick(
     client: SocketAddr,
     port: bool,
     fallback: bool,
+    skip: Skip<'_>,
 ) -> Option<usize> {
+    let unavailable = |d: &Dest| unavailable(d) || skip.has(d);
     let sport = if port { u32::from(client.port()) } else { 0 };
     let key = sport.wrapping_add(addr_fold(client.ip()));
     let ihash = hash_32(key, TAB_BITS);
@@ -91,8 +94,13 @@ pub(crate) fn sh_pick(
 
 /// `ip_vs_dh_schedule()`: the bucket of the destination address; the server
 /// must be available, not quiescent and not overloaded.
-pub(crate) fn dh_pick(table: &Buckets, dests: &[Arc<Dest>], dst: IpAddr) -> Option<usize> {
+pub(crate) fn dh_pick(
+    table: &Buckets,
+    dests: &[Arc<Dest>],
+    dst: IpAddr,
+    skip: Skip<'_>,
+) -> Option<usize> {
     let i = table.at(hash_32(addr_fold(dst), TAB_BITS))?;
     let d = &dests[i];
-    (d.is_available() && !unavailable(d)).then_some(i)
+    (d.is_available() && !unavailable(d) && !skip.has(d)).then_some(i)
 }

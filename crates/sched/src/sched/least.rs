@@ -126,16 +126,33 @@ impl Tournament {
 
     /// Re-reads the server at `pos` and replays its path to the root.
     pub(crate) fn update(&mut self, pos: usize, d: &Dest) {
+        self.set(pos, self.metric.key(d));
+    }
+
+    fn set(&mut self, pos: usize, key: Option<Key>) {
         let Some(slot) = self.keys.get_mut(pos) else {
             return;
         };
-        *slot = self.metric.key(d);
+        *slot = key;
         let mut node = self.width + pos;
-        self.win[node] = if slot.is_some() { pos as u32 } else { NONE };
+        self.win[node] = if key.is_some() { pos as u32 } else { NONE };
         while node > 1 {
             node /= 2;
             self.win[node] = self.play(self.win[2 * node], self.win[2 * node + 1]);
         }
+    }
+
+    /// The best server when the servers at `masked` may not be picked: they
+    /// are taken out, the root is read, and they are put back.
+    pub(crate) fn best_without(&mut self, masked: &[usize], dests: &[Arc<Dest>]) -> Option<usize> {
+        for &pos in masked {
+            self.set(pos, None);
+        }
+        let best = self.best();
+        for &pos in masked {
+            self.update(pos, &dests[pos]);
+        }
+        best
     }
 
     /// The position of the server the kernel's scan would return.

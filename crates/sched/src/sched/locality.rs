@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use hashbrown::HashMap;
 
+use super::Skip;
 use crate::dest::Dest;
 use crate::hash::{addr_fold, hash_32};
 use crate::time::Time;
@@ -219,13 +220,14 @@ impl Lblc {
         spare: &Spare,
         dst: IpAddr,
         now: Time,
+        skip: Skip<'_>,
         wlc: impl FnOnce() -> Option<usize>,
     ) -> Option<Arc<Dest>> {
         self.run_timers(now);
         if let Some(en) = self.table.map.get_mut(&dst) {
             en.lastuse = now;
             let d = &en.dest;
-            if d.is_available() && d.weight() > 0 && !is_overloaded(d, spare) {
+            if d.is_available() && d.weight() > 0 && !is_overloaded(d, spare) && !skip.has(d) {
                 return Some(Arc::clone(d));
             }
         }
@@ -274,8 +276,9 @@ impl Entry for LblcrEntry {
 
 impl LblcrEntry {
     /// `ip_vs_dest_set_min()`: the least loaded available member.
-    fn min(&self) -> Option<&Arc<Dest>> {
-        let usable = |d: &Dest| !d.is_overloaded() && d.weight() > 0 && d.is_available();
+    fn min(&self, skip: Skip<'_>) -> Option<&Arc<Dest>> {
+        let available = |d: &Dest| d.is_available() && !skip.has(d);
+        let usable = |d: &Dest| !d.is_overloaded() && d.weight() > 0 && available(d);
         let first = self.set.iter().position(|d| usable(d))?;
         let mut least = &self.set[first];
         let mut loh = least.overhead();
@@ -284,7 +287,7 @@ impl LblcrEntry {
                 continue;
             }
             let doh = d.overhead();
-            if loh * i64::from(d.weight()) > doh * i64::from(least.weight()) && d.is_available() {
+            if loh * i64::from(d.weight()) > doh * i64::from(least.weight()) && available(d) {
                 least = d;
                 loh = doh;
             }
@@ -342,6 +345,7 @@ impl Lblcr {
         spare: &Spare,
         dst: IpAddr,
         now: Time,
+        skip: Skip<'_>,
         wlc: impl FnOnce() -> Option<usize>,
     ) -> Option<Arc<Dest>> {
         self.run_timers(now);
@@ -358,7 +362,7 @@ impl Lblcr {
             return Some(dest);
         };
         en.lastuse = now;
-        let dest = en.min().cloned();
+        let dest = en.min(skip).cloned();
         if en.set.len() > 1
             && now > en.lastmod.saturating_add(EXPIRATION)
             && let Some(m) = en.max()
@@ -432,12 +436,14 @@ mod tests {
         let spare = Spare::default();
         let mut l = Lblc::new(Time::ZERO);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        l.pick(&dests, &spare, ip("172.16.0.1"), Time::ZERO, || Some(0));
+        let no = Skip::default();
+        l.pick(&dests, &spare, ip("172.16.0.1"), Time::ZERO, no, || Some(0));
         l.pick(
             &dests,
             &spare,
             ip("172.16.0.2"),
             Time::from_secs(3600),
+            no,
             || Some(0),
         );
         // Full checks run every 30 minutes: at 86400 s the first entry has

@@ -20,6 +20,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::Skip;
 use crate::dest::Dest;
 use crate::hash::{HsipKey, addr_fold, fls, gcd, hsiphash_u32};
 
@@ -139,7 +140,9 @@ impl MhTable {
         client: SocketAddr,
         port: bool,
         fallback: bool,
+        skip: Skip<'_>,
     ) -> Option<&Arc<Dest>> {
+        let unavailable = |d: &Dest| unavailable(d) || skip.has(d);
         let sport = if port { client.port() } else { 0 };
         let ihash = hashkey(client, sport, HASH1, 0) % TAB_SIZE;
         let first = self.at(ihash)?;
@@ -216,7 +219,7 @@ mod tests {
         assert!(empty.slots().iter().all(|&(_, n)| n == 0));
         assert!(
             empty
-                .pick("192.0.2.1:1".parse().unwrap(), false, true)
+                .pick("192.0.2.1:1".parse().unwrap(), false, true, Skip::default())
                 .is_none()
         );
     }

@@ -30,6 +30,22 @@ use mh::MhTable;
 use rr::Rr;
 use wrr::Wrr;
 
+/// Servers a retry must not pick: an rvs extension (IPVS never retries). The
+/// schedulers treat them as unusable, exactly as they treat a quiescent or
+/// overloaded server; with none, every pick is IPVS's.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Skip<'a>(pub(crate) &'a [SocketAddr]);
+
+impl Skip<'_> {
+    pub(crate) fn has(&self, d: &Dest) -> bool {
+        !self.0.is_empty() && self.0.contains(&d.addr())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The servers of a service, head of the list first, and the hash table of
 /// the hashing schedulers.
 #[derive(Debug)]
@@ -87,15 +103,18 @@ impl View {
         client: SocketAddr,
         dst: SocketAddr,
         rng: &twos::Rng,
+        skip: Skip<'_>,
     ) -> Option<&Arc<Dest>> {
         let at = |i: usize| &self.dests[i];
         match (kind, &self.table) {
             (SchedulerKind::Sh, Table::Sh(b)) => {
-                bucket::sh_pick(b, &self.dests, client, flags.port, flags.fallback).map(at)
+                bucket::sh_pick(b, &self.dests, client, flags.port, flags.fallback, skip).map(at)
             }
-            (SchedulerKind::Dh, Table::Dh(b)) => bucket::dh_pick(b, &self.dests, dst.ip()).map(at),
-            (SchedulerKind::Mh, Table::Mh(t)) => t.pick(client, flags.port, flags.fallback),
-            (SchedulerKind::Twos, _) => twos::pick(&self.dests, rng).map(at),
+            (SchedulerKind::Dh, Table::Dh(b)) => {
+                bucket::dh_pick(b, &self.dests, dst.ip(), skip).map(at)
+            }
+            (SchedulerKind::Mh, Table::Mh(t)) => t.pick(client, flags.port, flags.fallback, skip),
+            (SchedulerKind::Twos, _) => twos::pick(&self.dests, rng, skip).map(at),
             _ => None,
         }
     }
@@ -245,16 +264,36 @@ impl PickState {
     }
 
     /// A pick under the lock: rr, wrr, the least-connection family, lblc, lblcr.
-    pub(crate) fn pick(&mut self, view: &View, dst: SocketAddr, now: Time) -> Option<Arc<Dest>> {
+    pub(crate) fn pick(
+        &mut self,
+        view: &View,
+        dst: SocketAddr,
+        now: Time,
+        skip: Skip<'_>,
+    ) -> Option<Arc<Dest>> {
         let dests = &view.dests;
         let pos = match self {
-            PickState::Rr(rr) => rr.pick(dests),
-            PickState::Wrr(w) => w.pick(dests),
-            PickState::Least(t) => t.best(),
-            PickState::Lblc(l, t, s) => return l.pick(dests, s, dst.ip(), now, || t.best()),
-            PickState::Lblcr(l, t, s) => return l.pick(dests, s, dst.ip(), now, || t.best()),
+            PickState::Rr(rr) => rr.pick(dests, skip),
+            PickState::Wrr(w) => w.pick(dests, skip),
+            PickState::Least(t) => best(t, dests, skip),
+            PickState::Lblc(l, t, s) => {
+                return l.pick(dests, s, dst.ip(), now, skip, || best(t, dests, skip));
+            }
+            PickState::Lblcr(l, t, s) => {
+                return l.pick(dests, s, dst.ip(), now, skip, || best(t, dests, skip));
+            }
             PickState::LockFree => None,
         };
         pos.map(|i| Arc::clone(&dests[i]))
     }
+}
+
+/// The tree's answer, or, for a retry, its answer with the skipped servers
+/// masked out.
+fn best(t: &mut Tournament, dests: &[Arc<Dest>], skip: Skip<'_>) -> Option<usize> {
+    if skip.is_empty() {
+        return t.best();
+    }
+    let masked: Vec<usize> = (0..dests.len()).filter(|&i| skip.has(&dests[i])).collect();
+    t.best_without(&masked, dests)
 }

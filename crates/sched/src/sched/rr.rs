@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::Skip;
 use crate::dest::Dest;
 
 /// The rr pointer: the list position of the last pick, `None` for the head.
@@ -24,12 +25,12 @@ fn usable(d: &Dest) -> bool {
 }
 
 impl Rr {
-    pub(crate) fn pick(&mut self, dests: &[Arc<Dest>]) -> Option<usize> {
+    pub(crate) fn pick(&mut self, dests: &[Arc<Dest>], skip: Skip<'_>) -> Option<usize> {
         let start = self.last.map_or(0, |p| p + 1);
         let wrapped = self.last.map_or(0..0, |p| 0..(p + 1).min(dests.len()));
         let hit = (start..dests.len())
             .chain(wrapped)
-            .find(|&i| usable(&dests[i]))?;
+            .find(|&i| usable(&dests[i]) && !skip.has(&dests[i]))?;
         self.last = Some(hit);
         Some(hit)
     }

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::Skip;
 use crate::dest::Dest;
 
 /// A lock-free source of uniform random numbers.
@@ -54,7 +55,8 @@ fn usable(d: &Dest) -> bool {
 }
 
 /// `ip_vs_twos_schedule()`.
-pub(crate) fn pick(dests: &[Arc<Dest>], rng: &Rng) -> Option<usize> {
+pub(crate) fn pick(dests: &[Arc<Dest>], rng: &Rng, skip: Skip<'_>) -> Option<usize> {
+    let usable = |d: &Dest| usable(d) && !skip.has(d);
     let total: i64 = dests
         .iter()
         .filter(|d| usable(d))
@@ -128,7 +130,9 @@ mod tests {
             .collect();
         let rng = Rng::new(42);
         let n = 20_000;
-        let first = (0..n).filter(|_| pick(&dests, &rng) == Some(0)).count();
+        let first = (0..n)
+            .filter(|_| pick(&dests, &rng, Skip::default()) == Some(0))
+            .count();
         let share = first as f64 / n as f64;
         assert!((share - 0.4).abs() < 0.02, "share {share}");
     }

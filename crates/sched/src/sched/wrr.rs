@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::Skip;
 use crate::dest::Dest;
 use crate::hash::gcd;
 
@@ -48,7 +49,7 @@ impl Wrr {
     }
 
     /// `ip_vs_wrr_schedule()`.
-    pub(crate) fn pick(&mut self, dests: &[Arc<Dest>]) -> Option<usize> {
+    pub(crate) fn pick(&mut self, dests: &[Arc<Dest>], skip: Skip<'_>) -> Option<usize> {
         if self.mw == 0 {
             return None;
         }
@@ -60,7 +61,7 @@ impl Wrr {
         loop {
             let start = cur.map_or(0, |p| p + 1);
             for (i, d) in dests.iter().enumerate().skip(start) {
-                if !d.is_overloaded() && i64::from(d.weight()) >= self.cw {
+                if !d.is_overloaded() && i64::from(d.weight()) >= self.cw && !skip.has(d) {
                     self.cl = Some(i);
                     return Some(i);
                 }
