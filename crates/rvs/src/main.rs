@@ -2,25 +2,76 @@
 
 #![forbid(unsafe_code)]
 
+mod daemon;
+mod demo;
 mod replay;
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use rvs_proxy::{Mode, Options};
 
 /// rvs — a userspace layer-4 load balancer with Linux IPVS's scheduling.
 #[derive(Debug, Parser)]
 #[command(name = "rvs", version, about, long_about = None)]
 struct Cli {
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: tracing::Level,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Forwarding {
+    /// splice(2) through pipes: no copy through user space (Linux).
+    Splice,
+    /// read/write through a buffer.
+    Copy,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the load balancer with a configuration file.
+    ///
+    /// SIGHUP, or a change of the file, reloads it; SIGTERM or SIGINT stops
+    /// accepting and drains open connections for global.shutdown_grace.
+    Run {
+        /// The configuration file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// How TCP bytes are moved.
+        #[arg(long, value_enum, default_value_t = Forwarding::Splice)]
+        forwarding: Forwarding,
+    },
+    /// Check a configuration file and exit: 0 when it is valid.
+    Check {
+        /// The configuration file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Start three small HTTP backends and a virtual service in front of them.
+    Demo {
+        /// The virtual service's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The scheduler.
+        #[arg(long, default_value = "rr")]
+        scheduler: String,
+    },
     /// Replay a scheduler trace (JSON Lines) and print each decision.
     ///
     /// One line per `conn`: the real server chosen, or `-`. A malformed or
@@ -32,10 +83,58 @@ enum Cmd {
     },
 }
 
+fn init_logs(level: tracing::Level, format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rvs")
+        .build()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::SchedReplay { trace } => sched_replay(trace),
+        Cmd::Check { config } => daemon::check(&config),
+        Cmd::Run { config, forwarding } => {
+            init_logs(cli.log_level, cli.log_format);
+            let options = Options {
+                forwarding: match forwarding {
+                    Forwarding::Splice => Mode::Splice,
+                    Forwarding::Copy => Mode::Copy,
+                },
+            };
+            match runtime() {
+                Ok(rt) => rt.block_on(daemon::run(&config, options)),
+                Err(e) => {
+                    eprintln!("rvs: cannot start the runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Demo { listen, scheduler } => {
+            init_logs(cli.log_level, cli.log_format);
+            let result = runtime()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(demo::run(listen, &scheduler)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rvs demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -103,6 +103,8 @@ pub struct Dest {
     out_pkts: AtomicU64,
     in_bytes: AtomicU64,
     out_bytes: AtomicU64,
+    /// Connects that failed (a data plane's count; IPVS has none).
+    connect_failures: AtomicU64,
 }
 
 impl fmt::Debug for Dest {
@@ -139,7 +141,18 @@ impl Dest {
             out_pkts: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             out_bytes: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a connect to this server that failed.
+    pub fn count_connect_failure(&self) {
+        self.connect_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Connects to this server that failed.
+    pub fn connect_failures(&self) -> u64 {
+        self.connect_failures.load(Relaxed)
     }
 
     /// Counts traffic that went through this server.

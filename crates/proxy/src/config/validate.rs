@@ -1,0 +1,501 @@
+//! From the raw tree to a checked [`Config`]: defaults, then every relation
+//! between values. Problems carry the path of what is wrong; [`parse`] places
+//! them on their line and column.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rvs_sched::{
+    DestParams, Netmask, Persistence, SchedFlag, SchedFlags, SchedulerKind, ServiceConfig,
+};
+
+use super::locate::Positions;
+use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService};
+use super::{
+    Acl, Config, Global, Problem, Proto, ProxyVersion, RealServerSpec, ServiceSpec, Timeouts,
+    UdpSettings,
+};
+
+/// Defaults, as ipvsadm's where it has one.
+pub(crate) mod defaults {
+    use std::time::Duration;
+
+    pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub(crate) const CONNECT: Duration = Duration::from_secs(5);
+    /// ipvsadm --set: tcp 900 s, tcpfin 120 s, udp 300 s.
+    pub(crate) const TCP: Duration = Duration::from_secs(900);
+    pub(crate) const TCPFIN: Duration = Duration::from_secs(120);
+    pub(crate) const UDP: Duration = Duration::from_secs(300);
+    pub(crate) const PROXY_HEADER: Duration = Duration::from_secs(5);
+    pub(crate) const CONNECT_RETRIES: u32 = 2;
+    pub(crate) const MAX_SESSIONS: u32 = 65_536;
+    pub(crate) const MAX_RETRIES: u32 = 32;
+    /// ipvsadm refuses weights above 65535.
+    pub(crate) const MAX_WEIGHT: i64 = 65_535;
+}
+
+/// A problem not yet placed: the path of what is wrong and whether the key
+/// (rather than the value) is at fault.
+struct At {
+    path: String,
+    key: bool,
+    reason: String,
+}
+
+fn at(path: impl Into<String>, reason: impl Into<String>) -> At {
+    At {
+        path: path.into(),
+        key: false,
+        reason: reason.into(),
+    }
+}
+
+/// Parses and checks `text`.
+pub(crate) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let raw: RawConfig = match serde_path_to_error::deserialize(de) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let positions = Positions::of(text);
+            let message = bare_message(&inner);
+            let unknown = message.starts_with("unknown field");
+            // A YAML syntax error: serde_yaml's own position is the exact one.
+            let syntax = message.contains("while scanning") || message.contains("while parsing");
+            let own = inner.location().map(|l| super::locate::Pos {
+                line: l.line(),
+                column: l.column(),
+            });
+            let pos = if syntax {
+                own
+            } else {
+                positions.find(&path, unknown).or(own)
+            }
+            .unwrap_or(super::locate::Pos { line: 1, column: 1 });
+            let reason = if syntax || path.is_empty() || path == "." {
+                message
+            } else {
+                format!("{path}: {message}")
+            };
+            return Err(vec![Problem {
+                line: pos.line,
+                column: pos.column,
+                reason,
+            }]);
+        }
+    };
+    let mut problems = Vec::new();
+    let config = check(raw, &mut problems);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    let positions = Positions::of(text);
+    let mut placed: Vec<Problem> = problems
+        .into_iter()
+        .map(|p| {
+            let pos = positions
+                .find(&p.path, p.key)
+                .unwrap_or(super::locate::Pos { line: 1, column: 1 });
+            Problem {
+                line: pos.line,
+                column: pos.column,
+                reason: format!("{}: {}", p.path, p.reason),
+            }
+        })
+        .collect();
+    placed.sort_by_key(|p| (p.line, p.column));
+    Err(placed)
+}
+
+/// serde_yaml's message without its own (rough) path prefix and position
+/// suffix, which this module replaces with exact ones.
+fn bare_message(e: &serde_yaml::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(i) = s.rfind(" at line ") {
+        s.truncate(i);
+    }
+    match s.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') && !p.is_empty() => rest.to_owned(),
+        _ => s,
+    }
+}
+
+fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
+    let global = Global {
+        shutdown_grace: raw
+            .global
+            .shutdown_grace
+            .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+    };
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut listeners: HashMap<(Proto, SocketAddr), String> = HashMap::new();
+    let mut services = Vec::with_capacity(raw.services.len());
+    for (i, s) in raw.services.into_iter().enumerate() {
+        let base = format!("services[{i}]");
+        if let Some(first) = names.insert(s.name.clone(), i) {
+            problems.push(at(
+                format!("{base}.name"),
+                format!(
+                    "service name {:?} is already used by services[{first}]",
+                    s.name
+                ),
+            ));
+        }
+        let spec = service(s, &base, problems);
+        for (j, addr) in spec.listen.iter().enumerate() {
+            if let Some(other) = listeners.insert((spec.proto, *addr), spec.name.clone()) {
+                problems.push(at(
+                    format!("{base}.listen[{j}]"),
+                    format!(
+                        "{} {addr} is already the address of service {other:?}",
+                        spec.proto
+                    ),
+                ));
+            }
+        }
+        services.push(spec);
+    }
+    Config { global, services }
+}
+
+fn positive(
+    d: Option<super::Dur>,
+    default: Duration,
+    path: String,
+    problems: &mut Vec<At>,
+) -> Duration {
+    match d {
+        None => default,
+        Some(d) if d.0.is_zero() => {
+            problems.push(at(path, "must be longer than 0"));
+            default
+        }
+        Some(d) => d.0,
+    }
+}
+
+fn service(s: RawService, base: &str, problems: &mut Vec<At>) -> ServiceSpec {
+    let name_ok = !s.name.is_empty()
+        && s.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !name_ok {
+        problems.push(at(
+            format!("{base}.name"),
+            format!(
+                "{:?} is not a service name: use letters, digits, '_', '-' and '.'",
+                s.name
+            ),
+        ));
+    }
+    if s.listen.0.is_empty() {
+        problems.push(at(format!("{base}.listen"), "needs at least one address"));
+    }
+    let proto = match s.proto {
+        None | Some(RawProto::Tcp) => Proto::Tcp,
+        Some(RawProto::Udp) => Proto::Udp,
+    };
+    let scheduler = match s.scheduler.as_deref() {
+        None => SchedulerKind::Wlc,
+        Some(name) => name.parse().unwrap_or_else(|_| {
+            let names: Vec<&str> = SchedulerKind::ALL.iter().map(|k| k.name()).collect();
+            problems.push(at(
+                format!("{base}.scheduler"),
+                format!(
+                    "unknown scheduler {name:?}: expected one of {}",
+                    names.join(", ")
+                ),
+            ));
+            SchedulerKind::Wlc
+        }),
+    };
+    let mut flags = Vec::new();
+    for (j, f) in s.flags.iter().enumerate() {
+        match f.parse::<SchedFlag>() {
+            Ok(flag) if flag.scheduler() == scheduler => flags.push(flag),
+            Ok(flag) => problems.push(at(
+                format!("{base}.flags[{j}]"),
+                format!("flag {flag} belongs to {}, not to {scheduler}", flag.scheduler()),
+            )),
+            Err(_) => problems.push(at(
+                format!("{base}.flags[{j}]"),
+                format!("unknown scheduler flag {f:?}: expected sh-fallback, sh-port, mh-fallback or mh-port"),
+            )),
+        }
+    }
+    let flags = SchedFlags::for_scheduler(scheduler, flags).unwrap_or_default();
+    let persistence = s.persistence.map(|p| {
+        let pbase = format!("{base}.persistence");
+        if p.timeout.0 < Duration::from_secs(1) {
+            problems.push(at(format!("{pbase}.timeout"), "must be at least 1s, as ipvsadm -p"));
+        }
+        let v4 = match p.netmask.as_deref() {
+            None => Ipv4Addr::BROADCAST,
+            Some(m) => match m.parse::<IpAddr>() {
+                Ok(IpAddr::V4(m)) => m,
+                _ => {
+                    problems.push(at(
+                        format!("{pbase}.netmask"),
+                        format!("{m:?} is not an IPv4 netmask (as \"255.255.255.0\"); IPv6 clients use ipv6_prefix"),
+                    ));
+                    Ipv4Addr::BROADCAST
+                }
+            },
+        };
+        let prefix = p.ipv6_prefix.unwrap_or(128);
+        let netmask = Netmask::new(v4, prefix).unwrap_or_else(|e| {
+            problems.push(at(format!("{pbase}.ipv6_prefix"), e.to_string()));
+            Netmask::HOST
+        });
+        Persistence {
+            timeout: p.timeout.0,
+            netmask,
+        }
+    });
+    let t = &s.timeouts;
+    let tpath = |k: &str| format!("{base}.timeouts.{k}");
+    let timeouts = Timeouts {
+        connect: positive(t.connect, defaults::CONNECT, tpath("connect"), problems),
+        tcp: positive(t.tcp, defaults::TCP, tpath("tcp"), problems),
+        tcpfin: positive(t.tcpfin, defaults::TCPFIN, tpath("tcpfin"), problems),
+        udp: positive(t.udp, defaults::UDP, tpath("udp"), problems),
+        proxy_header: positive(
+            t.proxy_header,
+            defaults::PROXY_HEADER,
+            tpath("proxy_header"),
+            problems,
+        ),
+    };
+    let connect_retries = s.connect_retries.unwrap_or(defaults::CONNECT_RETRIES);
+    if connect_retries > defaults::MAX_RETRIES {
+        problems.push(at(
+            format!("{base}.connect_retries"),
+            format!(
+                "{connect_retries} is too many: at most {}",
+                defaults::MAX_RETRIES
+            ),
+        ));
+    }
+    if s.max_connections == Some(0) {
+        problems.push(at(
+            format!("{base}.max_connections"),
+            "must be 1 or more (leave it out for no limit)",
+        ));
+    }
+    let tcp_only = |key: &str, set: bool, problems: &mut Vec<At>| {
+        if set && proto == Proto::Udp {
+            problems.push(At {
+                path: format!("{base}.{key}"),
+                key: true,
+                reason: "only TCP services have this".into(),
+            });
+        }
+    };
+    tcp_only("proxy_protocol", s.proxy_protocol.is_some(), problems);
+    tcp_only("accept_proxy_protocol", s.accept_proxy_protocol, problems);
+    tcp_only("max_connections", s.max_connections.is_some(), problems);
+    if s.udp.is_some() && proto == Proto::Tcp {
+        problems.push(At {
+            path: format!("{base}.udp"),
+            key: true,
+            reason: "only UDP services (proto: udp) have this".into(),
+        });
+    }
+    let udp = s.udp.unwrap_or_default();
+    let max_sessions = udp.max_sessions.unwrap_or(defaults::MAX_SESSIONS);
+    if max_sessions == 0 {
+        problems.push(at(format!("{base}.udp.max_sessions"), "must be 1 or more"));
+    }
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut real_servers = Vec::with_capacity(s.real_servers.len());
+    for (j, r) in s.real_servers.into_iter().enumerate() {
+        let rbase = format!("{base}.real_servers[{j}]");
+        if let Some(first) = seen.insert(r.address.0, j) {
+            problems.push(at(
+                format!("{rbase}.address"),
+                format!("{} is already real_servers[{first}]", r.address.0),
+            ));
+        }
+        let weight = r.weight.unwrap_or(1);
+        if !(0..=defaults::MAX_WEIGHT).contains(&weight) {
+            problems.push(at(
+                format!("{rbase}.weight"),
+                format!(
+                    "{weight} is out of range: 0 (quiescent) to {}",
+                    defaults::MAX_WEIGHT
+                ),
+            ));
+        }
+        let params = DestParams {
+            weight: weight.clamp(0, defaults::MAX_WEIGHT) as i32,
+            u_threshold: r.u_threshold.unwrap_or(0),
+            l_threshold: r.l_threshold.unwrap_or(0),
+        };
+        if params.l_threshold > params.u_threshold {
+            problems.push(at(
+                format!("{rbase}.l_threshold"),
+                format!(
+                    "{} is above u_threshold {} (a lower threshold needs an upper one above it)",
+                    params.l_threshold, params.u_threshold
+                ),
+            ));
+        }
+        real_servers.push(RealServerSpec {
+            address: r.address.0,
+            params,
+        });
+    }
+    ServiceSpec {
+        name: s.name,
+        listen: s.listen.0,
+        proto,
+        sched: ServiceConfig {
+            scheduler,
+            flags,
+            persistence,
+            seed: 0,
+        },
+        timeouts,
+        connect_retries,
+        max_connections: s.max_connections,
+        proxy_protocol: s.proxy_protocol.map(|v| match v {
+            RawProxyVersion::V1 => ProxyVersion::V1,
+            RawProxyVersion::V2 => ProxyVersion::V2,
+        }),
+        accept_proxy_protocol: s.accept_proxy_protocol,
+        acl: Acl {
+            allow: s.allow.into_iter().map(|c| c.0).collect(),
+            deny: s.deny.into_iter().map(|c| c.0).collect(),
+        },
+        udp: UdpSettings {
+            ops: udp.ops,
+            max_sessions: max_sessions.max(1) as usize,
+        },
+        real_servers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, "rvs.yaml") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(|p| format!("rvs.yaml:{p}")).collect()
+            }
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    const GOOD: &str = "\
+services:
+  - name: web
+    listen: 127.0.0.1:8080
+    scheduler: wrr
+    real_servers:
+      - address: 127.0.0.1:18081
+        weight: 1
+      - address: 127.0.0.1:18082
+        weight: 2
+";
+
+    #[test]
+    fn a_good_file_with_defaults() {
+        let c = Config::parse(GOOD, "rvs.yaml").unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.sched.scheduler, rvs_sched::SchedulerKind::Wrr);
+        assert_eq!(s.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(s.real_servers[1].params.weight, 2);
+        assert_eq!(s.timeouts.tcp.as_secs(), 900);
+        assert_eq!(s.connect_retries, 2);
+        assert_eq!(c.global.shutdown_grace.as_secs(), 30);
+    }
+
+    #[test]
+    fn errors_are_placed_on_their_line_and_column() {
+        assert_eq!(
+            errors(&GOOD.replace("weight: 2", "weight: -2")),
+            [
+                "rvs.yaml:9:17: services[0].real_servers[1].weight: -2 is out of range: 0 (quiescent) to 65535"
+            ]
+        );
+        assert_eq!(
+            errors(&GOOD.replace("weight: 2", "wieght: 2")),
+            [
+                "rvs.yaml:9:9: services[0].real_servers[1].wieght: unknown field `wieght`, expected one of `address`, `weight`, `u_threshold`, `l_threshold`"
+            ]
+        );
+        assert_eq!(
+            errors(&GOOD.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1")),
+            [
+                "rvs.yaml:3:13: services[0].listen: \"127.0.0.1\" is not an address: write IP:PORT, or [IPv6]:PORT"
+            ]
+        );
+        assert_eq!(
+            errors(&GOOD.replace("scheduler: wrr", "scheduler: wrrr")),
+            [
+                "rvs.yaml:4:16: services[0].scheduler: unknown scheduler \"wrrr\": expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos"
+            ]
+        );
+        assert_eq!(
+            errors(&GOOD.replace(
+                "        weight: 1\n",
+                "        u_threshold: 2\n        l_threshold: 3\n"
+            )),
+            [
+                "rvs.yaml:8:22: services[0].real_servers[0].l_threshold: 3 is above u_threshold 2 (a lower threshold needs an upper one above it)"
+            ]
+        );
+        assert_eq!(
+            errors("services:\n  - name: a\n    listen: 127.0.0.1:1\n    timeouts: {tcp: 90}\n"),
+            [
+                "rvs.yaml:4:21: services[0].timeouts.tcp: 90 needs to be written as a duration with a unit, as \"300s\" or \"5m\""
+            ]
+        );
+        assert_eq!(
+            errors("services:\n  - listen: 127.0.0.1:1\n"),
+            ["rvs.yaml:2:5: services[0]: missing field `name`"]
+        );
+        let syntax = errors("services:\n  - name: \"unterminated\n");
+        assert_eq!(syntax.len(), 1);
+        assert_eq!(
+            syntax,
+            [
+                "rvs.yaml:3:1: found unexpected end of stream at line 3 column 1, while scanning a quoted scalar"
+            ]
+        );
+    }
+
+    #[test]
+    fn relations_between_services_are_checked() {
+        let two = format!("{GOOD}{}", GOOD.replace("services:\n", ""));
+        assert_eq!(
+            errors(&two),
+            [
+                "rvs.yaml:10:11: services[1].name: service name \"web\" is already used by services[0]",
+                "rvs.yaml:11:13: services[1].listen[0]: tcp 127.0.0.1:8080 is already the address of service \"web\""
+            ]
+        );
+        // TCP and UDP may share an address.
+        let udp = two.replacen(
+            "  - name: web\n    listen",
+            "  - name: dns\n    proto: udp\n    listen",
+            1,
+        );
+        assert_eq!(errors(&udp), Vec::<String>::new());
+        let flags = GOOD.replace("scheduler: wrr", "scheduler: wrr\n    flags: [sh-port]");
+        assert_eq!(
+            errors(&flags),
+            ["rvs.yaml:5:13: services[0].flags[0]: flag sh-port belongs to sh, not to wrr"]
+        );
+        let udp_proxy = GOOD.replace("scheduler: wrr", "proto: udp\n    proxy_protocol: v2");
+        assert_eq!(
+            errors(&udp_proxy),
+            ["rvs.yaml:5:5: services[0].proxy_protocol: only TCP services have this"]
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! # rvs-proxy: rvs's data plane
+//!
+//! A userspace virtual server: each client is terminated on a virtual
+//! address (VIP) and rvs opens its own connection to the real server that
+//! the service's IPVS scheduler ([`rvs_sched`]) picks — what IPVS calls
+//! FULLNAT. TCP and UDP, IPv4 and IPv6, configured from one YAML file that
+//! reloads without dropping a connection.
+//!
+//! ## Layout
+//!
+//! - [`config`]: the YAML file, checked whole into typed settings, errors at
+//!   `file:line:column`.
+//! - [`proxy`]: [`Proxy`] — start, reload ([`Proxy::apply`]) and shutdown.
+//! - [`service`]: a running service: its spec, its scheduler, its counters.
+//! - `listener`: listening sockets and accept loops (errors back off, never
+//!   end the loop).
+//! - `tcp`: one connection's life (`tcp::conn`) and byte forwarding
+//!   ([`tcp::forward`], splice(2) through pooled pipes, or a copy).
+//! - `udp`: sessions, one-packet scheduling, the session bound.
+//! - [`proxy_proto`]: PROXY protocol v1/v2, both ways.
+//! - [`reload`]: the configuration file watcher (inotify, ConfigMap `..data`
+//!   swaps included) and SIGHUP.
+//! - [`stats`]: per-service counters.
+//!
+//! ## Hot paths
+//!
+//! Accepting a connection loads the service's spec and scheduler once (an
+//! `Arc` each) and spawns one task. A pick takes no global lock (see
+//! rvs-sched). Forwarding holds a pipe or buffer only while bytes are in
+//! flight: an idle connection costs its two sockets and its task.
+//!
+//! ## What it is not
+//!
+//! It does not terminate TLS or parse HTTP; it does not forward packets at
+//! layer 3 (IPVS's DR and TUN modes): the real server always sees rvs as its
+//! peer, and learns the client from the PROXY protocol when asked.
+
+#![forbid(unsafe_code)]
+
+mod clock;
+pub mod config;
+mod listener;
+pub mod proxy;
+pub mod proxy_proto;
+pub mod reload;
+pub mod service;
+pub mod stats;
+pub mod tcp;
+mod udp;
+
+pub use config::Config;
+pub use proxy::{ApplyError, Options, Proxy};
+pub use service::ServiceRuntime;
+pub use tcp::forward::Mode;

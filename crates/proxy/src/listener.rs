@@ -1,0 +1,130 @@
+//! Listening sockets, and the loops that accept on them.
+//!
+//! A listener belongs to an address, not to a service: a [`Slot`] points at
+//! the service it serves, and a reload can point it at another service
+//! without closing the socket. Accept errors never end a loop: errors of one
+//! connection are skipped, and resource errors (EMFILE, ENFILE, ENOBUFS,
+//! ENOMEM) back off, from 5 ms up to 1 s, logging at most once a second.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use crate::config::Proto;
+use crate::service::ServiceRuntime;
+use crate::tcp::forward::Mode;
+
+/// An address rvs listens on.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// The bound address (the port is known even when 0 was configured).
+    pub(crate) local: SocketAddr,
+    /// The service it serves now.
+    pub(crate) target: ArcSwap<ServiceRuntime>,
+    pub(crate) stop: CancellationToken,
+}
+
+/// A socket bound by a reload's first phase, not yet serving.
+#[derive(Debug)]
+pub(crate) enum Bound {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Binds `addr` for `proto`.
+pub(crate) fn bind(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
+    let domain = Domain::for_address(addr);
+    let sock = match proto {
+        Proto::Tcp => Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?,
+        Proto::Udp => Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?,
+    };
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    if proto == Proto::Tcp {
+        // Restarting must not wait for TIME_WAIT connections to go.
+        sock.set_reuse_address(true)?;
+    }
+    sock.bind(&addr.into())?;
+    Ok(match proto {
+        Proto::Tcp => {
+            sock.listen(4096)?;
+            Bound::Tcp(sock.into())
+        }
+        Proto::Udp => Bound::Udp(sock.into()),
+    })
+}
+
+impl Bound {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Bound::Tcp(l) => l.local_addr(),
+            Bound::Udp(s) => s.local_addr(),
+        }
+    }
+
+    /// Starts serving `slot` (inside the runtime).
+    pub(crate) fn serve(
+        self,
+        slot: Arc<Slot>,
+        tracker: &TaskTracker,
+        mode: Mode,
+    ) -> io::Result<()> {
+        match self {
+            Bound::Tcp(l) => {
+                let listener = TcpListener::from_std(l)?;
+                tracker.spawn(accept_loop(listener, slot, tracker.clone(), mode));
+            }
+            Bound::Udp(s) => {
+                let socket = Arc::new(UdpSocket::from_std(s)?);
+                tracker.spawn(crate::udp::serve(socket, slot, tracker.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_resource_error(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracker, mode: Mode) {
+    let mut backoff = Duration::from_millis(5);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            () = slot.stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let svc = slot.target.load_full();
+                tracker.spawn(crate::tcp::conn::serve(svc, stream, peer, mode));
+            }
+            Err(e) if is_resource_error(&e) => {
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!(listen = %slot.local, error = %e, "accept failed: backing off");
+                    last_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    () = slot.stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            // A connection that failed between SYN and accept: skip it.
+            Err(_) => {}
+        }
+    }
+}

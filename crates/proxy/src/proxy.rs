@@ -1,0 +1,245 @@
+//! The running proxy: services, listeners, reloads and shutdown.
+//!
+//! A reload ([`Proxy::apply`]) takes a whole checked [`Config`] and applies
+//! it in two phases. First every address the new config needs and that is
+//! not already open is bound; if one fails, the new sockets are closed and
+//! nothing has changed. Then, with nothing left that can fail: services are
+//! updated in place (unchanged real servers keep their counters and the
+//! scheduler its state), new ones are created, listeners are pointed at
+//! their (new) service, and listeners no longer configured stop accepting.
+//! Connections in flight are never touched: they hold their service, and a
+//! removed service's connections drain on their own.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::config::{Config, Proto};
+use crate::listener::{self, Bound, Slot};
+use crate::service::ServiceRuntime;
+use crate::tcp::forward::Mode;
+
+/// Why a configuration could not be applied. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An address could not be bound.
+    #[error("service {service:?}: cannot listen on {proto} {addr}: {error}")]
+    Bind {
+        /// The service.
+        service: String,
+        /// TCP or UDP.
+        proto: Proto,
+        /// The address.
+        addr: SocketAddr,
+        /// The system's error.
+        error: io::Error,
+    },
+}
+
+/// Options of the data plane that are not in the configuration file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// How TCP bytes are moved.
+    pub forwarding: Mode,
+}
+
+/// A running proxy. Cloning gives another handle to it.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    config: ArcSwap<Config>,
+    tracker: TaskTracker,
+    options: Options,
+    stop: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    services: HashMap<String, Arc<ServiceRuntime>>,
+    /// Listening sockets by protocol and configured address.
+    slots: HashMap<(Proto, SocketAddr), Arc<Slot>>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Proxy {
+    /// Starts serving `config` (inside a tokio runtime).
+    pub fn start(config: Config, options: Options) -> Result<Proxy, ApplyError> {
+        let proxy = Proxy {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                config: ArcSwap::from_pointee(Config {
+                    global: config.global.clone(),
+                    services: Vec::new(),
+                }),
+                tracker: TaskTracker::new(),
+                options,
+                stop: CancellationToken::new(),
+            }),
+        };
+        proxy.apply(config)?;
+        tokio::spawn(timers(
+            Arc::downgrade(&proxy.inner),
+            proxy.inner.stop.clone(),
+        ));
+        Ok(proxy)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.load_full()
+    }
+
+    /// Applies a new configuration, whole, or not at all.
+    pub fn apply(&self, config: Config) -> Result<(), ApplyError> {
+        let mut st = lock(&self.inner.state);
+        // The addresses wanted, and the service each one serves.
+        let mut wanted: Vec<((Proto, SocketAddr), &str)> = Vec::new();
+        for s in &config.services {
+            for a in &s.listen {
+                wanted.push(((s.proto, *a), s.name.as_str()));
+            }
+        }
+        // Phase 1: bind what is new. Dropping `fresh` on error closes them.
+        let mut fresh: HashMap<(Proto, SocketAddr), Bound> = HashMap::new();
+        for (key @ (proto, addr), service) in &wanted {
+            if st.slots.contains_key(key) {
+                continue;
+            }
+            let bound = listener::bind(*proto, *addr).map_err(|error| ApplyError::Bind {
+                service: (*service).to_owned(),
+                proto: *proto,
+                addr: *addr,
+                error,
+            })?;
+            fresh.insert(*key, bound);
+        }
+        // Phase 2: nothing below fails.
+        let mut services = HashMap::new();
+        for spec in &config.services {
+            let rt = match st.services.remove(&spec.name) {
+                Some(rt) => {
+                    rt.update(spec.clone());
+                    rt
+                }
+                None => ServiceRuntime::new(spec.clone()),
+            };
+            services.insert(spec.name.clone(), rt);
+        }
+        let mut slots = HashMap::new();
+        for (key, service) in &wanted {
+            let target = Arc::clone(&services[*service]);
+            if let Some(slot) = st.slots.remove(key) {
+                slot.target.store(target);
+                slots.insert(*key, slot);
+                continue;
+            }
+            let Some(bound) = fresh.remove(key) else {
+                continue;
+            };
+            let local = bound.local_addr().unwrap_or(key.1);
+            let slot = Arc::new(Slot {
+                local,
+                target: ArcSwap::new(target),
+                stop: self.inner.stop.child_token(),
+            });
+            match bound.serve(
+                Arc::clone(&slot),
+                &self.inner.tracker,
+                self.inner.options.forwarding,
+            ) {
+                Ok(()) => {
+                    slots.insert(*key, slot);
+                }
+                Err(e) => {
+                    tracing::error!(listen = %local, error = %e, "cannot serve a bound socket")
+                }
+            }
+        }
+        for (key, slot) in st.slots.drain() {
+            info!(proto = %key.0, listen = %slot.local, "listener closed");
+            slot.stop.cancel();
+        }
+        for name in st.services.keys() {
+            info!(service = %name, "service removed: its connections drain");
+        }
+        st.slots = slots;
+        st.services = services;
+        self.inner.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// The running services.
+    pub fn services(&self) -> Vec<Arc<ServiceRuntime>> {
+        let st = lock(&self.inner.state);
+        let mut v: Vec<_> = st.services.values().cloned().collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
+        v
+    }
+
+    /// The running service named `name`.
+    pub fn service(&self, name: &str) -> Option<Arc<ServiceRuntime>> {
+        lock(&self.inner.state).services.get(name).cloned()
+    }
+
+    /// The bound addresses of a service (the real ports when 0 was asked).
+    pub fn local_addrs(&self, name: &str) -> Vec<SocketAddr> {
+        let st = lock(&self.inner.state);
+        let mut v: Vec<SocketAddr> = st
+            .slots
+            .values()
+            .filter(|s| s.target.load().name() == name)
+            .map(|s| s.local)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Stops accepting, then waits up to `grace` for open connections to
+    /// finish. True when they all did.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.inner.stop.cancel();
+        {
+            let mut st = lock(&self.inner.state);
+            st.slots.clear();
+        }
+        self.inner.tracker.close();
+        tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+/// Runs the schedulers' expiries (persistence templates, lblc/lblcr
+/// tables) once a second.
+async fn timers(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let services: Vec<_> = lock(&inner.state).services.values().cloned().collect();
+        let now = crate::clock::now();
+        for s in services {
+            s.scheduler().advance(now);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Reloading the configuration file.
+//!
+//! A reload reads the file, checks it whole, and applies it
+//! ([`crate::Proxy::apply`]); if either step fails the running
+//! configuration stays in force and the failure is logged and kept in
+//! [`ReloadStatus`]. Reloads come from:
+//!
+//! - a request ([`Reloader::reload`]), which the daemon makes on SIGHUP;
+//! - the file changing: the file's directory is watched (inotify), so an
+//!   atomic rename, an editor's save and a Kubernetes ConfigMap update,
+//!   which swaps the `..data` symlink in the mounted directory, are all seen;
+//!   events within 100 ms are taken as one;
+//! - a check every 5 s, in case an event was missed (network filesystems).
+//!
+//! The watcher reloads only when the file's content changed.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::Proxy;
+use crate::config::Config;
+
+/// What reloads did: for logs, metrics and the admin API.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    /// Reloads applied.
+    pub succeeded: AtomicU64,
+    /// Reloads refused (the running configuration stayed).
+    pub failed: AtomicU64,
+    /// Unix time of the last applied configuration (the start counts).
+    pub last_success_unix: AtomicU64,
+    /// Hash of the configuration file in force.
+    pub config_hash: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ReloadStatus {
+    /// Why the last reload failed, if the last one did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = e;
+    }
+}
+
+/// Hash of a file's content.
+pub fn content_hash(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Reloads one proxy from one file.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    path: PathBuf,
+    proxy: Proxy,
+    status: Arc<ReloadStatus>,
+    /// Serializes reloads (SIGHUP and the watcher may race).
+    serial: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Reloader {
+    /// A reloader of `proxy` from `path`, whose content `initial` is in force.
+    pub fn new(path: &Path, proxy: Proxy, initial: &str) -> Reloader {
+        let status = ReloadStatus::default();
+        status.config_hash.store(content_hash(initial), Relaxed);
+        status.last_success_unix.store(unix_now(), Relaxed);
+        Reloader {
+            path: path.to_path_buf(),
+            proxy,
+            status: Arc::new(status),
+            serial: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// What reloads did.
+    pub fn status(&self) -> Arc<ReloadStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// Reloads now. `Err` says why the running configuration stayed.
+    pub async fn reload(&self) -> Result<(), String> {
+        let _one = self.serial.lock().await;
+        self.reload_locked(false).await
+    }
+
+    async fn reload_locked(&self, only_if_changed: bool) -> Result<(), String> {
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(t) => t,
+            Err(e) => return self.failed(format!("{}: {e}", self.path.display())),
+        };
+        let hash = content_hash(&text);
+        if only_if_changed && hash == self.status.config_hash.load(Relaxed) {
+            return Ok(());
+        }
+        let config = match Config::parse(&text, &self.path.display().to_string()) {
+            Ok(c) => c,
+            Err(e) => return self.failed(e.to_string()),
+        };
+        let services = config.services.len();
+        if let Err(e) = self.proxy.apply(config) {
+            return self.failed(e.to_string());
+        }
+        self.status.config_hash.store(hash, Relaxed);
+        self.status.succeeded.fetch_add(1, Relaxed);
+        self.status.last_success_unix.store(unix_now(), Relaxed);
+        self.status.set_error(None);
+        info!(file = %self.path.display(), services, hash = format_args!("{hash:016x}"), "configuration reloaded");
+        Ok(())
+    }
+
+    fn failed(&self, why: String) -> Result<(), String> {
+        self.status.failed.fetch_add(1, Relaxed);
+        error!(error = %why, "reload refused: the running configuration stays");
+        self.status.set_error(Some(why.clone()));
+        Err(why)
+    }
+
+    /// Watches the file and reloads when its content changes, until `stop`.
+    pub async fn watch(self, stop: CancellationToken) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        });
+        let _watcher = match watcher {
+            Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot watch the configuration's directory: checking every 5s");
+                    None
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "no file watcher: checking the configuration every 5s");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(Duration::from_secs(5));
+        poll.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                got = rx.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    // Take a burst of events as one.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = poll.tick() => {}
+            }
+            let _one = self.serial.lock().await;
+            let _ = self.reload_locked(true).await;
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

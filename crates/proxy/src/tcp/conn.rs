@@ -1,0 +1,206 @@
+//! One client connection, from accept to close.
+//!
+//! 1. Check the client against the service's ACL and connection limit.
+//! 2. With `accept_proxy_protocol`, read the upstream balancer's header to
+//!    learn the real client.
+//! 3. Schedule: the destination the scheduler sees (dh, lblc, lblcr,
+//!    persistence) is the original destination when iptables redirected the
+//!    connection (SO_ORIGINAL_DST), else the address it was accepted on.
+//! 4. Connect with a timeout; on failure, count it against that server and
+//!    retry on another ([`rvs_sched::Service::schedule_retry`]).
+//! 5. Counts: the connection is inactive while connecting (IPVS's SYN
+//!    state), active once both sides are established, inactive again after
+//!    the first FIN, and released at close.
+//! 6. Send the PROXY header if the service asks, then forward.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rvs_sched::{Conn, Traffic};
+use socket2::SockRef;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::forward::{self, Counters, End, Mode};
+use crate::clock;
+use crate::config::{ProxyVersion, ServiceSpec};
+use crate::proxy_proto;
+use crate::service::ServiceRuntime;
+use crate::stats::Refusal;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The destination the client connected to: the original destination of a
+/// connection that iptables redirected (REDIRECT/DNAT), else the local address.
+fn original_dst(stream: &TcpStream, local: SocketAddr) -> SocketAddr {
+    #[cfg(target_os = "linux")]
+    {
+        let orig = match local {
+            SocketAddr::V4(_) => rustix::net::sockopt::ip_original_dst(stream).map(SocketAddr::V4),
+            SocketAddr::V6(_) => {
+                rustix::net::sockopt::ipv6_original_dst(stream).map(SocketAddr::V6)
+            }
+        };
+        if let Ok(o) = orig {
+            return o;
+        }
+    }
+    let _ = stream;
+    local
+}
+
+/// Ends a connection with a reset rather than a FIN: for refusals after the
+/// handshake, timeouts and failures, so that neither side mistakes a cut
+/// stream for a complete one.
+fn reset(stream: &TcpStream) {
+    let _ = SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+}
+
+pub(crate) async fn serve(
+    svc: Arc<ServiceRuntime>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    mode: Mode,
+) {
+    let spec = svc.spec();
+    let local = client.local_addr().unwrap_or(peer);
+    let (who, vip) = if spec.accept_proxy_protocol {
+        let header = tokio::time::timeout(
+            spec.timeouts.proxy_header,
+            proxy_proto::read_header(&mut client),
+        )
+        .await;
+        match header {
+            Ok(Ok(Some(addrs))) => addrs,
+            Ok(Ok(None)) => (peer, original_dst(&client, local)),
+            Ok(Err(e)) => {
+                debug!(service = %svc.name(), %peer, error = %e, "refused: bad PROXY header");
+                svc.stats.refuse(Refusal::ProxyHeader);
+                reset(&client);
+                return;
+            }
+            Err(_) => {
+                debug!(service = %svc.name(), %peer, "refused: no PROXY header in time");
+                svc.stats.refuse(Refusal::ProxyHeader);
+                reset(&client);
+                return;
+            }
+        }
+    } else {
+        (peer, original_dst(&client, local))
+    };
+    if !spec.acl.allows(who.ip()) {
+        debug!(service = %svc.name(), client = %who, "refused: acl");
+        svc.stats.refuse(Refusal::Acl);
+        reset(&client);
+        return;
+    }
+    let Some(_open) = svc.admit(spec.max_connections) else {
+        debug!(service = %svc.name(), client = %who, "refused: max_connections");
+        svc.stats.refuse(Refusal::Limit);
+        reset(&client);
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let Some((mut server, mut conn)) = connect(&svc, &spec, who, vip).await else {
+        reset(&client);
+        return;
+    };
+    svc.stats.conns.fetch_add(1, Relaxed);
+    let _ = server.set_nodelay(true);
+    conn.established();
+    if let Some(version) = spec.proxy_protocol {
+        let mut header = Vec::with_capacity(64);
+        match version {
+            ProxyVersion::V1 => proxy_proto::encode_v1(who, vip, &mut header),
+            ProxyVersion::V2 => proxy_proto::encode_v2(who, vip, &mut header),
+        }
+        if server.write_all(&header).await.is_err() {
+            reset(&client);
+            return;
+        }
+    }
+    let counters = Counters::default();
+    let end = forward::run(
+        &client,
+        &server,
+        mode,
+        spec.timeouts.tcp,
+        spec.timeouts.tcpfin,
+        &counters,
+        || conn.fin(),
+    )
+    .await;
+    let (to_server, to_client) = (
+        counters.to_server.load(Relaxed),
+        counters.to_client.load(Relaxed),
+    );
+    conn.dest().add_traffic(Traffic {
+        in_pkts: 0,
+        out_pkts: 0,
+        in_bytes: to_server,
+        out_bytes: to_client,
+    });
+    svc.stats.in_bytes.fetch_add(to_server, Relaxed);
+    svc.stats.out_bytes.fetch_add(to_client, Relaxed);
+    match end {
+        End::Closed => {}
+        End::Timeout => {
+            debug!(service = %svc.name(), client = %who, server = %conn.addr(), "idle timeout");
+            reset(&client);
+            reset(&server);
+        }
+        End::Failed(e) => {
+            debug!(service = %svc.name(), client = %who, server = %conn.addr(), error = %e, "connection failed");
+            reset(&client);
+            reset(&server);
+        }
+    }
+}
+
+/// Schedules and connects, retrying on other servers.
+async fn connect(
+    svc: &ServiceRuntime,
+    spec: &ServiceSpec,
+    client: SocketAddr,
+    vip: SocketAddr,
+) -> Option<(TcpStream, Conn)> {
+    let sched = svc.scheduler();
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    for attempt in 0..=spec.connect_retries {
+        let now = clock::now();
+        let conn = if attempt == 0 {
+            sched.schedule(client, vip, now)
+        } else {
+            sched.schedule_retry(client, vip, now, &tried)
+        };
+        let Some(conn) = conn else {
+            if attempt == 0 {
+                let why = svc.refuse_unscheduled();
+                debug!(service = %svc.name(), %client, reason = why.name(), "refused");
+            } else {
+                svc.stats.refuse(Refusal::Unreachable);
+                debug!(service = %svc.name(), %client, "refused: no reachable server");
+            }
+            return None;
+        };
+        let addr = conn.addr();
+        match tokio::time::timeout(spec.timeouts.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Some((stream, conn)),
+            Ok(Err(e)) => {
+                debug!(service = %svc.name(), server = %addr, error = %e, "connect failed");
+            }
+            Err(_) => {
+                debug!(service = %svc.name(), server = %addr, "connect timed out");
+            }
+        }
+        conn.dest().count_connect_failure();
+        svc.stats.connect_failures.fetch_add(1, Relaxed);
+        tried.push(addr);
+        if attempt < spec.connect_retries {
+            svc.stats.retries.fetch_add(1, Relaxed);
+        }
+    }
+    svc.stats.refuse(Refusal::Unreachable);
+    None
+}

@@ -1,0 +1,251 @@
+//! Moving bytes between a client and its real server.
+//!
+//! Each direction is its own loop (as tokio's `copy_bidirectional`): read
+//! from one socket, write everything to the other; at end of stream, shut
+//! down the write half of the other socket and stop, while the other
+//! direction goes on. Both loops run in the connection's task.
+//!
+//! Linux: splice(2) moves the bytes socket → pipe → socket without copying
+//! them into user space ([`super::pipes`]). Elsewhere, or when asked, the
+//! bytes go through a pooled buffer. Neither holds memory while idle.
+//!
+//! Idle timeouts are ipvsadm's: `tcp` while both directions are open,
+//! `tcpfin` once one direction has ended.
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::clock;
+
+/// How bytes are moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// splice(2) through a pipe (Linux).
+    Splice,
+    /// read(2)/write(2) through a buffer.
+    Copy,
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            Mode::Splice
+        } else {
+            Mode::Copy
+        }
+    }
+}
+
+/// Byte counts and the time of the last activity, shared by both directions.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) to_server: AtomicU64,
+    pub(crate) to_client: AtomicU64,
+    last: AtomicU64,
+}
+
+impl Counters {
+    fn touch(&self) {
+        self.last.store(clock::now().as_nanos(), Relaxed);
+    }
+}
+
+/// How a connection's forwarding ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Both directions reached end of stream.
+    Closed,
+    /// No traffic for the idle timeout.
+    Timeout,
+    /// A socket failed (a reset, typically).
+    Failed(io::Error),
+}
+
+/// Forwards until both directions end; `half_closed` runs when the first
+/// one does.
+pub(crate) async fn run(
+    client: &TcpStream,
+    server: &TcpStream,
+    mode: Mode,
+    tcp: Duration,
+    tcpfin: Duration,
+    c: &Counters,
+    half_closed: impl FnOnce(),
+) -> End {
+    c.touch();
+    let up = pump(client, server, mode, &c.to_server, c);
+    let down = pump(server, client, mode, &c.to_client, c);
+    tokio::pin!(up, down);
+    let (up_first, res) = tokio::select! {
+        r = &mut up => (true, r),
+        r = &mut down => (false, r),
+        () = idle(c, tcp) => return End::Timeout,
+    };
+    if let Err(e) = res {
+        return End::Failed(e);
+    }
+    half_closed();
+    let res = if up_first {
+        tokio::select! {
+            r = &mut down => r,
+            () = idle(c, tcpfin) => return End::Timeout,
+        }
+    } else {
+        tokio::select! {
+            r = &mut up => r,
+            () = idle(c, tcpfin) => return End::Timeout,
+        }
+    };
+    match res {
+        Ok(()) => End::Closed,
+        Err(e) => End::Failed(e),
+    }
+}
+
+async fn idle(c: &Counters, limit: Duration) {
+    loop {
+        let deadline = rvs_sched::Time::from_nanos(c.last.load(Relaxed)).saturating_add(limit);
+        let now = clock::now();
+        if now >= deadline {
+            return;
+        }
+        tokio::time::sleep(deadline.saturating_since(now)).await;
+    }
+}
+
+/// One direction, then the write half of `dst` is shut down.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    mode: Mode,
+    bytes: &AtomicU64,
+    c: &Counters,
+) -> io::Result<()> {
+    match mode {
+        Mode::Splice => splice_loop(src, dst, bytes, c).await?,
+        Mode::Copy => copy_loop(src, dst, bytes, c).await?,
+    }
+    match SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
+        // The other side may already be gone; that is its direction's news.
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn splice_loop(
+    src: &TcpStream,
+    dst: &TcpStream,
+    bytes: &AtomicU64,
+    c: &Counters,
+) -> io::Result<()> {
+    use rustix::pipe::{SpliceFlags, splice};
+
+    use super::pipes;
+
+    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    loop {
+        src.readable().await?;
+        let pipe = pipes::take()?;
+        let spliced = src.try_io(Interest::READABLE, || {
+            splice(src, None, &pipe.write, None, pipe.capacity, flags).map_err(io::Error::from)
+        });
+        let n = match spliced {
+            Ok(0) => {
+                pipes::give(pipe);
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) => {
+                // Nothing entered the pipe: it can go back.
+                pipes::give(pipe);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        let mut left = n;
+        while left > 0 {
+            dst.writable().await?;
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(&pipe.read, None, dst, None, left, flags).map_err(io::Error::from)
+            }) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The pipe still holds bytes: it is dropped, not pooled.
+                Err(e) => return Err(e),
+            }
+        }
+        pipes::give(pipe);
+        bytes.fetch_add(n as u64, Relaxed);
+        c.touch();
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn splice_loop(
+    src: &TcpStream,
+    dst: &TcpStream,
+    bytes: &AtomicU64,
+    c: &Counters,
+) -> io::Result<()> {
+    copy_loop(src, dst, bytes, c).await
+}
+
+const BUF_SIZE: usize = 64 * 1024;
+const BUF_POOL_MAX: usize = 64;
+
+thread_local! {
+    static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+async fn copy_loop(
+    src: &TcpStream,
+    dst: &TcpStream,
+    bytes: &AtomicU64,
+    c: &Counters,
+) -> io::Result<()> {
+    loop {
+        src.readable().await?;
+        let mut buf = BUFFERS
+            .with(|b| b.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
+        let n = match src.try_read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                give_buffer(buf);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut off = 0;
+        while off < n {
+            dst.writable().await?;
+            match dst.try_write(&buf[off..n]) {
+                Ok(m) => off += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        give_buffer(buf);
+        bytes.fetch_add(n as u64, Relaxed);
+        c.touch();
+    }
+}
+
+fn give_buffer(buf: Box<[u8]>) {
+    BUFFERS.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < BUF_POOL_MAX {
+            b.push(buf);
+        }
+    });
+}

@@ -1,0 +1,299 @@
+//! UDP services: a session per client address and port.
+//!
+//! The first datagram of a client schedules a real server (the session
+//! counts as one inactive connection, as IPVS counts UDP) and opens an
+//! upstream socket connected to it; a task relays the server's replies back
+//! to the client from the service's own socket. A session ends after
+//! `timeouts.udp` without traffic.
+//!
+//! With `udp.ops` (one-packet scheduling, ipvsadm `--ops`), every datagram
+//! is scheduled on its own; the session only routes replies, from any of the
+//! service's real servers, back to the client.
+//!
+//! `udp.max_sessions` bounds the sessions of a service. Beyond it, a session
+//! is evicted with the CLOCK algorithm, an O(1) approximation of "least
+//! recently used": sessions wait in a queue; one that saw traffic since it
+//! was last looked at gets a second chance at the back, the first one that
+//! did not is evicted. A flood of new sources thus evicts idle sessions, not
+//! busy ones.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use rvs_sched::{Conn, Traffic};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use crate::clock;
+use crate::listener::Slot;
+use crate::service::{OpenGuard, ServiceRuntime};
+use crate::stats::Refusal;
+
+const MAX_DATAGRAM: usize = 65_535;
+
+#[derive(Debug)]
+struct Session {
+    svc: Arc<ServiceRuntime>,
+    up: UdpSocket,
+    /// The scheduled connection; `None` in one-packet mode.
+    conn: Option<Conn>,
+    last: AtomicU64,
+    referenced: AtomicBool,
+    stop: CancellationToken,
+    _open: OpenGuard,
+}
+
+impl Session {
+    fn touch(&self) {
+        self.last.store(clock::now().as_nanos(), Relaxed);
+        self.referenced.store(true, Relaxed);
+    }
+}
+
+/// The sessions of one listening socket. A session leaves it by eviction,
+/// expiry, or the socket's end; each way cancels the session's reply task,
+/// which holds the session while it waits.
+#[derive(Default)]
+struct Table {
+    map: HashMap<SocketAddr, Arc<Session>>,
+    /// CLOCK queue of clients, oldest first.
+    clock: VecDeque<SocketAddr>,
+}
+
+impl Table {
+    fn insert(&mut self, client: SocketAddr, s: Arc<Session>) {
+        self.map.insert(client, s);
+        self.clock.push_back(client);
+    }
+
+    /// Evicts one session by CLOCK; false when there is none.
+    fn evict_one(&mut self) -> bool {
+        while let Some(client) = self.clock.pop_front() {
+            let Some(s) = self.map.get(&client) else {
+                continue; // ended already
+            };
+            if s.referenced.swap(false, Relaxed) {
+                self.clock.push_back(client);
+                continue;
+            }
+            if let Some(s) = self.map.remove(&client) {
+                s.stop.cancel();
+                s.svc.stats.evictions.fetch_add(1, Relaxed);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Ends the sessions idle for their service's UDP timeout.
+    fn expire(&mut self) {
+        let now = clock::now();
+        self.map.retain(|_, s| {
+            let idle = s.svc.spec().timeouts.udp;
+            let alive =
+                rvs_sched::Time::from_nanos(s.last.load(Relaxed)).saturating_add(idle) > now;
+            if !alive {
+                s.stop.cancel();
+                s.svc.stats.expired.fetch_add(1, Relaxed);
+            }
+            alive
+        });
+        let map = &self.map;
+        self.clock.retain(|c| map.contains_key(c));
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        for s in self.map.values() {
+            s.stop.cancel();
+        }
+    }
+}
+
+fn unspecified_for(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// Serves one listening socket until its slot is stopped.
+pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: TaskTracker) {
+    let mut table = Table::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (n, client) = tokio::select! {
+            () = slot.stop.cancelled() => return,
+            _ = sweep.tick() => {
+                table.expire();
+                continue;
+            }
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                // ICMP errors surface here on some systems; nothing to do.
+                Err(_) => continue,
+            },
+        };
+        let data = &buf[..n];
+        let session = match table.map.get(&client) {
+            Some(s) => Arc::clone(s),
+            None => {
+                let svc = slot.target.load_full();
+                match open(&svc, &socket, &slot, client, &mut table, &tracker).await {
+                    Some(s) => s,
+                    None => continue,
+                }
+            }
+        };
+        session.touch();
+        let svc = &session.svc;
+        svc.stats.in_datagrams.fetch_add(1, Relaxed);
+        svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
+        let traffic = Traffic {
+            in_pkts: 1,
+            in_bytes: n as u64,
+            ..Traffic::default()
+        };
+        match &session.conn {
+            Some(conn) => {
+                conn.dest().add_traffic(traffic);
+                let _ = session.up.send(data).await;
+            }
+            None => {
+                // One-packet scheduling: this datagram alone is scheduled,
+                // counted, sent and released.
+                let sched = svc.scheduler();
+                match sched.schedule(client, slot.local, clock::now()) {
+                    Some(conn) => {
+                        conn.dest().add_traffic(traffic);
+                        let _ = session.up.send_to(data, conn.addr()).await;
+                    }
+                    None => {
+                        svc.refuse_unscheduled();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens a session for a new client; `None` when it is refused.
+async fn open(
+    svc: &Arc<ServiceRuntime>,
+    socket: &Arc<UdpSocket>,
+    slot: &Slot,
+    client: SocketAddr,
+    table: &mut Table,
+    tracker: &TaskTracker,
+) -> Option<Arc<Session>> {
+    let spec = svc.spec();
+    if !spec.acl.allows(client.ip()) {
+        svc.stats.refuse(Refusal::Acl);
+        return None;
+    }
+    let open = loop {
+        if let Some(g) = svc.admit(Some(
+            u32::try_from(spec.udp.max_sessions).unwrap_or(u32::MAX),
+        )) {
+            break g;
+        }
+        // At the bound: evict from this socket's sessions. If this socket
+        // has none (the service's sessions are on its other sockets), drop.
+        if !table.evict_one() {
+            svc.stats.refuse(Refusal::Limit);
+            return None;
+        }
+    };
+    let sched = svc.scheduler();
+    let (conn, up) = if spec.udp.ops {
+        let up = UdpSocket::bind(unspecified_for(slot.local)).await.ok()?;
+        (None, up)
+    } else {
+        let Some(conn) = sched.schedule(client, slot.local, clock::now()) else {
+            svc.refuse_unscheduled();
+            return None;
+        };
+        let up = match UdpSocket::bind(unspecified_for(conn.addr())).await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(service = %svc.name(), error = %e, "udp: no upstream socket");
+                return None;
+            }
+        };
+        if up.connect(conn.addr()).await.is_err() {
+            conn.dest().count_connect_failure();
+            svc.stats.connect_failures.fetch_add(1, Relaxed);
+            svc.stats.refuse(Refusal::Unreachable);
+            return None;
+        }
+        (Some(conn), up)
+    };
+    svc.stats.conns.fetch_add(1, Relaxed);
+    let session = Arc::new(Session {
+        svc: Arc::clone(svc),
+        up,
+        conn,
+        last: AtomicU64::new(clock::now().as_nanos()),
+        referenced: AtomicBool::new(false),
+        stop: CancellationToken::new(),
+        _open: open,
+    });
+    table.insert(client, Arc::clone(&session));
+    tracker.spawn(replies(
+        Arc::downgrade(&session),
+        session.stop.clone(),
+        Arc::clone(socket),
+        client,
+    ));
+    Some(session)
+}
+
+/// Relays a session's replies to its client until the session ends.
+async fn replies(
+    session: std::sync::Weak<Session>,
+    stop: CancellationToken,
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let Some(s) = session.upgrade() else {
+            return;
+        };
+        let got = tokio::select! {
+            () = stop.cancelled() => return,
+            r = s.up.recv_from(&mut buf) => r,
+        };
+        let Ok((n, from)) = got else {
+            continue; // an ICMP error from the server: the session stays
+        };
+        let dest = match &s.conn {
+            Some(c) => Some(Arc::clone(c.dest())),
+            // One-packet mode: only the service's servers may answer.
+            None => s.svc.scheduler().dest(from),
+        };
+        let Some(dest) = dest else {
+            continue;
+        };
+        if socket.send_to(&buf[..n], client).await.is_ok() {
+            s.touch();
+            dest.add_traffic(Traffic {
+                out_pkts: 1,
+                out_bytes: n as u64,
+                ..Traffic::default()
+            });
+            s.svc.stats.out_datagrams.fetch_add(1, Relaxed);
+            s.svc.stats.out_bytes.fetch_add(n as u64, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `rvs run -c FILE` and `rvs check -c FILE`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use rvs_proxy::reload::Reloader;
+use rvs_proxy::{Config, Options, Proxy};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Reads and checks the configuration, printing what is wrong.
+fn load(path: &Path) -> Result<(String, Config), ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    match Config::parse(&text, &path.display().to_string()) {
+        Ok(c) => Ok((text, c)),
+        Err(e) => {
+            eprintln!("{e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub(crate) fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok((_, c)) => {
+            let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+            println!(
+                "{}: ok, {} service{}{}",
+                path.display(),
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", names.join(", "))
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+pub(crate) async fn run(path: &Path, options: Options) -> ExitCode {
+    let (text, config) = match load(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let services = config.services.len();
+    let proxy = match Proxy::start(config, options) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            eprintln!("rvs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut hup, mut term, mut int) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        _ => {
+            eprintln!("rvs: cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reloader = Reloader::new(path, proxy.clone(), &text);
+    let stop = CancellationToken::new();
+    tokio::spawn(reloader.clone().watch(stop.clone()));
+    info!(file = %path.display(), services, "rvs running");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                let _ = reloader.reload().await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    stop.cancel();
+    let grace = proxy.config().global.shutdown_grace;
+    info!(grace = ?grace, "shutting down: no new connections, draining open ones");
+    if proxy.shutdown(grace).await {
+        info!("all connections closed");
+    } else {
+        warn!("grace period over: closing the connections still open");
+    }
+    ExitCode::SUCCESS
+}
