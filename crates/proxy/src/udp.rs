@@ -46,13 +46,24 @@ struct Session {
     last: AtomicU64,
     referenced: AtomicBool,
     stop: CancellationToken,
-    _open: OpenGuard,
+    /// The session's place under `max_sessions`, given back as soon as the
+    /// session ends, not when its last reference goes.
+    open: std::sync::Mutex<Option<OpenGuard>>,
 }
 
 impl Session {
     fn touch(&self) {
         self.last.store(clock::now().as_nanos(), Relaxed);
         self.referenced.store(true, Relaxed);
+    }
+
+    /// Ends the session: stops its reply task and frees its place.
+    fn end(&self) {
+        self.stop.cancel();
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 }
 
@@ -83,7 +94,7 @@ impl Table {
                 continue;
             }
             if let Some(s) = self.map.remove(&client) {
-                s.stop.cancel();
+                s.end();
                 s.svc.stats.evictions.fetch_add(1, Relaxed);
             }
             return true;
@@ -99,7 +110,7 @@ impl Table {
             let alive =
                 rvs_sched::Time::from_nanos(s.last.load(Relaxed)).saturating_add(idle) > now;
             if !alive {
-                s.stop.cancel();
+                s.end();
                 s.svc.stats.expired.fetch_add(1, Relaxed);
             }
             alive
@@ -112,7 +123,7 @@ impl Table {
 impl Drop for Table {
     fn drop(&mut self) {
         for s in self.map.values() {
-            s.stop.cancel();
+            s.end();
         }
     }
 }
@@ -246,7 +257,7 @@ async fn open(
         last: AtomicU64::new(clock::now().as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),
-        _open: open,
+        open: std::sync::Mutex::new(Some(open)),
     });
     table.insert(client, Arc::clone(&session));
     tracker.spawn(replies(

@@ -1,11 +1,11 @@
 //! Configuration: one YAML file, read and checked whole into a [`Config`] of
 //! checked types, or rejected with every problem at `file:line:column`.
 //!
-//! Layers, as in sozu and pingora: [`raw`] is what the file says (serde,
-//! unknown keys refused); [`values`] are the self-checking value types;
-//! [`validate`] turns the raw tree into a [`Config`], applying defaults and
+//! Layers, as in sozu and pingora: `raw` is what the file says (serde,
+//! unknown keys refused); `values` are the self-checking value types;
+//! `validate` turns the raw tree into a [`Config`], applying defaults and
 //! checking relations (unique names and addresses, thresholds, flags that
-//! belong to the scheduler). [`locate`] places any error on its line and
+//! belong to the scheduler). `locate` places any error on its line and
 //! column. serde_yaml is used in this module only.
 //!
 //! Every key is documented in docs/configuration.md.

@@ -1,6 +1,6 @@
 //! The configuration file as written: serde structs that refuse unknown keys.
-//! Values check themselves ([`super::values`]); relations between values are
-//! checked by [`super::validate`]. Defaults are applied there, not here, so
+//! Values check themselves (`values`); relations between values are
+//! checked by `validate`. Defaults are applied there, not here, so
 //! that this file says only what the user wrote.
 
 use serde::Deserialize;

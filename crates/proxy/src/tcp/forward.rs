@@ -6,7 +6,7 @@
 //! direction goes on. Both loops run in the connection's task.
 //!
 //! Linux: splice(2) moves the bytes socket → pipe → socket without copying
-//! them into user space ([`super::pipes`]). Elsewhere, or when asked, the
+//! them into user space (the `pipes` module). Elsewhere, or when asked, the
 //! bytes go through a pooled buffer. Neither holds memory while idle.
 //!
 //! Idle timeouts are ipvsadm's: `tcp` while both directions are open,

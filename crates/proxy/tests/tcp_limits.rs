@@ -1,0 +1,294 @@
+//! Retries on refused and black-holed servers; thresholds, connection
+//! limits and ACLs that refuse cleanly; PROXY protocol bytes as the backend
+//! receives them.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::*;
+use rvs_proxy::stats::Refusal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn yaml(extra: &str, servers: &[SocketAddr]) -> String {
+    let mut y =
+        format!("services:\n  - name: s\n    listen: 127.0.0.1:0\n{extra}    real_servers:\n");
+    for a in servers {
+        y.push_str(&format!("      - address: \"{a}\"\n"));
+    }
+    y
+}
+
+/// An address where nothing listens: connects are refused.
+async fn refused_address() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A listener whose accept queue is full and never drained: further SYNs
+/// are dropped, so connects hang (a black hole, on loopback).
+async fn black_hole() -> (
+    SocketAddr,
+    Vec<tokio::task::JoinHandle<()>>,
+    socket2::Socket,
+) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.listen(0).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        fillers.push(tokio::spawn(async move {
+            if let Ok(Ok(c)) =
+                tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await
+            {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(c);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (addr, fillers, s)
+}
+
+/// A refused client gets no bytes and no hang: end of stream or a reset —
+/// which may arrive before the client's connect() has returned.
+async fn assert_refused(s: std::io::Result<TcpStream>) {
+    let mut s = match s {
+        Ok(s) => s,
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+            return;
+        }
+    };
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "expected a refusal, got {r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_server_is_retried_on_another() {
+    let dead = refused_address().await;
+    let alive = name_backend("alive").await;
+    let p = proxy(&yaml("    scheduler: rr\n", &[alive, dead]));
+    let v = vip(&p, "s");
+    for _ in 0..6 {
+        assert_eq!(fetch_name(v).await, "alive");
+    }
+    let svc = p.service("s").unwrap();
+    // The list is [dead, alive]. Each retry's pick moves rr's pointer to
+    // alive, so the next connection starts at dead again: every connection
+    // pays one failed connect (until health checks take dead out).
+    let failures = svc.scheduler().dest(dead).unwrap().connect_failures();
+    assert_eq!(failures, 6);
+    assert_eq!(
+        svc.stats.retries.load(std::sync::atomic::Ordering::Relaxed),
+        6
+    );
+    assert_eq!(svc.stats.refused(Refusal::Unreachable), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_server_times_out_and_is_retried() {
+    let (hole, _fillers, _socket) = black_hole().await;
+    let alive = name_backend("alive").await;
+    let extra = "    scheduler: rr\n    timeouts: {connect: 300ms}\n";
+    let p = proxy(&yaml(extra, &[alive, hole]));
+    let v = vip(&p, "s");
+    let start = std::time::Instant::now();
+    for _ in 0..4 {
+        assert_eq!(fetch_name(v).await, "alive");
+    }
+    // As above, each connection tries the hole first and waits out 300 ms.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        start.elapsed()
+    );
+    let svc = p.service("s").unwrap();
+    assert_eq!(svc.scheduler().dest(hole).unwrap().connect_failures(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_server_is_unreachable_the_client_is_refused() {
+    let a = refused_address().await;
+    let b = refused_address().await;
+    let p = proxy(&yaml("    connect_retries: 5\n", &[a, b]));
+    assert_refused(TcpStream::connect(vip(&p, "s")).await).await;
+    let svc = p.service("s").unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || svc
+            .stats
+            .refused(Refusal::Unreachable)
+            == 1)
+        .await
+    );
+    // Two servers: one try each; the retries stop when none is left.
+    assert_eq!(
+        svc.stats
+            .connect_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upper_threshold_refuses_cleanly_and_recovers() {
+    let (server, _) = hold_backend("h").await;
+    let y = format!(
+        "services:\n  - name: s\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{server}\"\n        u_threshold: 1\n"
+    );
+    let p = proxy(&y);
+    let v = vip(&p, "s");
+    let mut first = TcpStream::connect(v).await.unwrap();
+    first.read_exact(&mut [0u8; 1]).await.unwrap();
+    assert_refused(TcpStream::connect(v).await).await;
+    let svc = p.service("s").unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || svc
+            .stats
+            .refused(Refusal::Threshold)
+            == 1)
+        .await
+    );
+    drop(first);
+    // Back under 3/4 of the threshold: the overload flag clears.
+    assert!(eventually(Duration::from_secs(3), || counts(&p, "s", server) == (0, 0)).await);
+    let mut again = TcpStream::connect(v).await.unwrap();
+    let mut b = [0u8; 1];
+    again.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"h");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_refuses_beyond_the_limit() {
+    let (server, _) = hold_backend("h").await;
+    let p = proxy(&yaml("    max_connections: 2\n", &[server]));
+    let v = vip(&p, "s");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(v).await.unwrap();
+        s.read_exact(&mut [0u8; 1]).await.unwrap();
+        held.push(s);
+    }
+    assert_refused(TcpStream::connect(v).await).await;
+    let svc = p.service("s").unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || svc.stats.refused(Refusal::Limit)
+            == 1)
+        .await
+    );
+    held.pop();
+    assert!(eventually(Duration::from_secs(2), || svc.open() == 1).await);
+    let mut s = TcpStream::connect(v).await.unwrap();
+    s.read_exact(&mut [0u8; 1]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_and_deny_lists() {
+    let server = name_backend("ok").await;
+    let p = proxy(&yaml(
+        "    allow: [127.0.6.0/24, 127.0.4.0/23]\n    deny: [127.0.4.7]\n",
+        &[server],
+    ));
+    let v = vip(&p, "s");
+    let from = |s: &str| s.parse::<IpAddr>().unwrap();
+    for ok in ["127.0.6.1", "127.0.4.1", "127.0.5.200"] {
+        let mut s = connect_from(from(ok), v).await.unwrap();
+        assert_eq!(read_all(&mut s).await, b"ok", "{ok} is allowed");
+    }
+    for refused in ["127.0.4.7", "127.0.7.1", "127.0.0.1"] {
+        assert_refused(connect_from(from(refused), v).await).await;
+    }
+    let svc = p.service("s").unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || svc.stats.refused(Refusal::Acl)
+            == 3)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_bytes_as_the_backend_receives_them() {
+    let (server, mut got) = capture_backend(200).await;
+    for version in ["v1", "v2"] {
+        let p = proxy(&yaml(
+            &format!("    proxy_protocol: {version}\n"),
+            &[server],
+        ));
+        let v = vip(&p, "s");
+        let mut c = connect_from("127.0.8.9".parse().unwrap(), v).await.unwrap();
+        let client = c.local_addr().unwrap();
+        c.write_all(b"payload").await.unwrap();
+        c.shutdown().await.unwrap();
+        let bytes = tokio::time::timeout(Duration::from_secs(5), got.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut want = Vec::new();
+        if version == "v1" {
+            want.extend_from_slice(
+                format!(
+                    "PROXY TCP4 127.0.8.9 127.0.0.1 {} {}\r\n",
+                    client.port(),
+                    v.port()
+                )
+                .as_bytes(),
+            );
+        } else {
+            want.extend_from_slice(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c");
+            want.extend_from_slice(&[127, 0, 8, 9, 127, 0, 0, 1]);
+            want.extend_from_slice(&client.port().to_be_bytes());
+            want.extend_from_slice(&v.port().to_be_bytes());
+        }
+        want.extend_from_slice(b"payload");
+        assert_eq!(bytes, want, "{version}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_proxy_headers_give_the_real_client() {
+    let (server, mut got) = capture_backend(200).await;
+    let p = proxy(&yaml(
+        "    accept_proxy_protocol: true\n    proxy_protocol: v1\n    timeouts: {proxy_header: 500ms}\n",
+        &[server],
+    ));
+    let v = vip(&p, "s");
+    // A v2 header from an upstream balancer, then the client's bytes.
+    let mut header = Vec::new();
+    rvs_proxy::proxy_proto::encode_v2(
+        "192.0.2.9:4321".parse().unwrap(),
+        "198.51.100.1:80".parse().unwrap(),
+        &mut header,
+    );
+    header.extend_from_slice(b"hello");
+    let mut c = TcpStream::connect(v).await.unwrap();
+    c.write_all(&header).await.unwrap();
+    c.shutdown().await.unwrap();
+    let bytes = tokio::time::timeout(Duration::from_secs(5), got.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bytes, b"PROXY TCP4 192.0.2.9 198.51.100.1 4321 80\r\nhello");
+    // No header, or garbage: refused.
+    let mut c = TcpStream::connect(v).await.unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    assert_refused(Ok(c)).await;
+    assert_refused(TcpStream::connect(v).await).await;
+    let svc = p.service("s").unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || svc
+            .stats
+            .refused(Refusal::ProxyHeader)
+            == 2)
+        .await
+    );
+}

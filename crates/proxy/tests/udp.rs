@@ -1,0 +1,144 @@
+//! UDP through the proxy: sessions, their timeout, one-packet scheduling,
+//! the session bound, ACLs.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use common::*;
+use rvs_proxy::stats::Refusal;
+use tokio::net::UdpSocket;
+
+fn yaml(extra: &str, servers: &[SocketAddr]) -> String {
+    let mut y = format!(
+        "services:\n  - name: dns\n    proto: udp\n    listen: 127.0.0.1:0\n    scheduler: rr\n{extra}    real_servers:\n"
+    );
+    for a in servers {
+        y.push_str(&format!("      - address: \"{a}\"\n"));
+    }
+    y
+}
+
+async fn client(ip: &str) -> UdpSocket {
+    UdpSocket::bind(format!("{ip}:0")).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_stick_and_count_as_inactive() {
+    let a = udp_backend("a").await;
+    let b = udp_backend("b").await;
+    let p = proxy(&yaml("", &[a, b]));
+    let v = vip(&p, "dns");
+    let c1 = client("127.0.0.1").await;
+    let c2 = client("127.0.0.1").await;
+    for i in 0..3 {
+        let msg = format!("q{i}");
+        assert_eq!(
+            udp_ask(&c1, v, msg.as_bytes()).await.unwrap(),
+            format!("b:{msg}")
+        );
+    }
+    assert_eq!(udp_ask(&c2, v, b"x").await.unwrap(), "a:x");
+    // IPVS counts every UDP session as an inactive connection.
+    assert_eq!(counts(&p, "dns", a), (0, 1));
+    assert_eq!(counts(&p, "dns", b), (0, 1));
+    let svc = p.service("dns").unwrap();
+    assert_eq!(svc.stats.in_datagrams.load(Relaxed), 4);
+    assert_eq!(svc.stats.out_datagrams.load(Relaxed), 4);
+    let db = svc.scheduler().dest(b).unwrap().traffic();
+    assert_eq!((db.in_pkts, db.out_pkts, db.in_bytes), (3, 3, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_after_the_udp_timeout() {
+    let a = udp_backend("a").await;
+    let b = udp_backend("b").await;
+    let p = proxy(&yaml("    timeouts: {udp: 1s}\n", &[a, b]));
+    let v = vip(&p, "dns");
+    let c = client("127.0.0.1").await;
+    assert_eq!(udp_ask(&c, v, b"1").await.unwrap(), "b:1");
+    assert_eq!(counts(&p, "dns", b), (0, 1));
+    let svc = p.service("dns").unwrap();
+    assert!(
+        eventually(Duration::from_secs(4), || svc.stats.expired.load(Relaxed)
+            == 1)
+        .await
+    );
+    // The count goes when the session's reply task has let go of it.
+    assert!(eventually(Duration::from_secs(1), || counts(&p, "dns", b) == (0, 0)).await);
+    // A new session: rr has moved on.
+    assert_eq!(udp_ask(&c, v, b"2").await.unwrap(), "a:2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_packet_scheduling_schedules_every_datagram() {
+    let a = udp_backend("a").await;
+    let b = udp_backend("b").await;
+    let p = proxy(&yaml("    udp: {ops: true}\n", &[a, b]));
+    let v = vip(&p, "dns");
+    let c = client("127.0.0.1").await;
+    let mut got = Vec::new();
+    for i in 0..4 {
+        got.push(udp_ask(&c, v, format!("{i}").as_bytes()).await.unwrap());
+    }
+    assert_eq!(got, ["b:0", "a:1", "b:2", "a:3"]);
+    // Each datagram's connection is released at once.
+    assert_eq!(counts(&p, "dns", a), (0, 0));
+    assert_eq!(
+        p.service("dns")
+            .unwrap()
+            .scheduler()
+            .dest(a)
+            .unwrap()
+            .conns_total(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_bound_evicts_the_idlest() {
+    let a = udp_backend("a").await;
+    let p = proxy(&yaml("    udp: {max_sessions: 2}\n", &[a]));
+    let v = vip(&p, "dns");
+    let (c1, c2, c3) = (
+        client("127.0.0.1").await,
+        client("127.0.0.2").await,
+        client("127.0.0.3").await,
+    );
+    assert!(udp_ask(&c1, v, b"1").await.is_some());
+    assert!(udp_ask(&c2, v, b"2").await.is_some());
+    let svc = p.service("dns").unwrap();
+    assert_eq!(svc.open(), 2);
+    // c2 stays busy; c3 arrives: the idlest, c1, goes.
+    assert!(udp_ask(&c2, v, b"2 again").await.is_some());
+    assert!(udp_ask(&c3, v, b"3").await.is_some());
+    assert_eq!(svc.open(), 2);
+    assert_eq!(svc.stats.evictions.load(Relaxed), 1);
+    assert_eq!(counts(&p, "dns", a), (0, 2));
+    // c2's session survived: it is still served without a new one.
+    assert!(udp_ask(&c2, v, b"2 still").await.is_some());
+    assert_eq!(svc.stats.conns.load(Relaxed), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_clients_get_nothing() {
+    let a = udp_backend("a").await;
+    let p = proxy(&yaml("    deny: [127.0.9.0/24]\n", &[a]));
+    let v = vip(&p, "dns");
+    assert!(
+        udp_ask(&client("127.0.9.1").await, v, b"no")
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        udp_ask(&client("127.0.10.1").await, v, b"yes")
+            .await
+            .unwrap(),
+        "a:yes"
+    );
+    assert_eq!(p.service("dns").unwrap().stats.refused(Refusal::Acl), 1);
+}

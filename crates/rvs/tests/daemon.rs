@@ -1,0 +1,271 @@
+//! The `rvs` binary as an operator runs it: check, run, SIGHUP, SIGTERM,
+//! demo (with curl).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn rvs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rvs"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "rvs-daemon-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A backend thread that writes `name` to each connection and closes it.
+fn name_backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(name.as_bytes());
+        }
+    });
+    at
+}
+
+/// A backend that sends `n` bytes slowly, then closes.
+fn slow_backend(n: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            thread::spawn(move || {
+                let chunk = vec![b'x'; n / 20];
+                for _ in 0..20 {
+                    if s.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    at
+}
+
+fn fetch(vip: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect(vip).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn config(vip: SocketAddr, backend: SocketAddr) -> String {
+    format!(
+        "global:\n  shutdown_grace: 10s\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
+    )
+}
+
+#[test]
+fn every_example_config_checks() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = rvs().arg("check").arg("-c").arg(&path).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(": ok, "), "{stdout}");
+        n += 1;
+    }
+    assert!(n >= 3, "only {n} example configs");
+}
+
+#[test]
+fn a_bad_config_is_refused_with_its_position() {
+    let dir = temp_dir("bad");
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "services:\n  - name: web\n    listen: 127.0.0.1\n    real_servers: []\n",
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let out = rvs().arg(cmd).arg("-c").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{}:3:13: services[0].listen: \"127.0.0.1\" is not an address",
+                path.display()
+            )),
+            "{cmd}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_reloads_on_sighup_and_drains_on_sigterm() {
+    let one = name_backend("one");
+    let two = name_backend("two");
+    let slow = slow_backend(2_000_000);
+    let vip = free_port();
+    let dir = temp_dir("run");
+    let path = dir.join("rvs.yaml");
+    std::fs::write(&path, config(vip, one)).unwrap();
+    let log = dir.join("rvs.log");
+    let mut child = rvs()
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || fetch(vip).as_deref()
+        == Some("one")));
+
+    // SIGHUP after a change: the new server takes new connections.
+    std::fs::write(&path, config(vip, two)).unwrap();
+    signal(&child, "HUP");
+    assert!(wait_for(Duration::from_secs(5), || fetch(vip).as_deref()
+        == Some("two")));
+
+    // A broken file: refused, the running configuration stays.
+    std::fs::write(&path, "services: [").unwrap();
+    signal(&child, "HUP");
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("reload refused")
+    }));
+    assert_eq!(fetch(vip).as_deref(), Some("two"));
+
+    // SIGTERM during a transfer: it completes, then rvs exits 0.
+    std::fs::write(&path, config(vip, slow)).unwrap();
+    signal(&child, "HUP");
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("configuration reloaded")
+            .count()
+            >= 2
+    }));
+    let mut c = TcpStream::connect(vip).unwrap();
+    let mut first = [0u8; 1];
+    c.read_exact(&mut first).unwrap();
+    signal(&child, "TERM");
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest.len() + 1, 2_000_000, "the transfer in flight finished");
+    drop(c); // the client closes its side too: the connection is over
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "rvs did not exit"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("all connections closed"), "{log}");
+}
+
+#[test]
+fn the_demo_alternates_between_backends_under_curl() {
+    let vip = free_port();
+    let mut child = rvs()
+        .args(["demo", "--listen", &vip.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let curl = |url: &str| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "3", url])
+            .output()
+            .expect("curl runs (.ci/run installs it)")
+    };
+    let url = format!("http://{vip}/");
+    assert!(wait_for(Duration::from_secs(10), || curl(&url)
+        .status
+        .success()));
+    let answers: Vec<String> = (0..6)
+        .map(|_| String::from_utf8(curl(&url).stdout).unwrap())
+        .collect();
+    let _ = child.kill();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let _ = child.wait();
+    assert!(out.contains(&format!("curl -s http://{vip}/")), "{out}");
+    // rr over three backends: every three answers are the three backends.
+    for w in answers.windows(3) {
+        let mut names: Vec<&str> = w.iter().map(|s| s.trim()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "Hello from backend-1",
+                "Hello from backend-2",
+                "Hello from backend-3"
+            ],
+            "{answers:?}"
+        );
+    }
+}
