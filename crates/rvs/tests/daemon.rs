@@ -269,3 +269,49 @@ fn the_demo_alternates_between_backends_under_curl() {
         );
     }
 }
+
+/// Accept errors never end a listener: with a file descriptor limit that
+/// clients exhaust, accept() fails with EMFILE, rvs backs off and logs, and
+/// serves again as soon as descriptors are free.
+#[test]
+fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let (backend, vip) = (name_backend("fine"), free_port());
+    let dir = temp_dir("emfile");
+    let path = dir.join("rvs.yaml");
+    std::fs::write(&path, config(vip, backend)).unwrap();
+    let log = dir.join("rvs.log");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec {} run -c {}",
+            env!("CARGO_BIN_EXE_rvs"),
+            path.display()
+        ))
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || fetch(vip).as_deref()
+        == Some("fine")));
+    // Hold many idle connections: each costs rvs a descriptor (and one to
+    // its server), so the limit is reached.
+    let held: Vec<TcpStream> = (0..120)
+        .filter_map(|_| TcpStream::connect(vip).ok())
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("accept failed: backing off")
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    drop(held);
+    assert!(
+        wait_for(Duration::from_secs(10), || fetch(vip).as_deref()
+            == Some("fine")),
+        "rvs serves again once descriptors are free"
+    );
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
