@@ -14,7 +14,7 @@ use rvs_proxy::{Mode, Options, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MODES: [Mode; 2] = [Mode::Splice, Mode::Copy];
+const MODES: [Mode; 3] = [Mode::Auto, Mode::Splice, Mode::Copy];
 
 fn one_server(server: SocketAddr, mode: Mode) -> Proxy {
     proxy_with(

@@ -37,6 +37,8 @@ enum LogFormat {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Forwarding {
+    /// Copy small messages, splice bulk transfers (Linux; copy elsewhere).
+    Auto,
     /// splice(2) through pipes: no copy through user space (Linux).
     Splice,
     /// read/write through a buffer.
@@ -54,7 +56,7 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
         /// How TCP bytes are moved.
-        #[arg(long, value_enum, default_value_t = Forwarding::Splice)]
+        #[arg(long, value_enum, default_value_t = Forwarding::Auto)]
         forwarding: Forwarding,
     },
     /// Check a configuration file and exit: 0 when it is valid.
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
             init_logs(cli.log_level, cli.log_format);
             let options = Options {
                 forwarding: match forwarding {
+                    Forwarding::Auto => Mode::Auto,
                     Forwarding::Splice => Mode::Splice,
                     Forwarding::Copy => Mode::Copy,
                 },
