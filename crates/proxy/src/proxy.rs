@@ -84,6 +84,7 @@ impl Proxy {
                 state: Mutex::new(State::default()),
                 config: ArcSwap::from_pointee(Config {
                     global: config.global.clone(),
+                    admin: config.admin.clone(),
                     services: Vec::new(),
                 }),
                 tracker: TaskTracker::new(),

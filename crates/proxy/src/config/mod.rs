@@ -14,6 +14,7 @@ mod locate;
 mod raw;
 mod validate;
 mod values;
+mod write;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ use values::Dur;
 pub struct Config {
     /// Process-wide settings.
     pub global: Global,
+    /// The admin listener (metrics, API, status page).
+    pub admin: Admin,
     /// The virtual services, in file order.
     pub services: Vec<ServiceSpec>,
 }
@@ -39,6 +42,28 @@ pub struct Config {
 pub struct Global {
     /// How long a shutdown waits for connections to finish.
     pub shutdown_grace: Duration,
+    /// Log one line per connection when it ends.
+    pub access_log: bool,
+    /// The timeouts of services that do not set their own (`ipvsadm
+    /// --set` changes these and every service's).
+    pub timeouts: Timeouts,
+}
+
+/// The admin listener (`admin:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The bearer token mutations need, if any.
+    pub token: Option<String>,
+}
+
+impl Admin {
+    /// Whether the API may change anything: with a token always (the token
+    /// is checked per request), without one only on a loopback listener.
+    pub fn mutations_open_without_token(&self) -> bool {
+        self.listen.ip().is_loopback()
+    }
 }
 
 /// TCP or UDP.
@@ -111,6 +136,17 @@ pub struct Timeouts {
     pub udp: Duration,
     /// Reading the PROXY header of a client.
     pub proxy_header: Duration,
+}
+
+impl Timeouts {
+    /// The defaults: ipvsadm's for tcp, tcpfin and udp.
+    pub const DEFAULT: Timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        tcp: Duration::from_secs(900),
+        tcpfin: Duration::from_secs(120),
+        udp: Duration::from_secs(300),
+        proxy_header: Duration::from_secs(5),
+    };
 }
 
 /// Client networks: a client is refused when it is in `deny`, or when
@@ -214,5 +250,32 @@ impl Config {
     /// The service named `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Checks one service written as in the file's `services:` list (YAML
+    /// or JSON), as the admin API receives it; `source` names it in errors.
+    /// Timeouts it leaves out are this configuration's global ones.
+    pub fn parse_service(&self, text: &str, source: &str) -> Result<ServiceSpec, ConfigError> {
+        validate::parse_service(text, &self.global.timeouts).map_err(|problems| {
+            ConfigError::Invalid {
+                file: source.to_owned(),
+                problems,
+            }
+        })
+    }
+
+    /// This configuration with its services replaced, checked whole as a
+    /// file would be (unique names and addresses, every value): how an edit
+    /// made through the admin API is accepted or refused.
+    pub fn with_services(&self, services: Vec<ServiceSpec>) -> Result<Config, ConfigError> {
+        let draft = Config {
+            global: self.global.clone(),
+            admin: self.admin.clone(),
+            services,
+        };
+        let text = draft.to_yaml();
+        let mut checked = Config::parse(&text, "edited configuration")?;
+        checked.admin = self.admin.clone();
+        Ok(checked)
     }
 }

@@ -13,6 +13,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) global: RawGlobal,
     #[serde(default)]
+    pub(crate) admin: RawAdmin,
+    #[serde(default)]
     pub(crate) services: Vec<RawService>,
 }
 
@@ -20,6 +22,18 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGlobal {
     pub(crate) shutdown_grace: Option<Dur>,
+    #[serde(default)]
+    pub(crate) access_log: bool,
+    #[serde(default)]
+    pub(crate) timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) listen: Option<Addr>,
+    pub(crate) token: Option<String>,
+    pub(crate) token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -11,23 +11,21 @@ use rvs_sched::{
 };
 
 use super::locate::Positions;
-use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService};
+use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService, RawTimeouts};
 use super::{
-    Acl, Config, Global, Problem, Proto, ProxyVersion, RealServerSpec, ServiceSpec, Timeouts,
-    UdpSettings,
+    Acl, Admin, Config, Global, Problem, Proto, ProxyVersion, RealServerSpec, ServiceSpec,
+    Timeouts, UdpSettings,
 };
 
 /// Defaults, as ipvsadm's where it has one.
 pub(crate) mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
     use std::time::Duration;
 
     pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-    pub(crate) const CONNECT: Duration = Duration::from_secs(5);
-    /// ipvsadm --set: tcp 900 s, tcpfin 120 s, udp 300 s.
-    pub(crate) const TCP: Duration = Duration::from_secs(900);
-    pub(crate) const TCPFIN: Duration = Duration::from_secs(120);
-    pub(crate) const UDP: Duration = Duration::from_secs(300);
-    pub(crate) const PROXY_HEADER: Duration = Duration::from_secs(5);
+    /// The admin listener: loopback, so that only this host reaches it.
+    pub(crate) const ADMIN: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9180));
     pub(crate) const CONNECT_RETRIES: u32 = 2;
     pub(crate) const MAX_SESSIONS: u32 = 65_536;
     pub(crate) const MAX_RETRIES: u32 = 32;
@@ -53,9 +51,29 @@ fn at(path: impl Into<String>, reason: impl Into<String>) -> At {
 
 /// Parses and checks `text`.
 pub(crate) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let raw: RawConfig = deserialize(text)?;
+    let mut problems = Vec::new();
+    let config = check(raw, &mut problems);
+    place(text, problems).map(|()| config)
+}
+
+/// Parses and checks one service alone (as the admin API receives it),
+/// its timeouts defaulting to `inherited`.
+pub(crate) fn parse_service(text: &str, inherited: &Timeouts) -> Result<ServiceSpec, Vec<Problem>> {
+    let raw: RawService = deserialize(text)?;
+    let mut problems = Vec::new();
+    let spec = service(raw, "", inherited, &mut problems);
+    for p in &mut problems {
+        p.path = p.path.trim_start_matches('.').to_owned();
+    }
+    place(text, problems).map(|()| spec)
+}
+
+/// serde's half: the text into raw types, or the one error placed.
+fn deserialize<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<Problem>> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let raw: RawConfig = match serde_path_to_error::deserialize(de) {
-        Ok(raw) => raw,
+    match serde_path_to_error::deserialize(de) {
+        Ok(raw) => Ok(raw),
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -79,17 +97,19 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             } else {
                 format!("{path}: {message}")
             };
-            return Err(vec![Problem {
+            Err(vec![Problem {
                 line: pos.line,
                 column: pos.column,
                 reason,
-            }]);
+            }])
         }
-    };
-    let mut problems = Vec::new();
-    let config = check(raw, &mut problems);
+    }
+}
+
+/// Places the problems found in `text`, in file order.
+fn place(text: &str, problems: Vec<At>) -> Result<(), Vec<Problem>> {
     if problems.is_empty() {
-        return Ok(config);
+        return Ok(());
     }
     let positions = Positions::of(text);
     let mut placed: Vec<Problem> = problems
@@ -128,6 +148,43 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
             .global
             .shutdown_grace
             .map_or(defaults::SHUTDOWN_GRACE, |d| d.0),
+        access_log: raw.global.access_log,
+        timeouts: timeouts(
+            &raw.global.timeouts,
+            &Timeouts::DEFAULT,
+            "global.timeouts",
+            problems,
+        ),
+    };
+    let token = match (raw.admin.token, raw.admin.token_file) {
+        (Some(_), Some(_)) => {
+            problems.push(At {
+                path: "admin.token_file".into(),
+                key: true,
+                reason: "give token or token_file, not both".into(),
+            });
+            None
+        }
+        (Some(t), None) => Some(t),
+        (None, Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+            Ok(_) => {
+                problems.push(at("admin.token_file", format!("{f}: the file is empty")));
+                None
+            }
+            Err(e) => {
+                problems.push(at("admin.token_file", format!("{f}: {e}")));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        problems.push(at("admin.token", "must not be empty"));
+    }
+    let admin = Admin {
+        listen: raw.admin.listen.map_or(defaults::ADMIN, |a| a.0),
+        token,
     };
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut listeners: HashMap<(Proto, SocketAddr), String> = HashMap::new();
@@ -143,7 +200,7 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
                 ),
             ));
         }
-        let spec = service(s, &base, problems);
+        let spec = service(s, &base, &global.timeouts, problems);
         for (j, addr) in spec.listen.iter().enumerate() {
             if let Some(other) = listeners.insert((spec.proto, *addr), spec.name.clone()) {
                 problems.push(at(
@@ -157,7 +214,28 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
         }
         services.push(spec);
     }
-    Config { global, services }
+    Config {
+        global,
+        admin,
+        services,
+    }
+}
+
+/// Timeouts as written, each one absent taken from `inherited`.
+fn timeouts(t: &RawTimeouts, inherited: &Timeouts, base: &str, problems: &mut Vec<At>) -> Timeouts {
+    let path = |k: &str| format!("{base}.{k}");
+    Timeouts {
+        connect: positive(t.connect, inherited.connect, path("connect"), problems),
+        tcp: positive(t.tcp, inherited.tcp, path("tcp"), problems),
+        tcpfin: positive(t.tcpfin, inherited.tcpfin, path("tcpfin"), problems),
+        udp: positive(t.udp, inherited.udp, path("udp"), problems),
+        proxy_header: positive(
+            t.proxy_header,
+            inherited.proxy_header,
+            path("proxy_header"),
+            problems,
+        ),
+    }
 }
 
 fn positive(
@@ -176,7 +254,7 @@ fn positive(
     }
 }
 
-fn service(s: RawService, base: &str, problems: &mut Vec<At>) -> ServiceSpec {
+fn service(s: RawService, base: &str, inherited: &Timeouts, problems: &mut Vec<At>) -> ServiceSpec {
     let name_ok = !s.name.is_empty()
         && s.name
             .chars()
@@ -254,20 +332,12 @@ fn service(s: RawService, base: &str, problems: &mut Vec<At>) -> ServiceSpec {
             netmask,
         }
     });
-    let t = &s.timeouts;
-    let tpath = |k: &str| format!("{base}.timeouts.{k}");
-    let timeouts = Timeouts {
-        connect: positive(t.connect, defaults::CONNECT, tpath("connect"), problems),
-        tcp: positive(t.tcp, defaults::TCP, tpath("tcp"), problems),
-        tcpfin: positive(t.tcpfin, defaults::TCPFIN, tpath("tcpfin"), problems),
-        udp: positive(t.udp, defaults::UDP, tpath("udp"), problems),
-        proxy_header: positive(
-            t.proxy_header,
-            defaults::PROXY_HEADER,
-            tpath("proxy_header"),
-            problems,
-        ),
-    };
+    let timeouts = timeouts(
+        &s.timeouts,
+        inherited,
+        &format!("{base}.timeouts"),
+        problems,
+    );
     let connect_retries = s.connect_retries.unwrap_or(defaults::CONNECT_RETRIES);
     if connect_retries > defaults::MAX_RETRIES {
         problems.push(at(

@@ -58,11 +58,13 @@ impl FromStr for Dur {
 
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if !ms.is_multiple_of(1000) {
-            write!(f, "{ms}ms")
+        let d = self.0;
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            write!(f, "{}s", d.as_secs_f64())
+        } else if d.subsec_millis() != 0 {
+            write!(f, "{}ms", d.as_millis())
         } else {
-            write!(f, "{}s", ms / 1000)
+            write!(f, "{}s", d.as_secs())
         }
     }
 }
