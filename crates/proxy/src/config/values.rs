@@ -59,7 +59,7 @@ impl FromStr for Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.0;
-        if d.subsec_nanos() % 1_000_000 != 0 {
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}s", d.as_secs_f64())
         } else if d.subsec_millis() != 0 {
             write!(f, "{}ms", d.as_millis())
