@@ -35,10 +35,11 @@
 //! layer 3 (IPVS's DR and TUN modes): the real server always sees rvs as its
 //! peer, and learns the client from the PROXY protocol when asked.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed in `tcp::info` alone: one getsockopt(2)
 
 mod clock;
 pub mod config;
+pub mod conns;
 mod listener;
 pub mod proxy;
 pub mod proxy_proto;

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::config::{Config, Proto};
+use crate::config::{Config, ConfigError, Proto};
 use crate::listener::{self, Bound, Slot};
 use crate::service::ServiceRuntime;
 use crate::tcp::forward::Mode;
@@ -41,6 +42,12 @@ pub enum ApplyError {
         /// The system's error.
         error: io::Error,
     },
+    /// An edit made the configuration invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// An edit was refused before it was tried (it names what and why).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Options of the data plane that are not in the configuration file.
@@ -60,6 +67,10 @@ pub struct Proxy {
 struct Inner {
     state: Mutex<State>,
     config: ArcSwap<Config>,
+    /// Configurations applied, the first included.
+    generation: AtomicU64,
+    /// Shutting down: not ready for new connections.
+    draining: AtomicBool,
     tracker: TaskTracker,
     options: Options,
     stop: CancellationToken,
@@ -87,6 +98,8 @@ impl Proxy {
                     admin: config.admin.clone(),
                     services: Vec::new(),
                 }),
+                generation: AtomicU64::new(0),
+                draining: AtomicBool::new(false),
                 tracker: TaskTracker::new(),
                 options,
                 stop: CancellationToken::new(),
@@ -105,9 +118,42 @@ impl Proxy {
         self.inner.config.load_full()
     }
 
+    /// How many configurations were applied (the first one counts): it
+    /// changes with every reload and every edit.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Relaxed)
+    }
+
+    /// Whether it takes new connections: every listener is bound (true
+    /// once started) and it is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.inner.draining.load(Relaxed)
+    }
+
     /// Applies a new configuration, whole, or not at all.
     pub fn apply(&self, config: Config) -> Result<(), ApplyError> {
         let mut st = lock(&self.inner.state);
+        self.apply_locked(&mut st, config)
+    }
+
+    /// Edits the running configuration: `edit` changes a copy of it, which
+    /// is checked whole ([`Config::with_services`]) and applied, or nothing
+    /// changes. Edits and reloads do not interleave. The edit lasts until
+    /// the next reload of the file.
+    pub fn edit<T>(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<T, ApplyError>,
+    ) -> Result<T, ApplyError> {
+        let mut st = lock(&self.inner.state);
+        let mut draft = Config::clone(&self.inner.config.load());
+        let out = edit(&mut draft)?;
+        let services = std::mem::take(&mut draft.services);
+        let checked = draft.with_services(services)?;
+        self.apply_locked(&mut st, checked)?;
+        Ok(out)
+    }
+
+    fn apply_locked(&self, st: &mut State, config: Config) -> Result<(), ApplyError> {
         // The addresses wanted, and the service each one serves.
         let mut wanted: Vec<((Proto, SocketAddr), &str)> = Vec::new();
         for s in &config.services {
@@ -178,10 +224,34 @@ impl Proxy {
         for name in st.services.keys() {
             info!(service = %name, "service removed: its connections drain");
         }
+        for rt in services.values() {
+            rt.set_access_log(config.global.access_log);
+        }
         st.slots = slots;
         st.services = services;
         self.inner.config.store(Arc::new(config));
+        self.inner.generation.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    /// `ipvsadm -Z`: zeroes the tables' counters of one service, or of all.
+    /// False when there is no service of that name.
+    pub fn zero(&self, service: Option<&str>) -> bool {
+        match service {
+            Some(name) => match self.service(name) {
+                Some(s) => {
+                    s.zero();
+                    true
+                }
+                None => false,
+            },
+            None => {
+                for s in self.services() {
+                    s.zero();
+                }
+                true
+            }
+        }
     }
 
     /// The running services.
@@ -213,6 +283,7 @@ impl Proxy {
     /// Stops accepting, then waits up to `grace` for open connections to
     /// finish. True when they all did.
     pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.inner.draining.store(true, Relaxed);
         self.inner.stop.cancel();
         {
             let mut st = lock(&self.inner.state);
@@ -226,9 +297,10 @@ impl Proxy {
 }
 
 /// Runs the schedulers' expiries (persistence templates, lblc/lblcr
-/// tables) once a second.
+/// tables) once a second, and the rate estimators every 2 seconds.
 async fn timers(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut odd = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -239,8 +311,12 @@ async fn timers(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         };
         let services: Vec<_> = lock(&inner.state).services.values().cloned().collect();
         let now = crate::clock::now();
+        odd = !odd;
         for s in services {
             s.scheduler().advance(now);
+            if !odd {
+                s.tick();
+            }
         }
     }
 }

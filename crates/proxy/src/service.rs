@@ -2,15 +2,19 @@
 //! counters. Listeners and connections hold it by `Arc`; a reload updates it
 //! in place, so that what is unchanged keeps its state.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use rvs_sched::{DestUpdate, Service};
-use tracing::info;
+use hashbrown::HashMap;
+use rvs_sched::{Dest, DestUpdate, Service};
+use tracing::{info, warn};
 
 use crate::config::{RealServerSpec, ServiceSpec};
-use crate::stats::{Refusal, ServiceStats};
+use crate::conns::{ConnTable, LiveConn};
+use crate::stats::{Estimator, LatencyHistogram, Rates, Refusal, ServiceStats, Totals};
 
 /// One virtual service while it runs.
 #[derive(Debug)]
@@ -22,6 +26,114 @@ pub struct ServiceRuntime {
     pub stats: ServiceStats,
     /// TCP connections, or UDP sessions, open now.
     open: AtomicUsize,
+    /// What rvs keeps of each real server beside the scheduler's counts.
+    dests: ArcSwap<HashMap<SocketAddr, Arc<DestRuntime>>>,
+    /// The live connections (`ipvsadm -lc`).
+    pub conns: ConnTable,
+    /// `ipvsadm -Z`'s baseline and the rate estimator of the service.
+    view: Mutex<View>,
+    /// When each refusal reason was last logged ([`crate::clock`] ns).
+    refusal_logged: [AtomicU64; Refusal::ALL.len()],
+    access_log: AtomicBool,
+}
+
+/// Refusals of one reason are logged at most this often per service.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What `ipvsadm -L --stats` and `--rate` show of a service or a real
+/// server: totals since the last zeroing, and the estimated rates.
+#[derive(Debug)]
+struct View {
+    zero: Totals,
+    est: Estimator,
+}
+
+impl View {
+    fn new(now: Totals) -> Mutex<View> {
+        Mutex::new(View {
+            zero: Totals::default(),
+            est: Estimator::new(now),
+        })
+    }
+}
+
+fn lock(m: &Mutex<View>) -> MutexGuard<'_, View> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A real server of a running service: the scheduler's [`Dest`] (weight,
+/// connection counts, traffic) and what rvs adds to it.
+#[derive(Debug)]
+pub struct DestRuntime {
+    dest: Arc<Dest>,
+    /// Time to connect to it.
+    pub latency: LatencyHistogram,
+    view: Mutex<View>,
+}
+
+fn dest_totals(d: &Dest) -> Totals {
+    Totals {
+        conns: d.conns_total(),
+        ..d.traffic().into()
+    }
+}
+
+impl DestRuntime {
+    fn new(dest: Arc<Dest>) -> DestRuntime {
+        let now = dest_totals(&dest);
+        DestRuntime {
+            dest,
+            latency: LatencyHistogram::default(),
+            view: View::new(now),
+        }
+    }
+
+    /// The scheduler's server.
+    pub fn dest(&self) -> &Arc<Dest> {
+        &self.dest
+    }
+
+    /// Totals since it was added (monotonic).
+    pub fn totals(&self) -> Totals {
+        dest_totals(&self.dest)
+    }
+
+    /// Totals since the last zeroing.
+    pub fn shown(&self) -> Totals {
+        self.totals().since(lock(&self.view).zero)
+    }
+
+    /// The estimated rates.
+    pub fn rates(&self) -> Rates {
+        lock(&self.view).est.rates()
+    }
+
+    fn tick(&self) {
+        let now = self.totals();
+        lock(&self.view).est.tick(now);
+    }
+
+    fn zero(&self) {
+        let now = self.totals();
+        let mut v = lock(&self.view);
+        v.zero = now;
+        v.est.reset(now);
+    }
+}
+
+/// A connection's place in its service's table, left when dropped (its
+/// last bytes then move into the totals).
+#[derive(Debug)]
+pub(crate) struct Registered {
+    svc: Arc<ServiceRuntime>,
+    pub(crate) conn: Arc<LiveConn>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.svc.conns.remove(&self.conn);
+        self.conn.flush(&self.svc.stats);
+    }
 }
 
 fn new_scheduler(spec: &ServiceSpec) -> Service {
@@ -61,13 +173,97 @@ fn sync_dests(sched: &Service, want: &[RealServerSpec]) {
 
 impl ServiceRuntime {
     pub(crate) fn new(spec: ServiceSpec) -> Arc<ServiceRuntime> {
-        Arc::new(ServiceRuntime {
+        let rt = Arc::new(ServiceRuntime {
             name: spec.name.clone(),
             sched: ArcSwap::from_pointee(new_scheduler(&spec)),
             spec: ArcSwap::from_pointee(spec),
             stats: ServiceStats::default(),
             open: AtomicUsize::new(0),
-        })
+            dests: ArcSwap::default(),
+            conns: ConnTable::default(),
+            view: View::new(Totals::default()),
+            refusal_logged: Default::default(),
+            access_log: AtomicBool::new(false),
+        });
+        rt.refresh_dests();
+        rt
+    }
+
+    /// Matches the per-server runtime to the scheduler's servers: a server
+    /// still there keeps its histogram, baseline and estimator.
+    fn refresh_dests(&self) {
+        let old = self.dests.load();
+        let mut map = HashMap::new();
+        for d in self.scheduler().dests() {
+            let rt = match old.get(&d.addr()) {
+                Some(rt) if Arc::ptr_eq(&rt.dest, &d) => Arc::clone(rt),
+                _ => Arc::new(DestRuntime::new(d)),
+            };
+            map.insert(rt.dest.addr(), rt);
+        }
+        self.dests.store(Arc::new(map));
+    }
+
+    /// The real server at `addr`, with what rvs keeps of it.
+    pub fn dest_runtime(&self, addr: SocketAddr) -> Option<Arc<DestRuntime>> {
+        self.dests.load().get(&addr).cloned()
+    }
+
+    /// Observes a connect to `addr` that took `took`.
+    pub(crate) fn observe_connect(&self, addr: SocketAddr, took: std::time::Duration) {
+        if let Some(d) = self.dests.load().get(&addr) {
+            d.latency.observe(took);
+        }
+    }
+
+    /// Puts a connection in the live table until the returned guard drops.
+    pub(crate) fn register(self: &Arc<Self>, conn: LiveConn) -> Registered {
+        let conn = Arc::new(conn);
+        self.conns.insert(Arc::clone(&conn));
+        Registered {
+            svc: Arc::clone(self),
+            conn,
+        }
+    }
+
+    /// Moves the live connections' new bytes into the totals.
+    pub fn flush(&self) {
+        self.conns.flush(&self.stats);
+    }
+
+    /// The service's totals since the last zeroing (after a [`Self::flush`]).
+    pub fn shown(&self) -> Totals {
+        self.stats.totals().since(lock(&self.view).zero)
+    }
+
+    /// The service's estimated rates.
+    pub fn rates(&self) -> Rates {
+        lock(&self.view).est.rates()
+    }
+
+    /// One estimator interval ([`Estimator::INTERVAL`]) has passed.
+    pub(crate) fn tick(&self) {
+        self.flush();
+        let now = self.stats.totals();
+        lock(&self.view).est.tick(now);
+        for d in self.dests.load().values() {
+            d.tick();
+        }
+    }
+
+    /// `ipvsadm -Z`: the tables count from zero again (the Prometheus
+    /// counters do not: they only grow).
+    pub fn zero(&self) {
+        self.flush();
+        let now = self.stats.totals();
+        {
+            let mut v = lock(&self.view);
+            v.zero = now;
+            v.est.reset(now);
+        }
+        for d in self.dests.load().values() {
+            d.zero();
+        }
     }
 
     /// The service's name.
@@ -101,12 +297,18 @@ impl ServiceRuntime {
             info!(service = %self.name, scheduler = %spec.sched.scheduler, "new scheduler");
             self.sched.store(Arc::new(new_scheduler(&spec)));
         }
+        self.refresh_dests();
         self.spec.store(Arc::new(spec));
     }
 
     /// Counts a refusal, and tells apart "every server is over its
     /// threshold" from "no server at all".
-    pub(crate) fn refuse_unscheduled(&self) -> Refusal {
+    pub(crate) fn refuse_unscheduled(
+        &self,
+        client: SocketAddr,
+        vip: SocketAddr,
+        started: Instant,
+    ) -> Refusal {
         let why = if self
             .scheduler()
             .dests()
@@ -117,8 +319,75 @@ impl ServiceRuntime {
         } else {
             Refusal::NoServer
         };
-        self.stats.refuse(why);
+        self.refuse(why, client, vip, started);
         why
+    }
+
+    /// Counts a refusal; says so in the log at most once per
+    /// [`REFUSAL_LOG_INTERVAL`] per reason, with the running count; writes
+    /// an access log line when those are on.
+    pub(crate) fn refuse(
+        &self,
+        why: Refusal,
+        client: SocketAddr,
+        vip: SocketAddr,
+        started: Instant,
+    ) {
+        self.stats.refuse(why);
+        let now = crate::clock::now().as_nanos();
+        let last = &self.refusal_logged[why.index()];
+        let prev = last.load(Relaxed);
+        let interval = u64::try_from(REFUSAL_LOG_INTERVAL.as_nanos()).unwrap_or(u64::MAX);
+        if (prev == 0 || now.saturating_sub(prev) >= interval)
+            && last.compare_exchange(prev, now, Relaxed, Relaxed).is_ok()
+        {
+            warn!(
+                service = %self.name,
+                reason = why.name(),
+                refused_total = self.stats.refused(why),
+                "refusing clients"
+            );
+        }
+        if self.access_log() {
+            info!(
+                target: "rvs::access",
+                service = %self.name,
+                proto = %self.spec.load().proto,
+                %client,
+                %vip,
+                server = "-",
+                bytes_in = 0,
+                bytes_out = 0,
+                duration_ms = started.elapsed().as_millis() as u64,
+                end = "refused",
+                reason = why.name(),
+            );
+        }
+    }
+
+    /// Whether connections are logged when they end (`global.access_log`).
+    pub fn access_log(&self) -> bool {
+        self.access_log.load(Relaxed)
+    }
+
+    pub(crate) fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Relaxed);
+    }
+
+    /// The access log line of a connection that ended `how`.
+    pub(crate) fn log_access(&self, c: &LiveConn, started: Instant, how: &str) {
+        info!(
+            target: "rvs::access",
+            service = %self.name,
+            proto = %c.proto,
+            client = %c.client,
+            vip = %c.vip,
+            server = %c.server,
+            bytes_in = c.counters.to_server.load(Relaxed),
+            bytes_out = c.counters.to_client.load(Relaxed),
+            duration_ms = started.elapsed().as_millis() as u64,
+            end = how,
+        );
     }
 
     /// Takes a place for one more connection, within `max`.

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use rvs_sched::{Conn, Traffic};
@@ -31,8 +31,10 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::clock;
+use crate::config::Proto;
+use crate::conns::{ConnState, LiveConn};
 use crate::listener::Slot;
-use crate::service::{OpenGuard, ServiceRuntime};
+use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
 
 const MAX_DATAGRAM: usize = 65_535;
@@ -43,27 +45,42 @@ struct Session {
     up: UdpSocket,
     /// The scheduled connection; `None` in one-packet mode.
     conn: Option<Conn>,
+    /// Its entry in the live table (its bytes count there); `None` in
+    /// one-packet mode.
+    live: Option<Arc<LiveConn>>,
+    started: Instant,
     last: AtomicU64,
     referenced: AtomicBool,
     stop: CancellationToken,
-    /// The session's place under `max_sessions`, given back as soon as the
-    /// session ends, not when its last reference goes.
-    open: std::sync::Mutex<Option<OpenGuard>>,
+    /// The session's place under `max_sessions` and in the live table,
+    /// given back as soon as the session ends, not when its last reference
+    /// goes.
+    held: std::sync::Mutex<Option<(OpenGuard, Option<Registered>)>>,
 }
 
 impl Session {
     fn touch(&self) {
         self.last.store(clock::now().as_nanos(), Relaxed);
         self.referenced.store(true, Relaxed);
+        if let Some(live) = &self.live {
+            live.counters.touch();
+        }
     }
 
-    /// Ends the session: stops its reply task and frees its place.
-    fn end(&self) {
+    /// Ends the session: stops its reply task and frees its places.
+    fn end(&self, how: &str) {
         self.stop.cancel();
-        self.open
+        let held = self
+            .held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
+        if held.is_some()
+            && self.svc.access_log()
+            && let Some(live) = &self.live
+        {
+            self.svc.log_access(live, self.started, how);
+        }
     }
 }
 
@@ -94,7 +111,7 @@ impl Table {
                 continue;
             }
             if let Some(s) = self.map.remove(&client) {
-                s.end();
+                s.end("evicted");
                 s.svc.stats.evictions.fetch_add(1, Relaxed);
             }
             return true;
@@ -110,7 +127,7 @@ impl Table {
             let alive =
                 rvs_sched::Time::from_nanos(s.last.load(Relaxed)).saturating_add(idle) > now;
             if !alive {
-                s.end();
+                s.end("idle_timeout");
                 s.svc.stats.expired.fetch_add(1, Relaxed);
             }
             alive
@@ -123,7 +140,7 @@ impl Table {
 impl Drop for Table {
     fn drop(&mut self) {
         for s in self.map.values() {
-            s.end();
+            s.end("closed");
         }
     }
 }
@@ -168,29 +185,34 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
         };
         session.touch();
         let svc = &session.svc;
-        svc.stats.in_datagrams.fetch_add(1, Relaxed);
-        svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
-        let traffic = Traffic {
-            in_pkts: 1,
-            in_bytes: n as u64,
-            ..Traffic::default()
-        };
-        match &session.conn {
-            Some(conn) => {
-                conn.dest().add_traffic(traffic);
+        svc.stats.in_pkts.fetch_add(1, Relaxed);
+        match (&session.conn, &session.live) {
+            (Some(conn), Some(live)) => {
+                // The bytes count in the session, flushed into the totals.
+                live.counters.to_server.fetch_add(n as u64, Relaxed);
+                conn.dest().add_traffic(Traffic {
+                    in_pkts: 1,
+                    ..Traffic::default()
+                });
                 let _ = session.up.send(data).await;
             }
-            None => {
+            _ => {
                 // One-packet scheduling: this datagram alone is scheduled,
                 // counted, sent and released.
+                svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
                 let sched = svc.scheduler();
                 match sched.schedule(client, slot.local, clock::now()) {
                     Some(conn) => {
-                        conn.dest().add_traffic(traffic);
+                        svc.stats.conns.fetch_add(1, Relaxed);
+                        conn.dest().add_traffic(Traffic {
+                            in_pkts: 1,
+                            in_bytes: n as u64,
+                            ..Traffic::default()
+                        });
                         let _ = session.up.send_to(data, conn.addr()).await;
                     }
                     None => {
-                        svc.refuse_unscheduled();
+                        svc.refuse_unscheduled(client, slot.local, Instant::now());
                     }
                 }
             }
@@ -208,8 +230,9 @@ async fn open(
     tracker: &TaskTracker,
 ) -> Option<Arc<Session>> {
     let spec = svc.spec();
+    let started = Instant::now();
     if !spec.acl.allows(client.ip()) {
-        svc.stats.refuse(Refusal::Acl);
+        svc.refuse(Refusal::Acl, client, slot.local, started);
         return None;
     }
     let open = loop {
@@ -221,7 +244,7 @@ async fn open(
         // At the bound: evict from this socket's sessions. If this socket
         // has none (the service's sessions are on its other sockets), drop.
         if !table.evict_one() {
-            svc.stats.refuse(Refusal::Limit);
+            svc.refuse(Refusal::Limit, client, slot.local, started);
             return None;
         }
     };
@@ -231,7 +254,7 @@ async fn open(
         (None, up)
     } else {
         let Some(conn) = sched.schedule(client, slot.local, clock::now()) else {
-            svc.refuse_unscheduled();
+            svc.refuse_unscheduled(client, slot.local, started);
             return None;
         };
         let up = match UdpSocket::bind(unspecified_for(conn.addr())).await {
@@ -244,20 +267,31 @@ async fn open(
         if up.connect(conn.addr()).await.is_err() {
             conn.dest().count_connect_failure();
             svc.stats.connect_failures.fetch_add(1, Relaxed);
-            svc.stats.refuse(Refusal::Unreachable);
+            svc.refuse(Refusal::Unreachable, client, slot.local, started);
             return None;
         }
+        svc.stats.conns.fetch_add(1, Relaxed);
         (Some(conn), up)
     };
-    svc.stats.conns.fetch_add(1, Relaxed);
+    let registered = conn.as_ref().map(|c| {
+        svc.register(LiveConn::new(
+            Proto::Udp,
+            client,
+            slot.local,
+            Arc::clone(c.dest()),
+            ConnState::Udp,
+        ))
+    });
     let session = Arc::new(Session {
         svc: Arc::clone(svc),
         up,
         conn,
+        live: registered.as_ref().map(|r| Arc::clone(&r.conn)),
+        started,
         last: AtomicU64::new(clock::now().as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),
-        open: std::sync::Mutex::new(Some(open)),
+        held: std::sync::Mutex::new(Some((open, registered))),
     });
     table.insert(client, Arc::clone(&session));
     tracker.spawn(replies(
@@ -298,13 +332,24 @@ async fn replies(
         };
         if socket.send_to(&buf[..n], client).await.is_ok() {
             s.touch();
-            dest.add_traffic(Traffic {
-                out_pkts: 1,
-                out_bytes: n as u64,
-                ..Traffic::default()
-            });
-            s.svc.stats.out_datagrams.fetch_add(1, Relaxed);
-            s.svc.stats.out_bytes.fetch_add(n as u64, Relaxed);
+            s.svc.stats.out_pkts.fetch_add(1, Relaxed);
+            match &s.live {
+                Some(live) => {
+                    live.counters.to_client.fetch_add(n as u64, Relaxed);
+                    dest.add_traffic(Traffic {
+                        out_pkts: 1,
+                        ..Traffic::default()
+                    });
+                }
+                None => {
+                    s.svc.stats.out_bytes.fetch_add(n as u64, Relaxed);
+                    dest.add_traffic(Traffic {
+                        out_pkts: 1,
+                        out_bytes: n as u64,
+                        ..Traffic::default()
+                    });
+                }
+            }
         }
     }
 }

@@ -25,7 +25,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
@@ -95,6 +95,23 @@ pub struct Persistence {
     pub timeout: Duration,
     /// Client granularity.
     pub netmask: Netmask,
+}
+
+/// A persistence template as `ipvsadm -lc` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateEntry {
+    /// The client's address under the netmask.
+    pub client: IpAddr,
+    /// The virtual address.
+    pub vaddr: IpAddr,
+    /// The virtual port (65535 once the template was invalidated).
+    pub vport: u16,
+    /// The real server it sends the client to.
+    pub dest: SocketAddr,
+    /// When it expires unless a connection renews it.
+    pub expires: Time,
+    /// Connections it controls now.
+    pub controlled: u32,
 }
 
 /// What a connection keeps of the template that controls it.
@@ -251,6 +268,23 @@ impl Templates {
     /// Live templates (for tables and tests).
     pub(crate) fn len(&self) -> usize {
         self.all.len()
+    }
+
+    /// Every live template, oldest first.
+    pub(crate) fn entries(&self) -> Vec<TemplateEntry> {
+        let mut ids: Vec<&u64> = self.all.keys().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| self.all.get(id))
+            .map(|t| TemplateEntry {
+                client: t.key.net,
+                vaddr: t.key.vaddr,
+                vport: t.key.vport,
+                dest: t.ctl.dest.addr(),
+                expires: t.expires,
+                controlled: t.ctl.n_control.load(Relaxed),
+            })
+            .collect()
     }
 }
 

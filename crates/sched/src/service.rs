@@ -10,7 +10,7 @@ use hashbrown::HashMap;
 use crate::dest::{Counted, Dest, DestParams, DestUpdate};
 use crate::error::SchedError;
 use crate::kind::{SchedFlags, SchedulerKind};
-use crate::persist::{Control, Key, Persistence, Templates};
+use crate::persist::{Control, Key, Persistence, TemplateEntry, Templates};
 use crate::sched::{self, PickState, Skip, View, twos::Rng};
 use crate::time::Time;
 
@@ -192,6 +192,14 @@ impl Service {
     /// Live persistence templates.
     pub fn template_count(&self) -> usize {
         self.inner.templates.as_ref().map_or(0, |t| lock(t).len())
+    }
+
+    /// The live persistence templates, oldest first.
+    pub fn templates(&self) -> Vec<TemplateEntry> {
+        self.inner
+            .templates
+            .as_ref()
+            .map_or_else(Vec::new, |t| lock(t).entries())
     }
 
     /// Runs every expiry due at or before `now`: persistence templates and

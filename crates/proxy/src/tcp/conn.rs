@@ -15,6 +15,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use rvs_sched::{Conn, Traffic};
 use socket2::SockRef;
@@ -22,13 +24,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::forward::{self, Counters, End, Mode};
+use super::forward::{self, End, Mode};
 use crate::clock;
-use crate::config::{ProxyVersion, ServiceSpec};
+use crate::config::{Proto, ProxyVersion, ServiceSpec};
+use crate::conns::{ConnState, LiveConn};
 use crate::proxy_proto;
-use crate::service::ServiceRuntime;
+use crate::service::{Registered, ServiceRuntime};
 use crate::stats::Refusal;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// The destination the client connected to: the original destination of a
 /// connection that iptables redirected (REDIRECT/DNAT), else the local address.
@@ -62,6 +64,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     mode: Mode,
 ) {
+    let started = Instant::now();
     let spec = svc.spec();
     let local = client.local_addr().unwrap_or(peer);
     let (who, vip) = if spec.accept_proxy_protocol {
@@ -75,13 +78,13 @@ pub(crate) async fn serve(
             Ok(Ok(None)) => (peer, original_dst(&client, local)),
             Ok(Err(e)) => {
                 debug!(service = %svc.name(), %peer, error = %e, "refused: bad PROXY header");
-                svc.stats.refuse(Refusal::ProxyHeader);
+                svc.refuse(Refusal::ProxyHeader, peer, local, started);
                 reset(&client);
                 return;
             }
             Err(_) => {
                 debug!(service = %svc.name(), %peer, "refused: no PROXY header in time");
-                svc.stats.refuse(Refusal::ProxyHeader);
+                svc.refuse(Refusal::ProxyHeader, peer, local, started);
                 reset(&client);
                 return;
             }
@@ -91,24 +94,24 @@ pub(crate) async fn serve(
     };
     if !spec.acl.allows(who.ip()) {
         debug!(service = %svc.name(), client = %who, "refused: acl");
-        svc.stats.refuse(Refusal::Acl);
+        svc.refuse(Refusal::Acl, who, vip, started);
         reset(&client);
         return;
     }
     let Some(_open) = svc.admit(spec.max_connections) else {
         debug!(service = %svc.name(), client = %who, "refused: max_connections");
-        svc.stats.refuse(Refusal::Limit);
+        svc.refuse(Refusal::Limit, who, vip, started);
         reset(&client);
         return;
     };
     let _ = client.set_nodelay(true);
-    let Some((mut server, mut conn)) = connect(&svc, &spec, who, vip).await else {
+    let Some((mut server, mut conn, live)) = connect(&svc, &spec, who, vip, started).await else {
         reset(&client);
         return;
     };
-    svc.stats.conns.fetch_add(1, Relaxed);
     let _ = server.set_nodelay(true);
     conn.established();
+    live.conn.set_state(ConnState::Established);
     if let Some(version) = spec.proxy_protocol {
         let mut header = Vec::with_capacity(64);
         match version {
@@ -120,51 +123,59 @@ pub(crate) async fn serve(
             return;
         }
     }
-    let counters = Counters::default();
     let end = forward::run(
         &client,
         &server,
         mode,
         spec.timeouts.tcp,
         spec.timeouts.tcpfin,
-        &counters,
-        || conn.fin(),
+        &live.conn.counters,
+        || {
+            conn.fin();
+            live.conn.set_state(ConnState::FinWait);
+        },
     )
     .await;
-    let (to_server, to_client) = (
-        counters.to_server.load(Relaxed),
-        counters.to_client.load(Relaxed),
-    );
-    conn.dest().add_traffic(Traffic {
-        in_pkts: 0,
-        out_pkts: 0,
-        in_bytes: to_server,
-        out_bytes: to_client,
-    });
-    svc.stats.in_bytes.fetch_add(to_server, Relaxed);
-    svc.stats.out_bytes.fetch_add(to_client, Relaxed);
-    match end {
-        End::Closed => {}
+    // The client's segments, as IPVS counts a connection's packets.
+    if let Some((segs_in, segs_out)) = super::info::segments(&client) {
+        conn.dest().add_traffic(Traffic {
+            in_pkts: segs_in,
+            out_pkts: segs_out,
+            ..Traffic::default()
+        });
+        svc.stats.in_pkts.fetch_add(segs_in, Relaxed);
+        svc.stats.out_pkts.fetch_add(segs_out, Relaxed);
+    }
+    let how = match &end {
+        End::Closed => "closed",
         End::Timeout => {
             debug!(service = %svc.name(), client = %who, server = %conn.addr(), "idle timeout");
             reset(&client);
             reset(&server);
+            "idle_timeout"
         }
         End::Failed(e) => {
             debug!(service = %svc.name(), client = %who, server = %conn.addr(), error = %e, "connection failed");
             reset(&client);
             reset(&server);
+            "reset"
         }
+    };
+    if svc.access_log() {
+        svc.log_access(&live.conn, started, how);
     }
 }
 
-/// Schedules and connects, retrying on other servers.
+/// Schedules and connects, retrying on other servers. Each attempt is a
+/// connection of its server and of the service (as IPVS counts a SYN that
+/// got no answer), in the live table while it connects.
 async fn connect(
-    svc: &ServiceRuntime,
+    svc: &Arc<ServiceRuntime>,
     spec: &ServiceSpec,
     client: SocketAddr,
     vip: SocketAddr,
-) -> Option<(TcpStream, Conn)> {
+    started: Instant,
+) -> Option<(TcpStream, Conn, Registered)> {
     let sched = svc.scheduler();
     let mut tried: Vec<SocketAddr> = Vec::new();
     for attempt in 0..=spec.connect_retries {
@@ -176,17 +187,29 @@ async fn connect(
         };
         let Some(conn) = conn else {
             if attempt == 0 {
-                let why = svc.refuse_unscheduled();
+                let why = svc.refuse_unscheduled(client, vip, started);
                 debug!(service = %svc.name(), %client, reason = why.name(), "refused");
             } else {
-                svc.stats.refuse(Refusal::Unreachable);
+                svc.refuse(Refusal::Unreachable, client, vip, started);
                 debug!(service = %svc.name(), %client, "refused: no reachable server");
             }
             return None;
         };
+        svc.stats.conns.fetch_add(1, Relaxed);
         let addr = conn.addr();
+        let live = svc.register(LiveConn::new(
+            Proto::Tcp,
+            client,
+            vip,
+            Arc::clone(conn.dest()),
+            ConnState::SynRecv,
+        ));
+        let t0 = Instant::now();
         match tokio::time::timeout(spec.timeouts.connect, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Some((stream, conn)),
+            Ok(Ok(stream)) => {
+                svc.observe_connect(addr, t0.elapsed());
+                return Some((stream, conn, live));
+            }
             Ok(Err(e)) => {
                 debug!(service = %svc.name(), server = %addr, error = %e, "connect failed");
             }
@@ -201,6 +224,6 @@ async fn connect(
             svc.stats.retries.fetch_add(1, Relaxed);
         }
     }
-    svc.stats.refuse(Refusal::Unreachable);
+    svc.refuse(Refusal::Unreachable, client, vip, started);
     None
 }

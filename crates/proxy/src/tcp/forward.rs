@@ -50,8 +50,14 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    fn touch(&self) {
+    /// Records activity now.
+    pub(crate) fn touch(&self) {
         self.last.store(clock::now().as_nanos(), Relaxed);
+    }
+
+    /// The time of the last activity ([`clock`] nanoseconds).
+    pub(crate) fn last(&self) -> u64 {
+        self.last.load(Relaxed)
     }
 }
 

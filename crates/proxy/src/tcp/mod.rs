@@ -2,5 +2,6 @@
 
 pub(crate) mod conn;
 pub mod forward;
+pub(crate) mod info;
 #[cfg(target_os = "linux")]
 pub(crate) mod pipes;
