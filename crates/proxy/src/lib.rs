@@ -37,6 +37,7 @@
 
 #![deny(unsafe_code)] // allowed in `tcp::info` alone: one getsockopt(2)
 
+pub mod admin;
 mod clock;
 pub mod config;
 pub mod conns;

@@ -45,9 +45,6 @@ pub enum ApplyError {
     /// An edit made the configuration invalid.
     #[error("{0}")]
     Invalid(#[from] ConfigError),
-    /// An edit was refused before it was tried (it names what and why).
-    #[error("{0}")]
-    Refused(String),
 }
 
 /// Options of the data plane that are not in the configuration file.
@@ -140,15 +137,15 @@ impl Proxy {
     /// is checked whole ([`Config::with_services`]) and applied, or nothing
     /// changes. Edits and reloads do not interleave. The edit lasts until
     /// the next reload of the file.
-    pub fn edit<T>(
+    pub fn edit<T, E: From<ApplyError>>(
         &self,
-        edit: impl FnOnce(&mut Config) -> Result<T, ApplyError>,
-    ) -> Result<T, ApplyError> {
+        edit: impl FnOnce(&mut Config) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut st = lock(&self.inner.state);
         let mut draft = Config::clone(&self.inner.config.load());
         let out = edit(&mut draft)?;
         let services = std::mem::take(&mut draft.services);
-        let checked = draft.with_services(services)?;
+        let checked = draft.with_services(services).map_err(ApplyError::Invalid)?;
         self.apply_locked(&mut st, checked)?;
         Ok(out)
     }

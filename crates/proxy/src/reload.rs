@@ -90,6 +90,11 @@ impl Reloader {
         }
     }
 
+    /// The configuration file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// What reloads did.
     pub fn status(&self) -> Arc<ReloadStatus> {
         Arc::clone(&self.status)
@@ -110,10 +115,21 @@ impl Reloader {
         if only_if_changed && hash == self.status.config_hash.load(Relaxed) {
             return Ok(());
         }
-        let config = match Config::parse(&text, &self.path.display().to_string()) {
+        let mut config = match Config::parse(&text, &self.path.display().to_string()) {
             Ok(c) => c,
             Err(e) => return self.failed(e.to_string()),
         };
+        // The admin listener stays where it is until a restart: the running
+        // address is the one that decides whether edits need a token.
+        let running = self.proxy.config().admin.listen;
+        if config.admin.listen != running {
+            warn!(
+                running = %running,
+                file = %config.admin.listen,
+                "admin.listen changed: the admin listener moves at the next restart"
+            );
+            config.admin.listen = running;
+        }
         let services = config.services.len();
         if let Err(e) = self.proxy.apply(config) {
             return self.failed(e.to_string());

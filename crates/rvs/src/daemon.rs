@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use rvs_proxy::admin::Admin;
 use rvs_proxy::reload::Reloader;
 use rvs_proxy::{Config, Options, Proxy};
 use tokio::signal::unix::{SignalKind, signal};
@@ -54,6 +55,17 @@ pub(crate) async fn run(path: &Path, options: Options) -> ExitCode {
         Err(code) => return code,
     };
     let services = config.services.len();
+    let admin_addr = config.admin.listen;
+    // The admin listener first: a port taken there stops the start before
+    // any service listens.
+    let admin_listener = match tokio::net::TcpListener::bind(admin_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(listen = %admin_addr, error = %e, "cannot start the admin listener");
+            eprintln!("rvs: admin.listen {admin_addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let proxy = match Proxy::start(config, options) {
         Ok(p) => p,
         Err(e) => {
@@ -76,7 +88,11 @@ pub(crate) async fn run(path: &Path, options: Options) -> ExitCode {
     let reloader = Reloader::new(path, proxy.clone(), &text);
     let stop = CancellationToken::new();
     tokio::spawn(reloader.clone().watch(stop.clone()));
-    info!(file = %path.display(), services, "rvs running");
+    let admin_stop = CancellationToken::new();
+    let admin = Admin::new(proxy.clone(), Some(reloader.clone()));
+    let admin_local = admin_listener.local_addr().unwrap_or(admin_addr);
+    tokio::spawn(admin.serve(admin_listener, admin_stop.clone()));
+    info!(file = %path.display(), services, admin = %admin_local, "rvs running");
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -95,5 +111,6 @@ pub(crate) async fn run(path: &Path, options: Options) -> ExitCode {
     } else {
         warn!("grace period over: closing the connections still open");
     }
+    admin_stop.cancel();
     ExitCode::SUCCESS
 }

@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rvs_proxy::admin::Admin;
 use rvs_proxy::{Config, Options, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// Answers every HTTP request on `stream` with `Hello from NAME`, keeping
 /// the connection open between requests.
@@ -60,7 +62,15 @@ async fn bind_near(preferred: SocketAddr) -> std::io::Result<TcpListener> {
     }
 }
 
-pub(crate) async fn run(listen: SocketAddr, scheduler: &str) -> Result<(), String> {
+pub(crate) async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    scheduler: &str,
+) -> Result<(), String> {
+    let admin_listener = bind_near(admin)
+        .await
+        .map_err(|e| format!("cannot start the admin listener: {e}"))?;
+    let admin = admin_listener.local_addr().map_err(|e| e.to_string())?;
     let mut backends = Vec::new();
     for i in 1..=3u16 {
         let l = bind_near(SocketAddr::new(listen.ip(), 18080 + i))
@@ -72,13 +82,15 @@ pub(crate) async fn run(listen: SocketAddr, scheduler: &str) -> Result<(), Strin
         backends.push((name, addr));
     }
     let mut yaml = format!(
-        "services:\n  - name: demo\n    listen: \"{listen}\"\n    scheduler: {scheduler}\n    real_servers:\n"
+        "admin:\n  listen: \"{admin}\"\nservices:\n  - name: demo\n    listen: \"{listen}\"\n    scheduler: {scheduler}\n    real_servers:\n"
     );
     for (_, addr) in &backends {
         yaml.push_str(&format!("      - address: \"{addr}\"\n        weight: 1\n"));
     }
     let config = Config::parse(&yaml, "demo").map_err(|e| e.to_string())?;
     let proxy = Proxy::start(config, Options::default()).map_err(|e| e.to_string())?;
+    let stop = CancellationToken::new();
+    tokio::spawn(Admin::new(proxy.clone(), None).serve(admin_listener, stop.clone()));
     println!("rvs demo: three HTTP backends behind one virtual service ({scheduler}).\n");
     for (name, addr) in &backends {
         println!("  {name}  {addr}");
@@ -86,9 +98,13 @@ pub(crate) async fn run(listen: SocketAddr, scheduler: &str) -> Result<(), Strin
     println!("  VIP        http://{listen}/\n");
     println!("The configuration it runs:\n\n{yaml}");
     println!("Try:\n\n  for i in 1 2 3 4 5 6; do curl -s http://{listen}/; done\n");
-    println!("Each request is a new connection, and the answers rotate between the backends.");
+    println!("Each request is a new connection, and the answers rotate between the backends.\n");
+    println!("The status page:  http://{admin}/");
+    println!("The table:        rvsadm --admin {admin} -Ln --stats");
+    println!("Prometheus:       curl -s http://{admin}/metrics\n");
     println!("Ctrl-C stops the demo.");
     let _ = tokio::signal::ctrl_c().await;
     proxy.shutdown(Duration::from_secs(1)).await;
+    stop.cancel();
     Ok(())
 }

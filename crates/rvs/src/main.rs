@@ -70,6 +70,10 @@ enum Cmd {
         /// The virtual service's address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The admin listener (status page, metrics, API); another port of
+        /// the same address when this one is taken.
+        #[arg(long, default_value = "127.0.0.1:9180")]
+        admin: SocketAddr,
         /// The scheduler.
         #[arg(long, default_value = "rr")]
         scheduler: String,
@@ -125,11 +129,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Demo { listen, scheduler } => {
+        Cmd::Demo {
+            listen,
+            admin,
+            scheduler,
+        } => {
             init_logs(cli.log_level, cli.log_format);
             let result = runtime()
                 .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(demo::run(listen, &scheduler)));
+                .and_then(|rt| rt.block_on(demo::run(listen, admin, &scheduler)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -100,9 +100,11 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
-fn config(vip: SocketAddr, backend: SocketAddr) -> String {
+/// A one-service config; each daemon of a test gets its own admin port, so
+/// that parallel tests do not meet on the default 9180.
+fn config(vip: SocketAddr, backend: SocketAddr, admin: SocketAddr) -> String {
     format!(
-        "global:\n  shutdown_grace: 10s\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
+        "global:\n  shutdown_grace: 10s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
     )
 }
 
@@ -157,9 +159,10 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     let two = name_backend("two");
     let slow = slow_backend(2_000_000);
     let vip = free_port();
+    let admin = free_port();
     let dir = temp_dir("run");
     let path = dir.join("rvs.yaml");
-    std::fs::write(&path, config(vip, one)).unwrap();
+    std::fs::write(&path, config(vip, one, admin)).unwrap();
     let log = dir.join("rvs.log");
     let mut child = rvs()
         .arg("run")
@@ -172,7 +175,7 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
         == Some("one")));
 
     // SIGHUP after a change: the new server takes new connections.
-    std::fs::write(&path, config(vip, two)).unwrap();
+    std::fs::write(&path, config(vip, two, admin)).unwrap();
     signal(&child, "HUP");
     assert!(wait_for(Duration::from_secs(5), || fetch(vip).as_deref()
         == Some("two")));
@@ -188,7 +191,7 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     assert_eq!(fetch(vip).as_deref(), Some("two"));
 
     // SIGTERM during a transfer: it completes, then rvs exits 0.
-    std::fs::write(&path, config(vip, slow)).unwrap();
+    std::fs::write(&path, config(vip, slow, admin)).unwrap();
     signal(&child, "HUP");
     assert!(wait_for(Duration::from_secs(5), || {
         std::fs::read_to_string(&log)
@@ -278,7 +281,7 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     let (backend, vip) = (name_backend("fine"), free_port());
     let dir = temp_dir("emfile");
     let path = dir.join("rvs.yaml");
-    std::fs::write(&path, config(vip, backend)).unwrap();
+    std::fs::write(&path, config(vip, backend, free_port())).unwrap();
     let log = dir.join("rvs.log");
     let mut child = Command::new("sh")
         .arg("-c")

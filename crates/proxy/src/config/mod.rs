@@ -14,7 +14,7 @@ mod locate;
 mod raw;
 mod validate;
 mod values;
-mod write;
+pub(crate) mod write;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -1,0 +1,258 @@
+//! The API's reads: services and real servers with their counts, totals
+//! and rates; the live connection table; reload status; timeouts.
+//!
+//! Totals are those of the tables (`ipvsadm --stats`): counted since the
+//! last zeroing. Prometheus gets the monotonic ones.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use crate::Proxy;
+use crate::config::{Proto, write::OutService};
+use crate::reload::{Reloader, content_hash};
+use crate::service::ServiceRuntime;
+use crate::stats::{Rates, Refusal, Totals};
+
+#[derive(Serialize)]
+struct TotalsJson {
+    conns: u64,
+    in_pkts: u64,
+    out_pkts: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+}
+
+impl From<Totals> for TotalsJson {
+    fn from(t: Totals) -> Self {
+        TotalsJson {
+            conns: t.conns,
+            in_pkts: t.in_pkts,
+            out_pkts: t.out_pkts,
+            in_bytes: t.in_bytes,
+            out_bytes: t.out_bytes,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RatesJson {
+    cps: u64,
+    in_pps: u64,
+    out_pps: u64,
+    in_bps: u64,
+    out_bps: u64,
+}
+
+impl From<Rates> for RatesJson {
+    fn from(r: Rates) -> Self {
+        RatesJson {
+            cps: r.cps,
+            in_pps: r.in_pps,
+            out_pps: r.out_pps,
+            in_bps: r.in_bps,
+            out_bps: r.out_bps,
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// One service, as `GET /api/v1/services` lists it.
+pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
+    svc.flush();
+    let spec = svc.spec();
+    let sched = svc.scheduler();
+    let config = p.config();
+    let mut active = 0u64;
+    let mut inactive = 0u64;
+    let real_servers: Vec<Value> = sched
+        .dests()
+        .iter()
+        .map(|d| {
+            active += u64::from(d.active_conns());
+            inactive += u64::from(d.inactive_conns());
+            let rt = svc.dest_runtime(d.addr());
+            let (shown, rates) = rt
+                .as_ref()
+                .map_or((Totals::default(), Rates::default()), |r| {
+                    (r.shown(), r.rates())
+                });
+            let params = d.params();
+            json!({
+                "address": d.addr().to_string(),
+                "weight": d.weight(),
+                "u_threshold": params.u_threshold,
+                "l_threshold": params.l_threshold,
+                "active_conns": d.active_conns(),
+                "inactive_conns": d.inactive_conns(),
+                "persist_conns": d.persist_conns(),
+                "state": dest_state(d),
+                "connect_failures": d.connect_failures(),
+                "stats": TotalsJson::from(shown),
+                "rates": RatesJson::from(rates),
+            })
+        })
+        .collect();
+    let refused: serde_json::Map<String, Value> = Refusal::ALL
+        .iter()
+        .map(|r| (r.name().to_owned(), json!(svc.stats.refused(*r))))
+        .collect();
+    let persistence = spec.sched.persistence.map(|pe| {
+        json!({
+            "timeout": pe.timeout.as_secs(),
+            "netmask": pe.netmask.v4().to_string(),
+            "ipv6_prefix": pe.netmask.v6_prefix(),
+        })
+    });
+    let t = &spec.timeouts;
+    let mut v = json!({
+        "name": svc.name(),
+        "proto": spec.proto.to_string(),
+        "listen": p.local_addrs(svc.name()).iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "scheduler": spec.sched.scheduler.name(),
+        "flags": spec.sched.flags.names(spec.sched.scheduler).iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "persistence": persistence,
+        "ops": spec.udp.ops && spec.proto == Proto::Udp,
+        "timeouts": {
+            "connect": secs(t.connect),
+            "tcp": secs(t.tcp),
+            "tcpfin": secs(t.tcpfin),
+            "udp": secs(t.udp),
+            "proxy_header": secs(t.proxy_header),
+        },
+        "active_conns": active,
+        "inactive_conns": inactive,
+        "persistence_templates": sched.template_count(),
+        "stats": TotalsJson::from(svc.shown()),
+        "rates": RatesJson::from(svc.rates()),
+        "refused": refused,
+        "connect_failures": svc.stats.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
+        "retries": svc.stats.retries.load(std::sync::atomic::Ordering::Relaxed),
+        "real_servers": real_servers,
+        "config": OutService::new(&spec, &config.global.timeouts),
+    });
+    if spec.proto == Proto::Udp {
+        v["udp"] = json!({
+            "sessions": svc.conns.len(),
+            "evictions": svc.stats.evictions.load(std::sync::atomic::Ordering::Relaxed),
+            "expired": svc.stats.expired.load(std::sync::atomic::Ordering::Relaxed),
+        });
+    }
+    v
+}
+
+/// `available`, `quiescent` (weight 0) or `overloaded` (over its upper
+/// threshold).
+pub(super) fn dest_state(d: &rvs_sched::Dest) -> &'static str {
+    if d.weight() == 0 {
+        "quiescent"
+    } else if d.is_overloaded() {
+        "overloaded"
+    } else {
+        "available"
+    }
+}
+
+pub(super) fn services(p: &Proxy) -> Value {
+    // In configuration order.
+    let config = p.config();
+    let list: Vec<Value> = config
+        .services
+        .iter()
+        .filter_map(|s| p.service(&s.name))
+        .map(|s| service_json(p, &s))
+        .collect();
+    json!({ "services": list })
+}
+
+pub(super) fn service(p: &Proxy, name: &str) -> Result<Value, ApiError> {
+    p.service(name)
+        .map(|s| service_json(p, &s))
+        .ok_or_else(|| no_such_service(name))
+}
+
+pub(super) fn no_such_service(name: &str) -> ApiError {
+    ApiError::new(
+        hyper::StatusCode::NOT_FOUND,
+        "no_such_service",
+        format!("no service named {name:?}"),
+    )
+}
+
+/// The live connection table, and persistence templates (state `NONE`,
+/// client port 0), as `ipvsadm -lc` lists them.
+pub(super) fn connections(p: &Proxy) -> Value {
+    let now = crate::clock::now();
+    let mut out = Vec::new();
+    for svc in p.services() {
+        let spec = svc.spec();
+        for c in svc.conns.list() {
+            out.push(json!({
+                "service": svc.name(),
+                "proto": proto_upper(c.proto),
+                "client": c.client.to_string(),
+                "vip": c.vip.to_string(),
+                "server": c.server.to_string(),
+                "state": c.state().name(),
+                "expires": c.expires_in(&spec.timeouts).as_secs(),
+            }));
+        }
+        for t in svc.scheduler().templates() {
+            out.push(json!({
+                "service": svc.name(),
+                "proto": proto_upper(spec.proto),
+                "client": std::net::SocketAddr::new(t.client, 0).to_string(),
+                "vip": std::net::SocketAddr::new(t.vaddr, t.vport).to_string(),
+                "server": t.dest.to_string(),
+                "state": "NONE",
+                "expires": t.expires.saturating_since(now).as_secs(),
+                "template": true,
+                "controlled": t.controlled,
+            }));
+        }
+    }
+    json!({ "connections": out })
+}
+
+fn proto_upper(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "TCP",
+        Proto::Udp => "UDP",
+    }
+}
+
+pub(super) fn reload_status(p: &Proxy, r: Option<&Reloader>) -> Value {
+    let config = p.config();
+    let mut v = json!({
+        "generation": p.generation(),
+        "config_hash": format!("{:016x}", content_hash(&config.to_yaml())),
+        "ready": p.is_ready(),
+    });
+    if let Some(r) = r {
+        let s = r.status();
+        let ld = std::sync::atomic::Ordering::Relaxed;
+        v["file"] = json!(r.path().display().to_string());
+        v["file_hash"] = json!(format!("{:016x}", s.config_hash.load(ld)));
+        v["reloads"] = json!({
+            "succeeded": s.succeeded.load(ld),
+            "failed": s.failed.load(ld),
+        });
+        v["last_success_unix"] = json!(s.last_success_unix.load(ld));
+        v["last_error"] = json!(s.last_error());
+    }
+    v
+}
+
+pub(super) fn timeouts(p: &Proxy) -> Value {
+    let t = p.config().global.timeouts;
+    json!({
+        "tcp": t.tcp.as_secs(),
+        "tcpfin": t.tcpfin.as_secs(),
+        "udp": t.udp.as_secs(),
+    })
+}

@@ -1,0 +1,406 @@
+//! The admin listener: Prometheus metrics, health and readiness, the JSON
+//! API under `/api/v1/` (reads and edits) and the status page.
+//!
+//! One hyper HTTP/1.1 server; each connection is its own task, so scrapes
+//! and API calls are served concurrently. Reads take what they show from
+//! the running proxy at the time of the request (live connections' bytes
+//! are flushed into the totals first). Edits go through
+//! [`crate::Proxy::edit`]: the running configuration is copied, changed,
+//! checked whole and applied, or nothing changes.
+//!
+//! Edits need `Authorization: Bearer TOKEN` when `admin.token` is set.
+//! Without a token they are allowed only on a loopback listener: a
+//! listener reachable from elsewhere without a token refuses them (403).
+//!
+//! Routes are listed in docs/admin-api.md.
+
+mod api;
+mod edits;
+mod metrics;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::Proxy;
+use crate::reload::Reloader;
+
+/// Request bodies larger than this are refused (413).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What the admin listener serves.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    proxy: Proxy,
+    reloader: Option<Reloader>,
+    metrics: metrics::Metrics,
+}
+
+impl Admin {
+    /// The admin API of `proxy`; with a `reloader`, reloads of its file
+    /// are reported and can be requested.
+    pub fn new(proxy: Proxy, reloader: Option<Reloader>) -> Admin {
+        let metrics = metrics::Metrics::new(proxy.clone(), reloader.as_ref().map(Reloader::status));
+        Admin {
+            inner: Arc::new(Inner {
+                proxy,
+                reloader,
+                metrics,
+            }),
+        }
+    }
+
+    /// Serves `listener` until `stop`.
+    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        debug!(error = %e, "admin: accept failed");
+                        // EMFILE and the like: do not spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let admin = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            debug!(%peer, error = %e, "admin: connection ended");
+                        }
+                    }
+                    () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let response = match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => e.response(),
+        };
+        if method != Method::GET {
+            debug!(%peer, %method, %path, status = response.status().as_u16(), "admin request");
+        }
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let segments: Vec<String> = req
+            .uri()
+            .path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect::<Result<_, _>>()?;
+        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = req.method().clone();
+        let p = &self.inner.proxy;
+        match (&method, seg.as_slice()) {
+            (&Method::GET, []) => Ok(page()),
+            (&Method::GET, ["metrics"]) => Ok(self.inner.metrics.render()),
+            (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
+            (&Method::GET, ["readyz"]) => Ok(if p.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            }),
+            (&Method::GET, ["api", "v1", rest @ ..]) => self.read(rest),
+            (_, ["api", "v1", rest @ ..]) => {
+                self.authorize(&req)?;
+                let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
+                let body = read_body(req).await?;
+                let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+                self.write(&method, &rest, &body).await
+            }
+            (_, ["metrics" | "healthz" | "readyz"]) | (_, []) => Err(ApiError::method()),
+            _ => Err(ApiError::not_found()),
+        }
+    }
+
+    fn read(&self, rest: &[&str]) -> Result<Response<Full<Bytes>>, ApiError> {
+        let p = &self.inner.proxy;
+        match rest {
+            ["services"] => Ok(json(StatusCode::OK, &api::services(p))),
+            ["services", name] => api::service(p, name).map(|v| json(StatusCode::OK, &v)),
+            ["connections"] => Ok(json(StatusCode::OK, &api::connections(p))),
+            ["config"] => Ok(respond(
+                StatusCode::OK,
+                "application/yaml; charset=utf-8",
+                p.config().to_yaml(),
+            )),
+            ["reload"] => Ok(json(
+                StatusCode::OK,
+                &api::reload_status(p, self.inner.reloader.as_ref()),
+            )),
+            ["timeouts"] => Ok(json(StatusCode::OK, &api::timeouts(p))),
+            _ => Err(ApiError::not_found()),
+        }
+    }
+
+    async fn write(
+        &self,
+        method: &Method,
+        rest: &[&str],
+        body: &[u8],
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let p = &self.inner.proxy;
+        let done = |status: StatusCode, v: serde_json::Value| Ok(json(status, &v));
+        match (method, rest) {
+            (&Method::POST, ["services"]) => {
+                done(StatusCode::CREATED, edits::add_service(p, body)?)
+            }
+            (&Method::DELETE, ["services"]) => done(StatusCode::OK, edits::flush(p)?),
+            (&Method::PUT, ["services", name]) => {
+                done(StatusCode::OK, edits::replace_service(p, name, body)?)
+            }
+            (&Method::DELETE, ["services", name]) => {
+                done(StatusCode::OK, edits::delete_service(p, name)?)
+            }
+            (&Method::POST, ["services", name, "zero"]) => {
+                done(StatusCode::OK, edits::zero(p, Some(name))?)
+            }
+            (&Method::POST, ["services", name, "real_servers"]) => {
+                done(StatusCode::CREATED, edits::add_real_server(p, name, body)?)
+            }
+            (&Method::PATCH, ["services", name, "real_servers", addr]) => done(
+                StatusCode::OK,
+                edits::edit_real_server(p, name, addr, body)?,
+            ),
+            (&Method::DELETE, ["services", name, "real_servers", addr]) => {
+                done(StatusCode::OK, edits::delete_real_server(p, name, addr)?)
+            }
+            (&Method::POST, ["services", name, "real_servers", addr, "drain"]) => {
+                done(StatusCode::OK, edits::drain(p, name, addr)?)
+            }
+            (&Method::POST, ["zero"]) => done(StatusCode::OK, edits::zero(p, None)?),
+            (&Method::PUT, ["timeouts"]) => done(StatusCode::OK, edits::set_timeouts(p, body)?),
+            (&Method::POST, ["reload"]) => match &self.inner.reloader {
+                Some(r) => match r.reload().await {
+                    Ok(()) => done(
+                        StatusCode::OK,
+                        api::reload_status(p, self.inner.reloader.as_ref()),
+                    ),
+                    Err(e) => Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "reload_failed",
+                        e,
+                    )),
+                },
+                None => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_file",
+                    "this proxy was not started from a file: there is nothing to reload",
+                )),
+            },
+            _ => Err(if self.read(rest).is_ok() {
+                ApiError::method()
+            } else {
+                ApiError::not_found()
+            }),
+        }
+    }
+
+    /// Edits need the token when one is set; without one, a loopback
+    /// listener.
+    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+        let admin = self.inner.proxy.config().admin.clone();
+        match &admin.token {
+            Some(token) => {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                match given {
+                    Some(g) if constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
+                    Some(_) => {
+                        warn!("admin: an edit with a wrong token was refused");
+                        Err(ApiError::unauthorized("the bearer token is wrong"))
+                    }
+                    None => Err(ApiError::unauthorized(
+                        "edits need the admin token: send Authorization: Bearer TOKEN",
+                    )),
+                }
+            }
+            None if admin.mutations_open_without_token() => Ok(()),
+            None => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "edits are disabled: the admin listener {} is not on loopback and admin.token is not set",
+                    admin.listen
+                ),
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is over {MAX_BODY} bytes"),
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+/// `%XX` escapes in a path segment (an IPv6 address's brackets, typically).
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::bad_request(format!("bad %-escape in {s:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("{s:?} is not UTF-8")))
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+/// The status page: one self-contained HTML file polling the JSON API.
+fn page() -> Response<Full<Bytes>> {
+    respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        include_str!("status.html"),
+    )
+}
+
+/// An API error: an HTTP status and a JSON body `{"error": CODE,
+/// "message": TEXT}`; the code is stable (clients such as rvsadm act on
+/// it), the message says what was wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found() -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route: see docs/admin-api.md",
+        )
+    }
+
+    fn method() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    }
+
+    fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn response(&self) -> Response<Full<Bytes>> {
+        let mut r = json(
+            self.status,
+            &serde_json::json!({ "error": self.code, "message": self.message }),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rvs\""),
+            );
+        }
+        r
+    }
+}

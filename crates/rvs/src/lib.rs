@@ -1,0 +1,7 @@
+//! The tools of the `rvs` package that talk to a running rvs: the admin
+//! API client and `rvsadm`, ipvsadm's command line over that API.
+
+#![forbid(unsafe_code)]
+
+pub mod admin_client;
+pub mod ipvsadm;
