@@ -78,6 +78,17 @@ enum Cmd {
         #[arg(long, default_value = "rr")]
         scheduler: String,
     },
+    /// Print the configuration a running rvs serves, as YAML.
+    ///
+    /// Edits made with rvsadm or the admin API are in it: they last until
+    /// the configuration file is reloaded, so write this out to keep them
+    /// (`rvs show-config > rvs.yaml`). The admin token is never printed.
+    ShowConfig {
+        /// The admin listener of the running rvs (else RVS_ADMIN, else
+        /// 127.0.0.1:9180).
+        #[arg(long)]
+        admin: Option<String>,
+    },
     /// Replay a scheduler trace (JSON Lines) and print each decision.
     ///
     /// One line per `conn`: the real server chosen, or `-`. A malformed or
@@ -112,6 +123,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::SchedReplay { trace } => sched_replay(trace),
         Cmd::Check { config } => daemon::check(&config),
+        Cmd::ShowConfig { admin } => show_config(admin),
         Cmd::Run { config, forwarding } => {
             init_logs(cli.log_level, cli.log_format);
             let options = Options {
@@ -145,6 +157,30 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn show_config(admin: Option<String>) -> ExitCode {
+    let client = rvs::admin_client::AdminClient::from_env(admin, None);
+    match client.request("GET", "/api/v1/config", None) {
+        Ok(r) if r.ok() => {
+            let mut out = io::stdout().lock();
+            match out.write_all(&r.body).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rvs show-config: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Ok(r) => {
+            eprintln!("rvs show-config: {}: {}", client.target, r.error().1);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("rvs show-config: cannot reach rvs: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -262,3 +262,58 @@ pub fn counts(p: &Proxy, name: &str, addr: SocketAddr) -> (u32, u32) {
     let d = p.service(name).unwrap().scheduler().dest(addr).unwrap();
     (d.active_conns(), d.inactive_conns())
 }
+
+/// Serves the admin API of `p` on a loopback port.
+pub async fn admin(p: &Proxy) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = l.local_addr().unwrap();
+    let admin = rvs_proxy::admin::Admin::new(p.clone(), None);
+    tokio::spawn(admin.serve(l, tokio_util::sync::CancellationToken::new()));
+    at
+}
+
+/// One HTTP/1.1 request to the admin API: the status and the body.
+pub async fn http(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("the admin API answers")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// `GET path` as JSON.
+pub async fn get_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http(admin, "GET", path, None, None).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The value of one sample of a Prometheus text scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+}

@@ -1,0 +1,465 @@
+//! The admin listener against a running proxy with real traffic: counters
+//! move by exactly what was sent, live connections show, edits apply or
+//! change nothing, the token guards edits, promtool accepts the scrape.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+fn one_service(backends: &[SocketAddr], extra: &str) -> String {
+    let mut y = format!(
+        "{extra}services:\n  - name: web\n    listen: 127.0.0.1:0\n    scheduler: rr\n    real_servers:\n"
+    );
+    for b in backends {
+        y.push_str(&format!("      - address: \"{b}\"\n"));
+    }
+    y
+}
+
+/// Sends `n` bytes on a new connection through `vip` and reads the echo.
+async fn echo_through(vip: SocketAddr, n: usize) {
+    let mut s = TcpStream::connect(vip).await.unwrap();
+    let data = vec![7u8; n];
+    s.write_all(&data).await.unwrap();
+    let mut back = vec![0u8; n];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, data);
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_exactly_what_was_sent() {
+    let (a, b) = (echo_backend().await, echo_backend().await);
+    let p = proxy(&one_service(&[a, b], ""));
+    let vip = vip(&p, "web");
+    let admin = admin(&p).await;
+    for i in 0..10 {
+        echo_through(vip, 1000 + i).await;
+    }
+    let sent: u64 = (0..10).map(|i| 1000 + i).sum();
+    let svc = &get_json(admin, "/api/v1/services/web").await;
+    let stats = &svc["stats"];
+    assert_eq!(stats["conns"], 10);
+    assert_eq!(stats["in_bytes"], sent);
+    assert_eq!(stats["out_bytes"], sent);
+    // Each connection is at least its SYN, data and FIN each way.
+    assert!(stats["in_pkts"].as_u64().unwrap() >= 30, "{stats}");
+    assert!(stats["out_pkts"].as_u64().unwrap() >= 20, "{stats}");
+    let rs = svc["real_servers"].as_array().unwrap();
+    let per: Vec<(u64, u64)> = rs
+        .iter()
+        .map(|r| {
+            (
+                r["stats"]["conns"].as_u64().unwrap(),
+                r["stats"]["in_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per.iter().map(|x| x.0).sum::<u64>(), 10);
+    assert_eq!(per.iter().map(|x| x.1).sum::<u64>(), sent);
+    assert!(per.iter().all(|x| x.0 == 5), "rr splits evenly: {per:?}");
+
+    let (status, scrape) = http(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let s = |series: &str| sample(&scrape, series).unwrap_or_else(|| panic!("{series}\n{scrape}"));
+    assert_eq!(
+        s(r#"rvs_service_connections_total{service="web",proto="tcp"}"#),
+        10.0
+    );
+    assert_eq!(
+        s(r#"rvs_service_bytes_total{service="web",proto="tcp",direction="in"}"#),
+        sent as f64
+    );
+    assert_eq!(
+        s(r#"rvs_service_bytes_total{service="web",proto="tcp",direction="out"}"#),
+        sent as f64
+    );
+    assert_eq!(
+        s(&format!(
+            r#"rvs_real_server_connect_duration_seconds_count{{service="web",real_server="{a}"}}"#
+        )),
+        5.0
+    );
+    assert_eq!(
+        s(&format!(
+            r#"rvs_real_server_weight{{service="web",real_server="{b}"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(s("rvs_config_generation"), 1.0);
+    assert!(s("process_open_fds") > 0.0);
+
+    // A live connection: in the table, ESTABLISHED, its bytes counted
+    // while it lasts.
+    let mut live = TcpStream::connect(vip).await.unwrap();
+    live.write_all(&[1u8; 500]).await.unwrap();
+    let mut back = [0u8; 500];
+    live.read_exact(&mut back).await.unwrap();
+    let conns = get_json(admin, "/api/v1/connections").await;
+    let list = conns["connections"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{conns}");
+    let c = &list[0];
+    assert_eq!(c["state"], "ESTABLISHED");
+    assert_eq!(c["client"], live.local_addr().unwrap().to_string());
+    assert_eq!(c["vip"], vip.to_string());
+    assert_eq!(c["proto"], "TCP");
+    assert!(
+        c["expires"].as_u64().unwrap() > 890,
+        "tcp timeout 900s: {c}"
+    );
+    let svc = get_json(admin, "/api/v1/services/web").await;
+    assert_eq!(svc["stats"]["in_bytes"], sent + 500);
+    assert_eq!(svc["active_conns"], 1);
+    drop(live);
+
+    // -Z: the tables count from zero; Prometheus counters do not go back.
+    let (status, _) = http(admin, "POST", "/api/v1/zero", None, None).await;
+    assert_eq!(status, 200);
+    let svc = get_json(admin, "/api/v1/services/web").await;
+    assert_eq!(svc["stats"]["conns"], 0);
+    assert_eq!(svc["stats"]["in_bytes"], 0);
+    assert_eq!(svc["real_servers"][0]["stats"]["in_bytes"], 0);
+    let (_, scrape) = http(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"rvs_service_connections_total{service="web",proto="tcp"}"#
+        ),
+        Some(11.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_services_count_datagrams_sessions_and_refusals() {
+    let a = udp_backend("a").await;
+    let yaml = format!(
+        "services:\n  - name: dns\n    listen: 127.0.0.1:0\n    proto: udp\n    deny: [10.0.0.0/8]\n    real_servers:\n      - address: \"{a}\"\n"
+    );
+    let p = proxy(&yaml);
+    let v = vip(&p, "dns");
+    let admin = admin(&p).await;
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for msg in ["one", "two", "three"] {
+        assert_eq!(
+            udp_ask(&c, v, msg.as_bytes()).await.unwrap(),
+            format!("a:{msg}")
+        );
+    }
+    let svc = get_json(admin, "/api/v1/services/dns").await;
+    assert_eq!(svc["stats"]["conns"], 1, "one session");
+    assert_eq!(svc["stats"]["in_pkts"], 3);
+    assert_eq!(svc["stats"]["out_pkts"], 3);
+    assert_eq!(svc["stats"]["in_bytes"], 11);
+    assert_eq!(svc["stats"]["out_bytes"], 17, "a: before each answer");
+    assert_eq!(svc["udp"]["sessions"], 1);
+    assert_eq!(svc["inactive_conns"], 1, "IPVS counts UDP as inactive");
+    let conns = get_json(admin, "/api/v1/connections").await;
+    assert_eq!(conns["connections"][0]["state"], "UDP");
+    let (_, scrape) = http(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"rvs_udp_datagrams_total{service="dns",direction="in"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&scrape, r#"rvs_udp_sessions{service="dns"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"rvs_service_refused_total{service="dns",proto="udp",reason="acl"}"#
+        ),
+        Some(0.0)
+    );
+}
+
+/// `promtool check metrics` (Debian's prometheus package) on a real
+/// scrape of TCP and UDP services with traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_a_real_scrape() {
+    let (a, u) = (echo_backend().await, udp_backend("u").await);
+    let yaml = format!(
+        "services:\n  - name: web\n    listen: 127.0.0.1:0\n    persistence: {{timeout: 60s}}\n    real_servers:\n      - address: \"{a}\"\n        u_threshold: 100\n  - name: dns\n    listen: 127.0.0.1:0\n    proto: udp\n    real_servers:\n      - address: \"{u}\"\n"
+    );
+    let p = proxy(&yaml);
+    let admin = admin(&p).await;
+    echo_through(vip(&p, "web"), 100).await;
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp_ask(&c, vip(&p, "dns"), b"x").await.unwrap();
+    let (status, scrape) = http(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (.ci/run installs Debian's prometheus package)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{scrape}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every family is documented.
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/metrics.md"),
+    )
+    .unwrap();
+    for line in scrape.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "{name} is not in docs/metrics.md"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_apply_whole_and_bad_ones_change_nothing() {
+    let (a, b) = (name_backend("a").await, name_backend("b").await);
+    let p = proxy(&one_service(&[a], ""));
+    let admin = admin(&p).await;
+    let before = p.config();
+
+    // A new service, in the file's own form (JSON here).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let new_vip = free.local_addr().unwrap();
+    drop(free);
+    let body = format!(
+        r#"{{"name": "api", "listen": "{new_vip}", "scheduler": "wrr", "real_servers": [{{"address": "{b}", "weight": 2}}]}}"#
+    );
+    let (status, reply) = http(admin, "POST", "/api/v1/services", Some(&body), None).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(fetch_name(new_vip).await, "b");
+    let (status, reply) = http(admin, "POST", "/api/v1/services", Some(&body), None).await;
+    assert_eq!(status, 409);
+    assert!(reply.contains("\"service_exists\""), "{reply}");
+
+    // Bad bodies: a clear error placed in the body, nothing changes.
+    let gen_before = p.generation();
+    let (status, reply) = http(
+        admin,
+        "POST",
+        "/api/v1/services",
+        Some("name: x\nlisten: 127.0.0.1:1\nscheduler: bogus\n"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(
+        reply.contains("request body:3:12: scheduler: unknown scheduler"),
+        "{reply}"
+    );
+    let (status, reply) = http(admin, "POST", "/api/v1/services", Some("{"), None).await;
+    assert!(status == 422 || status == 400, "{status} {reply}");
+    let dup = format!(r#"{{"name": "x", "listen": "{new_vip}"}}"#);
+    let (status, reply) = http(admin, "POST", "/api/v1/services", Some(&dup), None).await;
+    assert_eq!(status, 409, "the address is api's: {reply}");
+    let (status, reply) = http(
+        admin,
+        "POST",
+        "/api/v1/services/web/real_servers",
+        Some(r#"{"address": "127.0.0.1:9", "weight": 70000}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply.contains("70000"), "{reply}");
+    assert_eq!(p.generation(), gen_before, "refused edits apply nothing");
+
+    // Real servers: add, edit, drain, delete.
+    let path = "/api/v1/services/web/real_servers";
+    let body = format!(r#"{{"address": "{b}", "weight": 3}}"#);
+    assert_eq!(http(admin, "POST", path, Some(&body), None).await.0, 201);
+    assert_eq!(http(admin, "POST", path, Some(&body), None).await.0, 409);
+    let one = format!("{path}/{b}");
+    let (status, reply) = http(
+        admin,
+        "PATCH",
+        &one,
+        Some(r#"{"weight": 5, "u_threshold": 9}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let d = p.service("web").unwrap().scheduler().dest(b).unwrap();
+    assert_eq!((d.weight(), d.params().u_threshold), (5, 9));
+    assert_eq!(
+        http(admin, "POST", &format!("{one}/drain"), None, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        p.service("web")
+            .unwrap()
+            .scheduler()
+            .dest(b)
+            .unwrap()
+            .weight(),
+        0
+    );
+    let svc = get_json(admin, "/api/v1/services/web").await;
+    let states: Vec<&str> = svc["real_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert!(states.contains(&"quiescent"), "{states:?}");
+    assert_eq!(http(admin, "DELETE", &one, None, None).await.0, 200);
+    let (status, reply) = http(admin, "DELETE", &one, None, None).await;
+    assert_eq!(status, 404);
+    assert!(reply.contains("no_such_destination"), "{reply}");
+    let (status, reply) = http(admin, "DELETE", "/api/v1/services/nope", None, None).await;
+    assert_eq!(status, 404);
+    assert!(reply.contains("no_such_service"), "{reply}");
+
+    // Timeouts, as ipvsadm --set: 0 leaves one as it is.
+    let (status, reply) = http(
+        admin,
+        "PUT",
+        "/api/v1/timeouts",
+        Some(r#"{"tcp": 600, "tcpfin": 0, "udp": 30}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let t = p.service("web").unwrap().spec().timeouts;
+    assert_eq!(
+        (t.tcp.as_secs(), t.tcpfin.as_secs(), t.udp.as_secs()),
+        (600, 120, 30)
+    );
+
+    // The running configuration, as YAML, reads back to the same.
+    let (status, yaml) = http(admin, "GET", "/api/v1/config", None, None).await;
+    assert_eq!(status, 200);
+    let back = rvs_proxy::Config::parse(&yaml, "running").unwrap();
+    assert_eq!(back.services, p.config().services);
+    assert_ne!(back.services, before.services);
+
+    // Deleting a service closes its address.
+    assert_eq!(
+        http(admin, "DELETE", "/api/v1/services/api", None, None)
+            .await
+            .0,
+        200
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || std::net::TcpStream::connect(
+            new_vip
+        )
+        .is_err())
+        .await
+    );
+
+    // Unknown routes and methods.
+    assert_eq!(http(admin, "GET", "/api/v1/nope", None, None).await.0, 404);
+    assert_eq!(http(admin, "POST", "/metrics", None, None).await.0, 405);
+    assert_eq!(
+        http(admin, "DELETE", "/api/v1/connections", None, None)
+            .await
+            .0,
+        405
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_edits() {
+    let a = name_backend("a").await;
+    let p = proxy(&one_service(&[a], "admin:\n  token: s3cret\n"));
+    let admin = admin(&p).await;
+    let body = r#"{"address": "127.0.0.1:9"}"#;
+    let path = "/api/v1/services/web/real_servers";
+    let (status, reply) = http(admin, "POST", path, Some(body), None).await;
+    assert_eq!(status, 401, "{reply}");
+    assert!(reply.contains("unauthorized"), "{reply}");
+    assert_eq!(
+        http(admin, "POST", path, Some(body), Some("wrong")).await.0,
+        401
+    );
+    assert_eq!(
+        p.config().services[0].real_servers.len(),
+        1,
+        "nothing changed"
+    );
+    assert_eq!(
+        http(admin, "POST", path, Some(body), Some("s3cret"))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(p.config().services[0].real_servers.len(), 2);
+    // Reads need no token, and the token is never shown.
+    let (status, yaml) = http(admin, "GET", "/api/v1/config", None, None).await;
+    assert_eq!(status, 200);
+    assert!(!yaml.contains("s3cret"), "{yaml}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_a_loopback_listener_takes_edits() {
+    let a = name_backend("a").await;
+    // The configured admin address is what decides; this one is not
+    // loopback (the test serves the API on loopback all the same).
+    let p = proxy(&one_service(&[a], "admin:\n  listen: 0.0.0.0:9180\n"));
+    let admin = admin(&p).await;
+    let (status, reply) = http(admin, "POST", "/api/v1/zero", None, None).await;
+    assert_eq!(status, 403, "{reply}");
+    assert!(reply.contains("not on loopback"), "{reply}");
+    assert_eq!(
+        http(admin, "GET", "/api/v1/services", None, None).await.0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness() {
+    let a = name_backend("a").await;
+    let p = proxy(&one_service(&[a], ""));
+    let admin = admin(&p).await;
+    assert_eq!(
+        http(admin, "GET", "/healthz", None, None).await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        http(admin, "GET", "/readyz", None, None).await,
+        (200, "ready\n".into())
+    );
+    let (status, page) = http(admin, "GET", "/", None, None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/api/v1/services"), "the page polls the API");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external assets"
+    );
+    let p2 = p.clone();
+    let drain = tokio::spawn(async move { p2.shutdown(Duration::from_secs(1)).await });
+    assert!(
+        eventually(Duration::from_secs(2), || !p.is_ready()).await,
+        "draining is not ready"
+    );
+    assert_eq!(http(admin, "GET", "/readyz", None, None).await.0, 503);
+    drain.await.unwrap();
+}
