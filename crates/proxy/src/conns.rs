@@ -8,7 +8,7 @@
 //! insert or remove. Reading the table clones the entries' `Arc`s.
 //!
 //! Bytes of a live connection reach the service's and the real server's
-//! totals when they are read ([`LiveConn::flush`]): the forwarding loops
+//! totals when they are read (`LiveConn::flush`): the forwarding loops
 //! count into the connection's own counters only, and whoever reads the
 //! totals (the rate estimator every 2 s, a scrape, an API call) first moves
 //! what is new into them. A connection's last bytes move when it ends.

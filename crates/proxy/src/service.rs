@@ -343,7 +343,7 @@ impl ServiceRuntime {
         {
             warn!(
                 service = %self.name,
-                reason = why.name(),
+                reason = %why.name(),
                 refused_total = self.stats.refused(why),
                 "refusing clients"
             );
@@ -359,8 +359,9 @@ impl ServiceRuntime {
                 bytes_in = 0,
                 bytes_out = 0,
                 duration_ms = started.elapsed().as_millis() as u64,
-                end = "refused",
-                reason = why.name(),
+                end = %"refused",
+                reason = %why.name(),
+                "access"
             );
         }
     }
@@ -386,7 +387,8 @@ impl ServiceRuntime {
             bytes_in = c.counters.to_server.load(Relaxed),
             bytes_out = c.counters.to_client.load(Relaxed),
             duration_ms = started.elapsed().as_millis() as u64,
-            end = how,
+            end = %how,
+            "access"
         );
     }
 

@@ -101,9 +101,11 @@ enum Cmd {
 }
 
 fn init_logs(level: tracing::Level, format: LogFormat) {
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
