@@ -34,10 +34,12 @@ pub enum ConnState {
     SynRecv = 0,
     /// Both sides established.
     Established = 1,
-    /// One direction has ended.
+    /// The client ended its direction first.
     FinWait = 2,
+    /// The real server ended its direction first.
+    CloseWait = 3,
     /// A UDP session.
-    Udp = 3,
+    Udp = 4,
 }
 
 impl ConnState {
@@ -47,6 +49,7 @@ impl ConnState {
             ConnState::SynRecv => "SYN_RECV",
             ConnState::Established => "ESTABLISHED",
             ConnState::FinWait => "FIN_WAIT",
+            ConnState::CloseWait => "CLOSE_WAIT",
             ConnState::Udp => "UDP",
         }
     }
@@ -56,6 +59,7 @@ impl ConnState {
             0 => ConnState::SynRecv,
             1 => ConnState::Established,
             2 => ConnState::FinWait,
+            3 => ConnState::CloseWait,
             _ => ConnState::Udp,
         }
     }
@@ -122,7 +126,7 @@ impl LiveConn {
         let (from, limit) = match self.state() {
             ConnState::SynRecv => (self.since.load(Relaxed), t.connect),
             ConnState::Established => (self.counters.last(), t.tcp),
-            ConnState::FinWait => (self.counters.last(), t.tcpfin),
+            ConnState::FinWait | ConnState::CloseWait => (self.counters.last(), t.tcpfin),
             ConnState::Udp => (self.counters.last(), t.udp),
         };
         Time::from_nanos(from)

@@ -463,3 +463,72 @@ async fn health_and_readiness() {
     assert_eq!(http(admin, "GET", "/readyz", None, None).await.0, 503);
     drain.await.unwrap();
 }
+
+/// IPVS names a half-closed connection by who sent the first FIN: the
+/// client (FIN_WAIT) or the real server (CLOSE_WAIT). Both count inactive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_connections_are_named_by_who_closed_first() {
+    // A server that writes one byte and keeps its side open for a while.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let held = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(b"h").await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+    });
+    let closer = name_backend("c").await;
+    let yaml = format!(
+        "services:\n  - name: held\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{held}\"\n  - name: closer\n    listen: 127.0.0.2:0\n    real_servers:\n      - address: \"{closer}\"\n"
+    );
+    let p = proxy(&yaml);
+    let admin = admin(&p).await;
+    // The client ends its direction; the server holds on.
+    let mut c1 = TcpStream::connect(vip(&p, "held")).await.unwrap();
+    let mut name = [0u8; 1];
+    c1.read_exact(&mut name).await.unwrap();
+    c1.shutdown().await.unwrap();
+    // The server ends its direction; the client holds on.
+    let mut c2 = TcpStream::connect(vip(&p, "closer")).await.unwrap();
+    let mut got = Vec::new();
+    c2.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"c");
+    let mut states = Vec::new();
+    for _ in 0..100 {
+        let conns = get_json(admin, "/api/v1/connections").await;
+        states = conns["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["service"].as_str().unwrap().to_owned(),
+                    c["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        states.sort();
+        if states.len() == 2 && states.iter().all(|(_, s)| s != "ESTABLISHED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        states,
+        [
+            ("closer".to_owned(), "CLOSE_WAIT".to_owned()),
+            ("held".to_owned(), "FIN_WAIT".to_owned())
+        ]
+    );
+    for svc in ["held", "closer"] {
+        let s = get_json(admin, &format!("/api/v1/services/{svc}")).await;
+        assert_eq!(
+            (s["active_conns"].as_u64(), s["inactive_conns"].as_u64()),
+            (Some(0), Some(1)),
+            "{svc}"
+        );
+    }
+    drop((c1, c2));
+}

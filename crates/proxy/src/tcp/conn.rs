@@ -130,9 +130,13 @@ pub(crate) async fn serve(
         spec.timeouts.tcp,
         spec.timeouts.tcpfin,
         &live.conn.counters,
-        || {
+        |client_first| {
             conn.fin();
-            live.conn.set_state(ConnState::FinWait);
+            live.conn.set_state(if client_first {
+                ConnState::FinWait
+            } else {
+                ConnState::CloseWait
+            });
         },
     )
     .await;

@@ -73,7 +73,7 @@ pub(crate) enum End {
 }
 
 /// Forwards until both directions end; `half_closed` runs when the first
-/// one does.
+/// one does, with `true` when the client ended first.
 pub(crate) async fn run(
     client: &TcpStream,
     server: &TcpStream,
@@ -81,7 +81,7 @@ pub(crate) async fn run(
     tcp: Duration,
     tcpfin: Duration,
     c: &Counters,
-    half_closed: impl FnOnce(),
+    half_closed: impl FnOnce(bool),
 ) -> End {
     c.touch();
     let up = pump(client, server, mode, &c.to_server, c);
@@ -95,7 +95,7 @@ pub(crate) async fn run(
     if let Err(e) = res {
         return End::Failed(e);
     }
-    half_closed();
+    half_closed(up_first);
     let res = if up_first {
         tokio::select! {
             r = &mut down => r,
