@@ -78,6 +78,41 @@ struct State {
     services: HashMap<String, Arc<ServiceRuntime>>,
     /// Listening sockets by protocol and configured address.
     slots: HashMap<(Proto, SocketAddr), Arc<Slot>>,
+    /// Addresses whose listener was stopped lately: its task closes the
+    /// socket a moment later, which a new bind of the address waits for.
+    closing: HashMap<(Proto, SocketAddr), std::time::Instant>,
+}
+
+/// How long a bind waits for a listener of ours that is closing.
+const CLOSING_WAIT: Duration = Duration::from_millis(500);
+
+/// Binds `addr`; when it is in use by a listener of ours that was just
+/// stopped (`ours`), waits for that one to close, up to [`CLOSING_WAIT`].
+fn bind_after_close(proto: Proto, addr: SocketAddr, ours: bool) -> io::Result<listener::Bound> {
+    let start = std::time::Instant::now();
+    loop {
+        match listener::bind(proto, addr) {
+            Err(e)
+                if ours
+                    && e.kind() == io::ErrorKind::AddrInUse
+                    && start.elapsed() < CLOSING_WAIT =>
+            {
+                pause(Duration::from_millis(2));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Sleeps without holding up the runtime's other tasks when it can.
+fn pause(d: Duration) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| std::thread::sleep(d));
+        }
+        _ => std::thread::sleep(d),
+    }
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -164,12 +199,14 @@ impl Proxy {
             if st.slots.contains_key(key) {
                 continue;
             }
-            let bound = listener::bind(*proto, *addr).map_err(|error| ApplyError::Bind {
-                service: (*service).to_owned(),
-                proto: *proto,
-                addr: *addr,
-                error,
-            })?;
+            let ours = st.closing.contains_key(key);
+            let bound =
+                bind_after_close(*proto, *addr, ours).map_err(|error| ApplyError::Bind {
+                    service: (*service).to_owned(),
+                    proto: *proto,
+                    addr: *addr,
+                    error,
+                })?;
             fresh.insert(*key, bound);
         }
         // Phase 2: nothing below fails.
@@ -214,9 +251,15 @@ impl Proxy {
                 }
             }
         }
+        st.closing
+            .retain(|_, at| at.elapsed() < Duration::from_secs(5));
         for (key, slot) in st.slots.drain() {
             info!(proto = %key.0, listen = %slot.local, "listener closed");
             slot.stop.cancel();
+            // By the address configured and the one bound (port 0).
+            let now = std::time::Instant::now();
+            st.closing.insert(key, now);
+            st.closing.insert((key.0, slot.local), now);
         }
         for name in st.services.keys() {
             info!(service = %name, "service removed: its connections drain");

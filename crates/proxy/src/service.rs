@@ -55,6 +55,12 @@ impl View {
             est: Estimator::new(now),
         })
     }
+
+    /// `ipvsadm -Z` at the totals `now`.
+    fn zero(&mut self, now: Totals) {
+        self.zero = now;
+        self.est.reset(now);
+    }
 }
 
 fn lock(m: &Mutex<View>) -> MutexGuard<'_, View> {
@@ -115,9 +121,7 @@ impl DestRuntime {
 
     fn zero(&self) {
         let now = self.totals();
-        let mut v = lock(&self.view);
-        v.zero = now;
-        v.est.reset(now);
+        lock(&self.view).zero(now);
     }
 }
 
@@ -256,11 +260,7 @@ impl ServiceRuntime {
     pub fn zero(&self) {
         self.flush();
         let now = self.stats.totals();
-        {
-            let mut v = lock(&self.view);
-            v.zero = now;
-            v.est.reset(now);
-        }
+        lock(&self.view).zero(now);
         for d in self.dests.load().values() {
             d.zero();
         }

@@ -532,3 +532,28 @@ async fn half_closed_connections_are_named_by_who_closed_first() {
     }
     drop((c1, c2));
 }
+
+/// A service deleted and added back at once gets its address again, even
+/// while the old socket is still closing (a UDP session was open on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_deleted_and_added_back_at_once_is_bound_again() {
+    let u = udp_backend("u").await;
+    let t = name_backend("t").await;
+    let p = proxy(&format!(
+        "services:\n  - name: dns\n    listen: 127.0.0.1:0\n    proto: udp\n    real_servers:\n      - address: \"{u}\"\n  - name: web\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{t}\"\n"
+    ));
+    let (dns, web) = (vip(&p, "dns"), vip(&p, "web"));
+    let full = format!(
+        "services:\n  - name: dns\n    listen: \"{dns}\"\n    proto: udp\n    real_servers:\n      - address: \"{u}\"\n  - name: web\n    listen: \"{web}\"\n    real_servers:\n      - address: \"{t}\"\n"
+    );
+    let full = rvs_proxy::Config::parse(&full, "full").unwrap();
+    let empty = rvs_proxy::Config::parse("services: []", "empty").unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(udp_ask(&c, dns, b"y").await.unwrap(), "u:y");
+        assert_eq!(fetch_name(web).await, "t");
+        // No await between the two: the old sockets close on other tasks.
+        p.apply(empty.clone()).unwrap();
+        p.apply(full.clone()).unwrap();
+    }
+}

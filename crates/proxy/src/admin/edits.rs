@@ -76,6 +76,18 @@ fn find<'a>(config: &'a mut Config, name: &str) -> Result<&'a mut ServiceSpec, A
         .ok_or_else(|| no_such_service(name))
 }
 
+fn find_real_server<'a>(
+    config: &'a mut Config,
+    name: &str,
+    addr: SocketAddr,
+) -> Result<&'a mut crate::config::RealServerSpec, ApiError> {
+    find(config, name)?
+        .real_servers
+        .iter_mut()
+        .find(|r| r.address == addr)
+        .ok_or_else(|| no_such_dest(name, addr))
+}
+
 fn address(s: &str) -> Result<SocketAddr, ApiError> {
     s.parse().map_err(|_| {
         ApiError::bad_request(format!(
@@ -237,12 +249,7 @@ pub(super) fn edit_real_server(
     let e: RealServerEdit = parse(body)?;
     let w = e.weight.map(weight).transpose()?;
     edit(p, |c| {
-        let s = find(c, name)?;
-        let r = s
-            .real_servers
-            .iter_mut()
-            .find(|r| r.address == addr)
-            .ok_or_else(|| no_such_dest(name, addr))?;
+        let r = find_real_server(c, name, addr)?;
         if let Some(w) = w {
             r.params.weight = w;
         }
@@ -279,13 +286,7 @@ pub(super) fn delete_real_server(p: &Proxy, name: &str, addr: &str) -> Result<Va
 pub(super) fn drain(p: &Proxy, name: &str, addr: &str) -> Result<Value, ApiError> {
     let addr = address(addr)?;
     edit(p, |c| {
-        let s = find(c, name)?;
-        let r = s
-            .real_servers
-            .iter_mut()
-            .find(|r| r.address == addr)
-            .ok_or_else(|| no_such_dest(name, addr))?;
-        r.params.weight = 0;
+        find_real_server(c, name, addr)?.params.weight = 0;
         Ok(())
     })?;
     info!(service = %name, real_server = %addr, "admin: real server drained (weight 0)");

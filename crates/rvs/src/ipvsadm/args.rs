@@ -413,8 +413,8 @@ fn tokenize(args: &[String]) -> (Vec<(Tok, String)>, Vec<String>) {
                             }
                         },
                     };
+                    // `--list` is -L (the table's first "list").
                     let tok = match short {
-                        Some(c) if *l != "list" || *c == 'L' => Tok::Opt(*c, arg),
                         Some(c) => Tok::Opt(*c, arg),
                         None => Tok::Long(l, arg),
                     };
@@ -461,8 +461,8 @@ fn opt_index(o: Opt) -> usize {
     o as usize
 }
 
-/// Reads one command line (without the program name). `Ok(None)` is a
-/// help or version request already answered in `Exit` form by the caller.
+/// Reads one command line (without the program name). Help and version
+/// come back as an `Exit` with status 0 and the text for stdout.
 pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, Exit> {
     let (toks, rest) = tokenize(args);
     let mut it = toks.into_iter();
