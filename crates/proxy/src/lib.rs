@@ -41,6 +41,7 @@ pub mod admin;
 mod clock;
 pub mod config;
 pub mod conns;
+pub mod health;
 mod listener;
 pub mod proxy;
 pub mod proxy_proto;

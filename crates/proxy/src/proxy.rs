@@ -261,8 +261,9 @@ impl Proxy {
             st.closing.insert(key, now);
             st.closing.insert((key.0, slot.local), now);
         }
-        for name in st.services.keys() {
+        for (name, rt) in &st.services {
             info!(service = %name, "service removed: its connections drain");
+            rt.retire();
         }
         for rt in services.values() {
             rt.set_access_log(config.global.access_log);
@@ -354,6 +355,7 @@ async fn timers(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         odd = !odd;
         for s in services {
             s.scheduler().advance(now);
+            s.health_tick();
             if !odd {
                 s.tick();
             }

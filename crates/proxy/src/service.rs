@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::{RealServerSpec, ServiceSpec};
 use crate::conns::{ConnTable, LiveConn};
+use crate::health::Health;
 use crate::stats::{Estimator, LatencyHistogram, Rates, Refusal, ServiceStats, Totals};
 
 /// One virtual service while it runs.
@@ -35,6 +36,8 @@ pub struct ServiceRuntime {
     /// When each refusal reason was last logged ([`crate::clock`] ns).
     refusal_logged: [AtomicU64; Refusal::ALL.len()],
     access_log: AtomicBool,
+    /// Health of the real servers; it decides the scheduler's table.
+    pub(crate) health: Health,
 }
 
 /// Refusals of one reason are logged at most this often per service.
@@ -75,6 +78,8 @@ pub struct DestRuntime {
     /// Time to connect to it.
     pub latency: LatencyHistogram,
     view: Mutex<View>,
+    /// Connects that failed in a row (passive checking).
+    failed_in_row: std::sync::atomic::AtomicU32,
 }
 
 fn dest_totals(d: &Dest) -> Totals {
@@ -91,6 +96,21 @@ impl DestRuntime {
             dest,
             latency: LatencyHistogram::default(),
             view: View::new(now),
+            failed_in_row: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Counts a connect: a success ends a run of failures; returns the
+    /// failures in a row.
+    pub(crate) fn note_connect(&self, ok: bool) -> u32 {
+        if ok {
+            // Read first: a run of successes writes nothing.
+            if self.failed_in_row.load(Relaxed) != 0 {
+                self.failed_in_row.store(0, Relaxed);
+            }
+            0
+        } else {
+            self.failed_in_row.fetch_add(1, Relaxed) + 1
         }
     }
 
@@ -140,10 +160,9 @@ impl Drop for Registered {
     }
 }
 
+/// An empty scheduler: the table comes from [`ServiceRuntime::resync`].
 fn new_scheduler(spec: &ServiceSpec) -> Service {
-    let s = Service::new(spec.sched, crate::clock::now());
-    sync_dests(&s, &spec.real_servers);
-    s
+    Service::new(spec.sched, crate::clock::now())
 }
 
 /// Brings the scheduler's servers to `want`: deletes those gone, edits
@@ -188,8 +207,9 @@ impl ServiceRuntime {
             view: View::new(Totals::default()),
             refusal_logged: Default::default(),
             access_log: AtomicBool::new(false),
+            health: Health::default(),
         });
-        rt.refresh_dests();
+        rt.reconcile_health(None);
         rt
     }
 
@@ -213,10 +233,11 @@ impl ServiceRuntime {
         self.dests.load().get(&addr).cloned()
     }
 
-    /// Observes a connect to `addr` that took `took`.
+    /// Observes a connect to `addr` that succeeded in `took`.
     pub(crate) fn observe_connect(&self, addr: SocketAddr, took: std::time::Duration) {
         if let Some(d) = self.dests.load().get(&addr) {
             d.latency.observe(took);
+            d.note_connect(true);
         }
     }
 
@@ -289,16 +310,33 @@ impl ServiceRuntime {
     /// A reload: the new spec replaces the old one. With the same scheduler,
     /// flags and persistence, the servers are updated in place; otherwise
     /// the service gets a new scheduler (open connections finish on the old).
-    pub(crate) fn update(&self, spec: ServiceSpec) {
+    pub(crate) fn update(self: &Arc<Self>, spec: ServiceSpec) {
         let old = self.spec.load_full();
-        if old.sched == spec.sched {
-            sync_dests(&self.sched.load(), &spec.real_servers);
-        } else {
+        let fresh = (old.sched != spec.sched).then(|| {
             info!(service = %self.name, scheduler = %spec.sched.scheduler, "new scheduler");
-            self.sched.store(Arc::new(new_scheduler(&spec)));
+            new_scheduler(&spec)
+        });
+        self.spec.store(Arc::new(spec));
+        self.reconcile_health(fresh);
+    }
+
+    /// Brings the scheduler's servers to `table` (see [`sync_dests`]); a
+    /// `fresh` scheduler is filled first and then takes over, so that no
+    /// connection meets an empty one.
+    pub(crate) fn sync_table(&self, table: &[RealServerSpec], fresh: Option<Service>) {
+        match fresh {
+            Some(s) => {
+                sync_dests(&s, table);
+                self.sched.store(Arc::new(s));
+            }
+            None => sync_dests(&self.sched.load(), table),
         }
         self.refresh_dests();
-        self.spec.store(Arc::new(spec));
+    }
+
+    /// A removed service: its checks stop (its connections drain).
+    pub(crate) fn retire(&self) {
+        self.health.lock().servers.clear();
     }
 
     /// Counts a refusal, and tells apart "every server is over its

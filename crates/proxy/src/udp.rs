@@ -267,6 +267,7 @@ async fn open(
         if up.connect(conn.addr()).await.is_err() {
             conn.dest().count_connect_failure();
             svc.stats.connect_failures.fetch_add(1, Relaxed);
+            svc.connect_failed(conn.addr());
             svc.refuse(Refusal::Unreachable, client, slot.local, started);
             return None;
         }

@@ -230,6 +230,9 @@ pub(super) fn add_real_server(p: &Proxy, name: &str, body: &[u8]) -> Result<Valu
         s.real_servers.push(crate::config::RealServerSpec {
             address: addr,
             params,
+            checks: None,
+            alpha: None,
+            inhibit_on_failure: None,
         });
         Ok(())
     })?;

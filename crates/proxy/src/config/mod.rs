@@ -10,7 +10,9 @@
 //!
 //! Every key is documented in docs/configuration.md.
 
+mod health;
 mod locate;
+pub(crate) use health::defaults as health_defaults;
 mod raw;
 mod validate;
 mod values;
@@ -118,8 +120,128 @@ pub struct ServiceSpec {
     pub acl: Acl,
     /// UDP settings.
     pub udp: UdpSettings,
+    /// Health checking, quorum and the sorry server.
+    pub health: HealthSpec,
     /// Real servers, in file order.
     pub real_servers: Vec<RealServerSpec>,
+}
+
+/// Health checking of a service's real servers, with keepalived's meaning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// The checks of every real server that does not set its own.
+    pub checks: Vec<HealthCheck>,
+    /// Real servers start down until a check passes (keepalived `alpha`).
+    pub alpha: bool,
+    /// A failed real server gets weight 0 instead of leaving the table.
+    pub inhibit_on_failure: bool,
+    /// Consecutive failed connects that eject a real server until a check
+    /// passes.
+    pub passive_failures: Option<u32>,
+    /// Where connections go when the quorum is lost.
+    pub sorry_server: Option<SocketAddr>,
+    /// The weight of live servers needed (keepalived `quorum`, default 1).
+    pub quorum: u32,
+    /// Flap damping around the quorum (keepalived `hysteresis`).
+    pub hysteresis: u32,
+    /// A recovered real server's weight ramps up over this time.
+    pub slow_start: Option<Duration>,
+}
+
+/// One health check (a keepalived checker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What is checked.
+    pub kind: CheckKind,
+    /// Between two checks (keepalived `delay_loop`).
+    pub delay_loop: Duration,
+    /// A check taking longer fails.
+    pub connect_timeout: Duration,
+    /// Further tries before a live server is declared down.
+    pub retry: u32,
+    /// Between those tries.
+    pub delay_before_retry: Duration,
+    /// The first check waits a random time up to this.
+    pub warmup: Duration,
+    /// Check this address instead of the real server's.
+    pub connect_ip: Option<std::net::IpAddr>,
+    /// Check this port instead of the real server's.
+    pub connect_port: Option<u16>,
+}
+
+/// The kinds of health checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connect (TCP_CHECK).
+    Tcp,
+    /// An HTTP GET (HTTP_GET).
+    Http(HttpCheck),
+    /// A program (MISC_CHECK).
+    Misc(MiscCheck),
+    /// A UDP datagram (UDP_CHECK).
+    Udp(UdpCheck),
+    /// A DNS query over UDP (DNS_CHECK).
+    Dns(DnsCheck),
+}
+
+impl CheckKind {
+    /// The name used in the configuration (`type:`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http(_) => "http",
+            CheckKind::Misc(_) => "misc",
+            CheckKind::Udp(_) => "udp",
+            CheckKind::Dns(_) => "dns",
+        }
+    }
+}
+
+/// HTTP_GET.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// The path asked for.
+    pub path: String,
+    /// Status codes that pass, as inclusive ranges (default 200–299).
+    pub status: Vec<(u16, u16)>,
+    /// MD5 of the body that passes (hex), if any.
+    pub digest: Option<String>,
+    /// The Host header (default: the address checked).
+    pub virtualhost: Option<String>,
+}
+
+/// MISC_CHECK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MiscCheck {
+    /// The program and its arguments (no shell).
+    pub argv: Vec<String>,
+    /// A run longer than this is killed and fails.
+    pub timeout: Duration,
+    /// Exit status 2–255 passes and sets the weight to status − 2.
+    pub dynamic: bool,
+}
+
+/// UDP_CHECK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpCheck {
+    /// What is sent.
+    pub payload: Vec<u8>,
+    /// A reply is needed; when it has bytes, the reply must match them
+    /// (`None` nibbles of the mask match anything).
+    pub require_reply: Option<Vec<(u8, u8)>>,
+    /// Shortest reply that passes.
+    pub min_reply_length: usize,
+    /// Longest reply that passes.
+    pub max_reply_length: usize,
+}
+
+/// DNS_CHECK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsCheck {
+    /// The name asked for.
+    pub name: String,
+    /// The query type (A, NS, CNAME, SOA, MX, TXT, AAAA).
+    pub qtype: String,
 }
 
 /// Timeouts of a service (`timeouts:`), as `ipvsadm --set tcp tcpfin udp`
@@ -183,12 +305,25 @@ pub struct UdpSettings {
 }
 
 /// One real server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RealServerSpec {
     /// Its address.
     pub address: SocketAddr,
     /// Weight and thresholds.
     pub params: DestParams,
+    /// Its own checks, in place of the service's.
+    pub checks: Option<Vec<HealthCheck>>,
+    /// Its own `alpha`.
+    pub alpha: Option<bool>,
+    /// Its own `inhibit_on_failure`.
+    pub inhibit_on_failure: Option<bool>,
+}
+
+impl ServiceSpec {
+    /// The checks of real server `r`: its own, else the service's.
+    pub fn checks_of<'a>(&'a self, r: &'a RealServerSpec) -> &'a [HealthCheck] {
+        r.checks.as_deref().unwrap_or(&self.health.checks)
+    }
 }
 
 /// A configuration that cannot be used.

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::values::{Addr, Cidr, Dur, Listen};
+use super::values::{Addr, Cidr, Dur, Ip, Listen, ReplyMatch, StatusList};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,8 +72,52 @@ pub(crate) struct RawService {
     #[serde(default)]
     pub(crate) deny: Vec<Cidr>,
     pub(crate) udp: Option<RawUdp>,
+    pub(crate) health_check: Option<RawHealthCheck>,
+    pub(crate) health_checks: Option<Vec<RawHealthCheck>>,
+    pub(crate) alpha: Option<bool>,
+    pub(crate) inhibit_on_failure: Option<bool>,
+    pub(crate) passive: Option<RawPassive>,
+    pub(crate) sorry_server: Option<Addr>,
+    pub(crate) quorum: Option<u32>,
+    pub(crate) hysteresis: Option<u32>,
+    pub(crate) slow_start: Option<Dur>,
     #[serde(default)]
     pub(crate) real_servers: Vec<RawRealServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassive {
+    pub(crate) failures: u32,
+}
+
+/// One check as written: the keys of every type side by side; `validate`
+/// refuses the keys that do not belong to the check's type.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) delay_loop: Option<Dur>,
+    pub(crate) connect_timeout: Option<Dur>,
+    pub(crate) retry: Option<u32>,
+    pub(crate) delay_before_retry: Option<Dur>,
+    pub(crate) warmup: Option<Dur>,
+    pub(crate) connect_ip: Option<Ip>,
+    pub(crate) connect_port: Option<u16>,
+    pub(crate) path: Option<String>,
+    pub(crate) status: Option<StatusList>,
+    pub(crate) digest: Option<String>,
+    pub(crate) virtualhost: Option<String>,
+    pub(crate) command: Option<Vec<String>>,
+    pub(crate) timeout: Option<Dur>,
+    pub(crate) dynamic: Option<bool>,
+    pub(crate) payload: Option<String>,
+    pub(crate) require_reply: Option<ReplyMatch>,
+    pub(crate) min_reply_length: Option<usize>,
+    pub(crate) max_reply_length: Option<usize>,
+    pub(crate) name: Option<String>,
+    pub(crate) query_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,4 +153,8 @@ pub(crate) struct RawRealServer {
     pub(crate) weight: Option<i64>,
     pub(crate) u_threshold: Option<u32>,
     pub(crate) l_threshold: Option<u32>,
+    pub(crate) health_check: Option<RawHealthCheck>,
+    pub(crate) health_checks: Option<Vec<RawHealthCheck>>,
+    pub(crate) alpha: Option<bool>,
+    pub(crate) inhibit_on_failure: Option<bool>,
 }

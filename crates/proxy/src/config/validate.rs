@@ -35,13 +35,13 @@ pub(crate) mod defaults {
 
 /// A problem not yet placed: the path of what is wrong and whether the key
 /// (rather than the value) is at fault.
-struct At {
-    path: String,
-    key: bool,
-    reason: String,
+pub(crate) struct At {
+    pub(crate) path: String,
+    pub(crate) key: bool,
+    pub(crate) reason: String,
 }
 
-fn at(path: impl Into<String>, reason: impl Into<String>) -> At {
+pub(crate) fn at(path: impl Into<String>, reason: impl Into<String>) -> At {
     At {
         path: path.into(),
         key: false,
@@ -254,7 +254,13 @@ fn positive(
     }
 }
 
-fn service(s: RawService, base: &str, inherited: &Timeouts, problems: &mut Vec<At>) -> ServiceSpec {
+fn service(
+    mut s: RawService,
+    base: &str,
+    inherited: &Timeouts,
+    problems: &mut Vec<At>,
+) -> ServiceSpec {
+    let health = super::health::service(&mut s, base, problems);
     let name_ok = !s.name.is_empty()
         && s.name
             .chars()
@@ -412,9 +418,13 @@ fn service(s: RawService, base: &str, inherited: &Timeouts, problems: &mut Vec<A
                 ),
             ));
         }
+        let checks = super::health::checks(r.health_check, r.health_checks, &rbase, problems);
         real_servers.push(RealServerSpec {
             address: r.address.0,
             params,
+            checks,
+            alpha: r.alpha,
+            inhibit_on_failure: r.inhibit_on_failure,
         });
     }
     ServiceSpec {
@@ -439,6 +449,7 @@ fn service(s: RawService, base: &str, inherited: &Timeouts, problems: &mut Vec<A
             allow: s.allow.into_iter().map(|c| c.0).collect(),
             deny: s.deny.into_iter().map(|c| c.0).collect(),
         },
+        health,
         udp: UdpSettings {
             ops: udp.ops,
             max_sessions: max_sessions.max(1) as usize,
@@ -496,7 +507,7 @@ services:
         assert_eq!(
             errors(&GOOD.replace("weight: 2", "wieght: 2")),
             [
-                "rvs.yaml:9:9: services[0].real_servers[1].wieght: unknown field `wieght`, expected one of `address`, `weight`, `u_threshold`, `l_threshold`"
+                "rvs.yaml:9:9: services[0].real_servers[1].wieght: unknown field `wieght`, expected one of `address`, `weight`, `u_threshold`, `l_threshold`, `health_check`, `health_checks`, `alpha`, `inhibit_on_failure`"
             ]
         );
         assert_eq!(

@@ -182,9 +182,192 @@ impl<'de> Deserialize<'de> for Listen {
     }
 }
 
+/// An IP address alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ip(pub(crate) IpAddr);
+
+impl FromStr for Ip {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(Ip)
+            .map_err(|_| format!("{s:?} is not an IP address"))
+    }
+}
+
+deserialize_from_str!(Ip, "an IP address, as \"10.0.0.1\"");
+
+/// HTTP status codes: `200`, `"200-299"`, or a list of those.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StatusList(pub(crate) Vec<(u16, u16)>);
+
+fn status_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a status code or range, as 200 or \"200-299\"");
+    let code = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(bad)
+    };
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (code(a)?, code(b)?);
+            if a > b {
+                return Err(bad());
+            }
+            Ok((a, b))
+        }
+        None => code(s).map(|c| (c, c)),
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct One((u16, u16));
+        impl<'de> Deserialize<'de> for One {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = One;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a status code or range, as 200 or \"200-299\"")
+                    }
+                    fn visit_u64<E: de::Error>(self, v: u64) -> Result<One, E> {
+                        status_range(&v.to_string()).map(One).map_err(E::custom)
+                    }
+                    fn visit_i64<E: de::Error>(self, v: i64) -> Result<One, E> {
+                        status_range(&v.to_string()).map(One).map_err(E::custom)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<One, E> {
+                        status_range(v).map(One).map_err(E::custom)
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StatusList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("status codes: 200, \"200-299\", or a list of them")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusList, E> {
+                status_range(&v.to_string())
+                    .map(|r| StatusList(vec![r]))
+                    .map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusList, E> {
+                status_range(&v.to_string())
+                    .map(|r| StatusList(vec![r]))
+                    .map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusList, E> {
+                v.split_whitespace()
+                    .map(status_range)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(StatusList)
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StatusList, A::Error> {
+                let mut v = Vec::new();
+                while let Some(One(r)) = seq.next_element()? {
+                    v.push(r);
+                }
+                Ok(StatusList(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Hex bytes, keepalived's free form: each word is read in pairs of
+/// digits, a last lone digit being a byte of its own (`"Ab12f 3"` is AB 12
+/// 0F 03). With `wildcards`, `x` nibbles match anything: each byte comes
+/// with its mask.
+pub(crate) fn hex_bytes(s: &str, wildcards: bool) -> Result<Vec<(u8, u8)>, String> {
+    let mut out = Vec::new();
+    for word in s.split_whitespace() {
+        let chars: Vec<char> = word.chars().collect();
+        for pair in chars.chunks(2) {
+            out.push(match pair {
+                [hi, lo] => nibble_pair(*hi, *lo, wildcards, s)?,
+                [lo] => nibble_pair('0', *lo, wildcards, s)?,
+                _ => continue,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn nibble_pair(hi: char, lo: char, wildcards: bool, all: &str) -> Result<(u8, u8), String> {
+    let nib = |c: char| -> Result<(u8, u8), String> {
+        if wildcards && (c == 'x' || c == 'X') {
+            return Ok((0, 0));
+        }
+        c.to_digit(16)
+            .map(|d| (d as u8, 0xf))
+            .ok_or_else(|| format!("{all:?} is not hex bytes (as \"0a1b 2c\")"))
+    };
+    let (h, hm) = nib(hi)?;
+    let (l, lm) = nib(lo)?;
+    Ok(((h << 4) | l, (hm << 4) | lm))
+}
+
+/// `require_reply`: `true` (any reply), or the hex bytes it must start with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReplyMatch(pub(crate) Option<Vec<(u8, u8)>>);
+
+impl<'de> Deserialize<'de> for ReplyMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ReplyMatch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, or the hex bytes the reply starts with")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ReplyMatch, E> {
+                if v {
+                    Ok(ReplyMatch(Some(Vec::new())))
+                } else {
+                    Ok(ReplyMatch(None))
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ReplyMatch, E> {
+                hex_bytes(v, true)
+                    .map(|b| ReplyMatch(Some(b)))
+                    .map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_ranges_and_hex() {
+        assert_eq!(status_range("200-299"), Ok((200, 299)));
+        assert_eq!(status_range("503"), Ok((503, 503)));
+        assert!(status_range("299-200").is_err());
+        assert!(status_range("99").is_err());
+        assert_eq!(
+            hex_bytes("Ab12f 3 456 546443123", false)
+                .unwrap()
+                .iter()
+                .map(|b| b.0)
+                .collect::<Vec<_>>(),
+            [
+                0xab, 0x12, 0x0f, 0x03, 0x45, 0x06, 0x54, 0x64, 0x43, 0x12, 0x03
+            ]
+        );
+        assert_eq!(hex_bytes("1x", true).unwrap(), [(0x10, 0xf0)]);
+        assert!(hex_bytes("1x", false).is_err());
+        assert!(hex_bytes("zz", false).is_err());
+    }
 
     #[test]
     fn durations() {

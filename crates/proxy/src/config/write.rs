@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::health::defaults as hd;
 use super::validate::defaults;
 use super::values::Dur;
-use super::{Config, Proto, ProxyVersion, RealServerSpec, ServiceSpec, Timeouts};
+use super::{
+    CheckKind, Config, HealthCheck, Proto, ProxyVersion, RealServerSpec, ServiceSpec, Timeouts,
+};
 
 #[derive(Serialize)]
 struct OutConfig<'a> {
@@ -63,7 +66,179 @@ pub(crate) struct OutService<'a> {
     deny: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     udp: Option<OutUdp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check: Option<OutCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_checks: Option<Vec<OutCheck>>,
+    #[serde(skip_serializing_if = "is_false")]
+    alpha: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    inhibit_on_failure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passive: Option<OutPassive>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sorry_server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quorum: Option<u32>,
+    #[serde(skip_serializing_if = "is_zero")]
+    hysteresis: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_start: Option<String>,
     real_servers: Vec<OutRealServer>,
+}
+
+#[derive(Serialize)]
+struct OutPassive {
+    failures: u32,
+}
+
+/// A check, with the values that differ from its type's defaults.
+#[derive(Serialize)]
+struct OutCheck {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_loop: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_before_retry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    virtualhost: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynamic: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    require_reply: Option<serde_yaml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_reply_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_reply_length: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_type: Option<String>,
+}
+
+fn hex(bytes: impl Iterator<Item = (u8, u8)>) -> String {
+    let mut s = String::new();
+    for (v, m) in bytes {
+        for (shift, mask) in [(4, 0xf0u8), (0, 0x0f)] {
+            if m & mask == 0 {
+                s.push('x');
+            } else {
+                s.push(char::from_digit(u32::from((v >> shift) & 0xf), 16).unwrap_or('0'));
+            }
+        }
+    }
+    s
+}
+
+impl OutCheck {
+    fn new(c: &HealthCheck) -> OutCheck {
+        let differs = |a: Duration, b: Duration| (a != b).then(|| duration(a));
+        let (retry_default, dbr_default) = match &c.kind {
+            CheckKind::Dns(_) => (hd::RETRY_DNS, c.delay_loop),
+            CheckKind::Misc(_) => (hd::RETRY_MISC, hd::DELAY_BEFORE_RETRY),
+            CheckKind::Http(_) => (hd::RETRY, hd::DELAY_BEFORE_RETRY_HTTP),
+            _ => (hd::RETRY, hd::DELAY_BEFORE_RETRY),
+        };
+        let mut o = OutCheck {
+            kind: c.kind.name(),
+            delay_loop: differs(c.delay_loop, hd::DELAY_LOOP),
+            connect_timeout: differs(c.connect_timeout, hd::CONNECT_TIMEOUT),
+            retry: (c.retry != retry_default).then_some(c.retry),
+            delay_before_retry: differs(c.delay_before_retry, dbr_default),
+            warmup: differs(c.warmup, c.delay_loop),
+            connect_ip: c.connect_ip.map(|i| i.to_string()),
+            connect_port: c.connect_port,
+            path: None,
+            status: None,
+            digest: None,
+            virtualhost: None,
+            command: None,
+            timeout: None,
+            dynamic: None,
+            payload: None,
+            require_reply: None,
+            min_reply_length: None,
+            max_reply_length: None,
+            name: None,
+            query_type: None,
+        };
+        match &c.kind {
+            CheckKind::Tcp => {}
+            CheckKind::Http(h) => {
+                o.path = (h.path != "/").then(|| h.path.clone());
+                o.status = (h.status != [(200, 299)]).then(|| {
+                    h.status
+                        .iter()
+                        .map(|(a, b)| {
+                            if a == b {
+                                a.to_string()
+                            } else {
+                                format!("{a}-{b}")
+                            }
+                        })
+                        .collect()
+                });
+                o.digest.clone_from(&h.digest);
+                o.virtualhost.clone_from(&h.virtualhost);
+            }
+            CheckKind::Misc(m) => {
+                o.command = Some(m.argv.clone());
+                o.timeout = differs(m.timeout, c.delay_loop);
+                o.dynamic = m.dynamic.then_some(true);
+            }
+            CheckKind::Udp(u) => {
+                o.payload = (u.payload != hd::UDP_PAYLOAD)
+                    .then(|| hex(u.payload.iter().map(|b| (*b, 0xff))));
+                o.require_reply = u.require_reply.as_ref().map(|r| {
+                    if r.is_empty() {
+                        serde_yaml::Value::Bool(true)
+                    } else {
+                        serde_yaml::Value::String(hex(r.iter().copied()))
+                    }
+                });
+                o.min_reply_length = (u.min_reply_length != 0).then_some(u.min_reply_length);
+                o.max_reply_length =
+                    (u.max_reply_length != hd::MAX_REPLY).then_some(u.max_reply_length);
+            }
+            CheckKind::Dns(d) => {
+                o.name = (d.name != ".").then(|| d.name.clone());
+                o.query_type = (d.qtype != "SOA").then(|| d.qtype.clone());
+            }
+        }
+        o
+    }
+}
+
+/// `health_check` for one, `health_checks` for several (or none).
+fn out_checks(c: &[HealthCheck]) -> (Option<OutCheck>, Option<Vec<OutCheck>>) {
+    match c {
+        [] => (None, None),
+        [one] => (Some(OutCheck::new(one)), None),
+        many => (None, Some(many.iter().map(OutCheck::new).collect())),
+    }
 }
 
 #[derive(Serialize)]
@@ -126,6 +301,15 @@ struct OutRealServer {
     u_threshold: u32,
     #[serde(skip_serializing_if = "is_zero")]
     l_threshold: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check: Option<OutCheck>,
+    /// An empty list: no checks at all for this server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_checks: Option<Vec<OutCheck>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alpha: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inhibit_on_failure: Option<bool>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -144,6 +328,7 @@ impl<'a> OutService<'a> {
     /// `s` as the file would say it, with timeouts relative to `global`.
     pub(crate) fn new(s: &'a ServiceSpec, global: &Timeouts) -> OutService<'a> {
         let sched = &s.sched;
+        let checks = out_checks(&s.health.checks);
         OutService {
             name: &s.name,
             listen: s.listen.iter().map(ToString::to_string).collect(),
@@ -182,17 +367,39 @@ impl<'a> OutService<'a> {
                 ops: s.udp.ops,
                 max_sessions: s.udp.max_sessions,
             }),
+            health_check: checks.0,
+            health_checks: checks.1,
+            alpha: s.health.alpha,
+            inhibit_on_failure: s.health.inhibit_on_failure,
+            passive: s
+                .health
+                .passive_failures
+                .map(|failures| OutPassive { failures }),
+            sorry_server: s.health.sorry_server.map(|a| a.to_string()),
+            quorum: (s.health.quorum != hd::QUORUM).then_some(s.health.quorum),
+            hysteresis: s.health.hysteresis,
+            slow_start: s.health.slow_start.map(duration),
             real_servers: s.real_servers.iter().map(real_server).collect(),
         }
     }
 }
 
 fn real_server(r: &RealServerSpec) -> OutRealServer {
+    let (health_check, health_checks) = match r.checks.as_deref() {
+        None => (None, None),
+        // No checks of its own kind at all: an empty list says so.
+        Some([]) => (None, Some(Vec::new())),
+        Some(c) => out_checks(c),
+    };
     OutRealServer {
         address: r.address.to_string(),
         weight: r.params.weight,
         u_threshold: r.params.u_threshold,
         l_threshold: r.params.l_threshold,
+        health_check,
+        health_checks,
+        alpha: r.alpha,
+        inhibit_on_failure: r.inhibit_on_failure,
     }
 }
 
@@ -268,14 +475,32 @@ services:
     accept_proxy_protocol: true
     allow: [10.0.0.0/8]
     deny: [10.1.0.0/16, 192.0.2.1]
+    health_checks:
+      - { type: http, path: /health, status: [200, "300-399"], digest: 9b3a0c85a887a256d6939da88aabd8cd, virtualhost: www.example.com, delay_loop: 2s, retry: 3, warmup: 0s, connect_port: 8080 }
+      - { type: tcp, connect_timeout: 1s, connect_ip: 127.0.0.9, delay_before_retry: 500ms }
+    alpha: true
+    inhibit_on_failure: true
+    passive: { failures: 3 }
+    sorry_server: 127.0.0.1:9999
+    quorum: 2
+    hysteresis: 1
+    slow_start: 30s
     real_servers:
-      - { address: 127.0.0.2:80, weight: 0, u_threshold: 5, l_threshold: 2 }
-      - { address: "[::1]:81", weight: 65535 }
+      - { address: 127.0.0.2:80, weight: 0, u_threshold: 5, l_threshold: 2, alpha: false }
+      - address: "[::1]:81"
+        weight: 65535
+        inhibit_on_failure: false
+        health_check: { type: misc, command: [/bin/check, --fast], timeout: 2s, dynamic: true }
+      - { address: 127.0.0.3:80, health_checks: [] }
   - name: b
     listen: 127.0.0.1:53
     proto: udp
     scheduler: mh
     udp: { ops: true, max_sessions: 7 }
+    health_checks:
+      - { type: dns, name: example.com, query_type: A }
+      - { type: udp, payload: "0a0b 0c", require_reply: "0ax", min_reply_length: 2, max_reply_length: 100 }
+      - { type: udp, require_reply: true }
     real_servers: []
 "#;
         let c = Config::parse(text, "t").unwrap();

@@ -223,6 +223,7 @@ async fn connect(
         }
         conn.dest().count_connect_failure();
         svc.stats.connect_failures.fetch_add(1, Relaxed);
+        svc.connect_failed(addr);
         tried.push(addr);
         if attempt < spec.connect_retries {
             svc.stats.retries.fetch_add(1, Relaxed);

@@ -317,3 +317,67 @@ pub fn sample(scrape: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l[series.len()..].trim().parse().ok())
 }
+
+/// A name backend that can be stopped (its listener closes) and started
+/// again on the same address.
+pub struct Killable {
+    pub addr: SocketAddr,
+    name: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Killable {
+    pub async fn start(name: &str) -> Killable {
+        let mut k = Killable {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            name: name.to_owned(),
+            task: None,
+        };
+        k.restart().await;
+        k
+    }
+
+    /// Stops accepting: connects are refused.
+    pub fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// Listens again (on the same address once it has one).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let mut tries = 0;
+        let l = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("rebinding {}: {e}", self.addr),
+            }
+        };
+        self.addr = l.local_addr().unwrap();
+        let name = self.name.clone();
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let _ = s.write_all(name.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        }));
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,315 @@
+//! Checking the health settings of a service and its real servers.
+//!
+//! Defaults follow keepalived's where rvs users meet them the same way
+//! (retry 1, 3 for DNS and 0 for a program; delay_before_retry 1 s, 3 s for
+//! HTTP, delay_loop for DNS; warmup up to delay_loop; quorum 1), and are
+//! quicker where keepalived's were set for another era: `delay_loop` is 5 s
+//! (keepalived: 60 s) and `connect_timeout` 3 s (keepalived: 5 s). The
+//! keepalived importer writes keepalived's values explicitly.
+
+use std::time::Duration;
+
+use super::raw::{RawHealthCheck, RawService};
+use super::validate::{At, at};
+use super::{CheckKind, DnsCheck, HealthCheck, HealthSpec, HttpCheck, MiscCheck, UdpCheck};
+
+/// Defaults of a check.
+pub(crate) mod defaults {
+    use std::time::Duration;
+
+    pub(crate) const DELAY_LOOP: Duration = Duration::from_secs(5);
+    pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub(crate) const RETRY: u32 = 1;
+    pub(crate) const RETRY_DNS: u32 = 3;
+    pub(crate) const RETRY_MISC: u32 = 0;
+    pub(crate) const DELAY_BEFORE_RETRY: Duration = Duration::from_secs(1);
+    pub(crate) const DELAY_BEFORE_RETRY_HTTP: Duration = Duration::from_secs(3);
+    pub(crate) const QUORUM: u32 = 1;
+    pub(crate) const UDP_PAYLOAD: &[u8] = b"rvs-health-check";
+    pub(crate) const MAX_REPLY: usize = 255;
+}
+
+/// The DNS query types a DNS check may ask (keepalived's).
+pub(crate) const DNS_TYPES: [&str; 7] = ["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"];
+
+/// `health_check:` (one) or `health_checks:` (several), not both.
+pub(crate) fn checks(
+    one: Option<RawHealthCheck>,
+    many: Option<Vec<RawHealthCheck>>,
+    base: &str,
+    problems: &mut Vec<At>,
+) -> Option<Vec<HealthCheck>> {
+    match (one, many) {
+        (Some(_), Some(_)) => {
+            problems.push(At {
+                path: format!("{base}.health_checks"),
+                key: true,
+                reason: "give health_check (one) or health_checks (a list), not both".into(),
+            });
+            None
+        }
+        (Some(c), None) => Some(vec![check(c, &format!("{base}.health_check"), problems)]),
+        (None, Some(list)) => Some(
+            list.into_iter()
+                .enumerate()
+                .map(|(i, c)| check(c, &format!("{base}.health_checks[{i}]"), problems))
+                .collect(),
+        ),
+        (None, None) => None,
+    }
+}
+
+fn positive(
+    d: Option<super::values::Dur>,
+    default: Duration,
+    path: String,
+    problems: &mut Vec<At>,
+) -> Duration {
+    match d {
+        Some(d) if d.0.is_zero() => {
+            problems.push(at(path, "must be longer than 0"));
+            default
+        }
+        Some(d) => d.0,
+        None => default,
+    }
+}
+
+/// One check.
+fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
+    let kind_name = r.kind.trim().to_ascii_lowercase();
+    // Keys that belong to one type only.
+    let only = |key: &str, set: bool, owner: &str, problems: &mut Vec<At>| {
+        if set && kind_name != owner {
+            problems.push(At {
+                path: format!("{base}.{key}"),
+                key: true,
+                reason: format!("only {owner} checks have this"),
+            });
+        }
+    };
+    only("path", r.path.is_some(), "http", problems);
+    only("status", r.status.is_some(), "http", problems);
+    only("digest", r.digest.is_some(), "http", problems);
+    only("virtualhost", r.virtualhost.is_some(), "http", problems);
+    only("command", r.command.is_some(), "misc", problems);
+    only("timeout", r.timeout.is_some(), "misc", problems);
+    only("dynamic", r.dynamic.is_some(), "misc", problems);
+    only("payload", r.payload.is_some(), "udp", problems);
+    only("require_reply", r.require_reply.is_some(), "udp", problems);
+    only(
+        "min_reply_length",
+        r.min_reply_length.is_some(),
+        "udp",
+        problems,
+    );
+    only(
+        "max_reply_length",
+        r.max_reply_length.is_some(),
+        "udp",
+        problems,
+    );
+    only("name", r.name.is_some(), "dns", problems);
+    only("query_type", r.query_type.is_some(), "dns", problems);
+    if kind_name == "misc" {
+        for (key, set) in [
+            ("connect_ip", r.connect_ip.is_some()),
+            ("connect_port", r.connect_port.is_some()),
+            ("connect_timeout", r.connect_timeout.is_some()),
+        ] {
+            if set {
+                problems.push(At {
+                    path: format!("{base}.{key}"),
+                    key: true,
+                    reason: "a misc check runs a program: it has no connection (use timeout)"
+                        .into(),
+                });
+            }
+        }
+    }
+    let delay_loop = positive(
+        r.delay_loop,
+        defaults::DELAY_LOOP,
+        format!("{base}.delay_loop"),
+        problems,
+    );
+    let kind = match kind_name.as_str() {
+        "tcp" => CheckKind::Tcp,
+        "http" => {
+            let path = r.path.unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push(at(
+                    format!("{base}.path"),
+                    format!("{path:?} is not a request path: it starts with / and has no spaces"),
+                ));
+            }
+            let digest = r.digest.map(|d| d.to_ascii_lowercase());
+            if let Some(d) = &digest
+                && (d.len() != 32 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                problems.push(at(
+                    format!("{base}.digest"),
+                    format!("{d:?} is not an MD5 digest: 32 hex digits"),
+                ));
+            }
+            let status = r.status.map_or_else(|| vec![(200, 299)], |s| s.0);
+            if status.is_empty() {
+                problems.push(at(
+                    format!("{base}.status"),
+                    "needs at least one status code",
+                ));
+            }
+            CheckKind::Http(HttpCheck {
+                path,
+                status,
+                digest,
+                virtualhost: r.virtualhost,
+            })
+        }
+        "misc" => {
+            let argv = r.command.unwrap_or_default();
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                problems.push(At {
+                    path: if argv.is_empty() {
+                        base.to_owned()
+                    } else {
+                        format!("{base}.command")
+                    },
+                    key: argv.is_empty(),
+                    reason: "a misc check needs command: the program and its arguments, as a list"
+                        .into(),
+                });
+            }
+            CheckKind::Misc(MiscCheck {
+                argv,
+                timeout: positive(r.timeout, delay_loop, format!("{base}.timeout"), problems),
+                dynamic: r.dynamic.unwrap_or(false),
+            })
+        }
+        "udp" => {
+            let payload = match r.payload {
+                None => defaults::UDP_PAYLOAD.to_vec(),
+                Some(p) => match super::values::hex_bytes(&p, false) {
+                    Ok(b) => b.into_iter().map(|(v, _)| v).collect(),
+                    Err(e) => {
+                        problems.push(at(format!("{base}.payload"), e));
+                        Vec::new()
+                    }
+                },
+            };
+            let min = r.min_reply_length.unwrap_or(0);
+            let max = r.max_reply_length.unwrap_or(defaults::MAX_REPLY);
+            if min > max {
+                problems.push(at(
+                    format!("{base}.min_reply_length"),
+                    format!("{min} is above max_reply_length {max}"),
+                ));
+            }
+            CheckKind::Udp(UdpCheck {
+                payload,
+                require_reply: r.require_reply.and_then(|m| m.0),
+                min_reply_length: min,
+                max_reply_length: max,
+            })
+        }
+        "dns" => {
+            let qtype = r
+                .query_type
+                .unwrap_or_else(|| "SOA".into())
+                .to_ascii_uppercase();
+            if !DNS_TYPES.contains(&qtype.as_str()) {
+                problems.push(at(
+                    format!("{base}.query_type"),
+                    format!(
+                        "{qtype:?} is not a query type rvs asks: {}",
+                        DNS_TYPES.join(", ")
+                    ),
+                ));
+            }
+            let name = r.name.unwrap_or_else(|| ".".into());
+            if name.split('.').any(|l| l.len() > 63) || name.len() > 253 {
+                problems.push(at(
+                    format!("{base}.name"),
+                    format!("{name:?} is not a domain name"),
+                ));
+            }
+            CheckKind::Dns(DnsCheck { name, qtype })
+        }
+        "https" | "ssl" | "ssl_get" => {
+            problems.push(at(
+                format!("{base}.type"),
+                "HTTPS checks are not supported yet: check the TLS port with tcp, or a plain HTTP port with http",
+            ));
+            CheckKind::Tcp
+        }
+        other => {
+            problems.push(at(
+                format!("{base}.type"),
+                format!("unknown check type {other:?}: expected tcp, http, misc, udp or dns"),
+            ));
+            CheckKind::Tcp
+        }
+    };
+    let retry = r.retry.unwrap_or(match kind {
+        CheckKind::Dns(_) => defaults::RETRY_DNS,
+        CheckKind::Misc(_) => defaults::RETRY_MISC,
+        _ => defaults::RETRY,
+    });
+    let delay_before_retry = positive(
+        r.delay_before_retry,
+        match kind {
+            CheckKind::Http(_) => defaults::DELAY_BEFORE_RETRY_HTTP,
+            CheckKind::Dns(_) => delay_loop,
+            _ => defaults::DELAY_BEFORE_RETRY,
+        },
+        format!("{base}.delay_before_retry"),
+        problems,
+    );
+    HealthCheck {
+        connect_timeout: positive(
+            r.connect_timeout,
+            defaults::CONNECT_TIMEOUT,
+            format!("{base}.connect_timeout"),
+            problems,
+        ),
+        delay_loop,
+        retry,
+        delay_before_retry,
+        warmup: r.warmup.map_or(delay_loop, |w| w.0),
+        connect_ip: r.connect_ip.map(|i| i.0),
+        connect_port: r.connect_port,
+        kind,
+    }
+}
+
+/// The service's health settings (its real servers' are read with them).
+pub(crate) fn service(s: &mut RawService, base: &str, problems: &mut Vec<At>) -> HealthSpec {
+    let checks = checks(
+        s.health_check.take(),
+        s.health_checks.take(),
+        base,
+        problems,
+    );
+    if let Some(p) = &s.passive
+        && p.failures == 0
+    {
+        problems.push(at(format!("{base}.passive.failures"), "must be 1 or more"));
+    }
+    let slow_start = s.slow_start.map(|d| d.0);
+    if slow_start.is_some_and(|d| d.is_zero()) {
+        problems.push(at(
+            format!("{base}.slow_start"),
+            "must be longer than 0 (leave it out for none)",
+        ));
+    }
+    HealthSpec {
+        checks: checks.unwrap_or_default(),
+        alpha: s.alpha.unwrap_or(false),
+        inhibit_on_failure: s.inhibit_on_failure.unwrap_or(false),
+        passive_failures: s.passive.as_ref().map(|p| p.failures),
+        sorry_server: s.sorry_server.map(|a| a.0),
+        quorum: s.quorum.unwrap_or(defaults::QUORUM),
+        hysteresis: s.hysteresis.unwrap_or(0),
+        slow_start,
+    }
+}
