@@ -192,15 +192,21 @@ async fn udp_services_count_datagrams_sessions_and_refusals() {
 async fn promtool_accepts_a_real_scrape() {
     let (a, u) = (echo_backend().await, udp_backend("u").await);
     let yaml = format!(
-        "services:\n  - name: web\n    listen: 127.0.0.1:0\n    persistence: {{timeout: 60s}}\n    real_servers:\n      - address: \"{a}\"\n        u_threshold: 100\n  - name: dns\n    listen: 127.0.0.1:0\n    proto: udp\n    real_servers:\n      - address: \"{u}\"\n"
+        "services:\n  - name: web\n    listen: 127.0.0.1:0\n    persistence: {{timeout: 60s}}\n    health_check: {{type: tcp, delay_loop: 100ms, warmup: 0s}}\n    sorry_server: 127.0.0.1:9\n    real_servers:\n      - address: \"{a}\"\n        u_threshold: 100\n  - name: dns\n    listen: 127.0.0.1:0\n    proto: udp\n    real_servers:\n      - address: \"{u}\"\n"
     );
     let p = proxy(&yaml);
     let admin = admin(&p).await;
     echo_through(vip(&p, "web"), 100).await;
     let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     udp_ask(&c, vip(&p, "dns"), b"x").await.unwrap();
+    // A health check has run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, scrape) = http(admin, "GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
+    assert!(
+        scrape.contains("rvs_real_server_health_checks_total{"),
+        "{scrape}"
+    );
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -81,6 +81,42 @@ async fn a_dead_server_leaves_the_rotation_and_comes_back() {
     for _ in 0..20 {
         assert_eq!(fetch_name(v).await, "a");
     }
+    // The API lists it out of the table, with the reason; metrics say so.
+    let admin = admin(&p).await;
+    let svc = get_json(admin, "/api/v1/services/web").await;
+    let rs = svc["real_servers"].as_array().unwrap();
+    let down = rs
+        .iter()
+        .find(|r| r["address"] == b.addr.to_string())
+        .unwrap();
+    assert_eq!(down["in_table"], false);
+    assert_eq!(down["state"], "down");
+    assert_eq!(down["health"]["up"], false);
+    assert!(
+        down["health"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+    );
+    let (_, scrape) = http(admin, "GET", "/metrics", None, None).await;
+    let up = |a: SocketAddr| {
+        sample(
+            &scrape,
+            &format!(r#"rvs_real_server_up{{service="web",real_server="{a}"}}"#),
+        )
+    };
+    assert_eq!((up(a.addr), up(b.addr)), (Some(1.0), Some(0.0)));
+    assert!(
+        sample(
+            &scrape,
+            &format!(
+                r#"rvs_real_server_health_checks_total{{service="web",real_server="{}",result="fail"}}"#,
+                b.addr
+            )
+        )
+        .unwrap()
+            >= 2.0
+    );
 
     b.restart().await;
     wait_until(Duration::from_secs(3), || table(&p, "web").len() == 2).await;

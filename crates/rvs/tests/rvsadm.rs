@@ -588,3 +588,39 @@ fn the_fixtures_come_from_the_generator() {
     }
     assert_eq!(n, 7);
 }
+
+/// As ipvsadm after keepalived's checks: a server that fails its checks is
+/// not in the table; the log says when and why.
+#[test]
+fn a_server_failing_its_checks_leaves_the_table_and_the_log_says_why() {
+    let (live, dead, admin, vip) = (free_port(), free_port(), free_port(), free_port());
+    let l = TcpListener::bind(("127.0.0.1", live)).unwrap();
+    thread::spawn(move || for _ in l.incoming() {});
+    let d = Daemon::start(
+        "health",
+        &format!(
+            "admin:\n  listen: 127.0.0.1:{admin}\nservices:\n  - name: web\n    listen: 127.0.0.1:{vip}\n    health_check: {{ type: tcp, delay_loop: 200ms, retry: 0, warmup: 0s }}\n    real_servers:\n      - address: 127.0.0.1:{live}\n      - address: 127.0.0.1:{dead}\n"
+        ),
+        admin,
+    );
+    let start = Instant::now();
+    let listed = loop {
+        let out = ok(&d.rvsadm("-Ln"));
+        if !out.contains(&format!(":{dead} ")) || start.elapsed() > Duration::from_secs(5) {
+            break out;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(listed.contains(&format!("127.0.0.1:{live} ")), "{listed}");
+    assert!(!listed.contains(&format!("127.0.0.1:{dead} ")), "{listed}");
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("real server down"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains(&format!("real_server=127.0.0.1:{dead}")),
+        "{line}"
+    );
+    assert!(line.contains("refused"), "{line}");
+}

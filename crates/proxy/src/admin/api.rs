@@ -4,6 +4,7 @@
 //! Totals are those of the tables (`ipvsadm --stats`): counted since the
 //! last zeroing. Prometheus gets the monotonic ones.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -70,8 +71,21 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
     let config = p.config();
     let mut active = 0u64;
     let mut inactive = 0u64;
-    let real_servers: Vec<Value> = sched
-        .dests()
+    let health = svc.health();
+    let health_json = |a: SocketAddr| {
+        health.get(&a).filter(|h| h.checked).map(|h| {
+            json!({
+                "up": h.up,
+                "reason": h.reason,
+                "checks_run": h.checks_run,
+                "checks_failed": h.checks_failed,
+            })
+        })
+    };
+    let sorry = spec.health.sorry_server;
+    let table = sched.dests();
+    // The scheduler's table, in IPVS's list order.
+    let mut real_servers: Vec<Value> = table
         .iter()
         .map(|d| {
             active += u64::from(d.active_conns());
@@ -83,6 +97,9 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
                     (r.shown(), r.rates())
                 });
             let params = d.params();
+            let is_sorry =
+                sorry == Some(d.addr()) && !spec.real_servers.iter().any(|r| r.address == d.addr());
+            let down = health.get(&d.addr()).is_some_and(|h| !h.up);
             json!({
                 "address": d.addr().to_string(),
                 "weight": d.weight(),
@@ -91,13 +108,37 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
                 "active_conns": d.active_conns(),
                 "inactive_conns": d.inactive_conns(),
                 "persist_conns": d.persist_conns(),
-                "state": dest_state(d),
+                "state": if is_sorry { "sorry" } else if down { "down" } else { dest_state(d) },
+                "in_table": true,
+                "health": health_json(d.addr()),
                 "connect_failures": d.connect_failures(),
                 "stats": TotalsJson::from(shown),
                 "rates": RatesJson::from(rates),
             })
         })
         .collect();
+    // Configured servers out of the table: down (or replaced by the sorry
+    // server while the quorum is lost).
+    for r in &spec.real_servers {
+        if table.iter().any(|d| d.addr() == r.address) {
+            continue;
+        }
+        real_servers.push(json!({
+            "address": r.address.to_string(),
+            "weight": r.params.weight,
+            "u_threshold": r.params.u_threshold,
+            "l_threshold": r.params.l_threshold,
+            "active_conns": 0,
+            "inactive_conns": 0,
+            "persist_conns": 0,
+            "state": if health.get(&r.address).is_some_and(|h| !h.up) { "down" } else { "standby" },
+            "in_table": false,
+            "health": health_json(r.address),
+            "connect_failures": 0,
+            "stats": TotalsJson::from(Totals::default()),
+            "rates": RatesJson::from(Rates::default()),
+        }));
+    }
     let refused: serde_json::Map<String, Value> = Refusal::ALL
         .iter()
         .map(|r| (r.name().to_owned(), json!(svc.stats.refused(*r))))
@@ -131,6 +172,8 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
         "stats": TotalsJson::from(svc.shown()),
         "rates": RatesJson::from(svc.rates()),
         "refused": refused,
+        "quorum_up": svc.quorum_up(),
+        "sorry_server_active": sorry.is_some_and(|s| table.iter().any(|d| d.addr() == s)) && !svc.quorum_up(),
         "connect_failures": svc.stats.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
         "retries": svc.stats.retries.load(std::sync::atomic::Ordering::Relaxed),
         "real_servers": real_servers,

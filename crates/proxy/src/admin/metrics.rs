@@ -157,6 +157,8 @@ struct Families {
     svc_connect_failures: Family,
     svc_retries: Family,
     svc_templates: Family,
+    svc_quorum: Family,
+    svc_sorry: Family,
     udp_sessions: Family,
     udp_datagrams: Family,
     udp_evictions: Family,
@@ -172,6 +174,8 @@ struct Families {
     rs_overloaded: Family,
     rs_connect_failures: Family,
     rs_latency: Family,
+    rs_up: Family,
+    rs_checks: Family,
 }
 
 impl Families {
@@ -210,6 +214,14 @@ impl Families {
             svc_templates: F::gauge(
                 "rvs_service_persistence_templates",
                 "Live persistence templates.",
+            ),
+            svc_quorum: F::gauge(
+                "rvs_service_quorum_up",
+                "1 while the live real servers' weight meets the quorum.",
+            ),
+            svc_sorry: F::gauge(
+                "rvs_service_sorry_server_active",
+                "1 while the sorry server takes the service's connections.",
             ),
             udp_sessions: F::gauge("rvs_udp_sessions", "Live UDP sessions."),
             udp_datagrams: F::counter(
@@ -269,6 +281,14 @@ impl Families {
                 "Time to connect to the real server.",
                 MetricType::HISTOGRAM,
             ),
+            rs_up: F::gauge(
+                "rvs_real_server_up",
+                "1 when the configured real server passes its health checks (always 1 without checks).",
+            ),
+            rs_checks: F::counter(
+                "rvs_real_server_health_checks_total",
+                "Health checks run on the real server, by result.",
+            ),
         }
     }
 
@@ -283,6 +303,8 @@ impl Families {
             self.svc_connect_failures,
             self.svc_retries,
             self.svc_templates,
+            self.svc_quorum,
+            self.svc_sorry,
             self.udp_sessions,
             self.udp_datagrams,
             self.udp_evictions,
@@ -298,6 +320,8 @@ impl Families {
             self.rs_overloaded,
             self.rs_connect_failures,
             self.rs_latency,
+            self.rs_up,
+            self.rs_checks,
         ]
         .into_iter()
         .map(|f| f.mf)
@@ -341,6 +365,29 @@ impl RvsCollector {
             f.svc_retries
                 .add(&s, svc.stats.retries.load(Relaxed) as f64);
             f.svc_templates.add(&s, sched.template_count() as f64);
+            let quorum_up = svc.quorum_up();
+            f.svc_quorum.add(&s, if quorum_up { 1.0 } else { 0.0 });
+            let sorry_on = !quorum_up
+                && spec
+                    .health
+                    .sorry_server
+                    .is_some_and(|a| dests.iter().any(|d| d.addr() == a));
+            f.svc_sorry.add(&s, if sorry_on { 1.0 } else { 0.0 });
+            let health = svc.health();
+            for r in &spec.real_servers {
+                let addr = r.address.to_string();
+                let l = [("service", name), ("real_server", addr.as_str())];
+                let h = health.get(&r.address);
+                f.rs_up
+                    .add(&l, if h.is_none_or(|h| h.up) { 1.0 } else { 0.0 });
+                if let Some(h) = h.filter(|h| h.checked) {
+                    let pass = h.checks_run - h.checks_failed;
+                    f.rs_checks
+                        .add(&[l[0], l[1], ("result", "pass")], pass as f64);
+                    f.rs_checks
+                        .add(&[l[0], l[1], ("result", "fail")], h.checks_failed as f64);
+                }
+            }
             if spec.proto == Proto::Udp {
                 let u = [("service", name)];
                 f.udp_sessions.add(&u, svc.open() as f64);

@@ -472,6 +472,48 @@ mod tests {
         }
     }
 
+    #[test]
+    fn health_settings_are_checked_key_by_key() {
+        let text = "\
+services:
+  - name: a
+    listen: 127.0.0.1:1
+    health_check: { type: tcp, path: /x }
+    passive: { failures: 0 }
+    real_servers:
+      - address: 127.0.0.1:2
+        health_check: { type: misc }
+      - address: 127.0.0.1:3
+        health_checks:
+          - { type: http, status: [200, 700] }
+          - { type: http, digest: xyz }
+          - { type: dns, query_type: PTR }
+          - { type: https }
+          - { type: smtp }
+";
+        // A value serde cannot read stops there, with its position.
+        assert_eq!(
+            errors(text),
+            [
+                "rvs.yaml:11:41: services[0].real_servers[1].health_checks[0].status[1]: \"700\" is not a status code or range, as 200 or \"200-299\"",
+            ]
+        );
+        // Once it reads, every other problem is found.
+        let text = text.replace("[200, 700]", "[200, \"500-599\"]");
+        assert_eq!(
+            errors(&text),
+            [
+                "rvs.yaml:4:32: services[0].health_check.path: only http checks have this",
+                "rvs.yaml:5:26: services[0].passive.failures: must be 1 or more",
+                "rvs.yaml:8:9: services[0].real_servers[0].health_check: a misc check needs command: the program and its arguments, as a list",
+                "rvs.yaml:12:35: services[0].real_servers[1].health_checks[1].digest: \"xyz\" is not an MD5 digest: 32 hex digits",
+                "rvs.yaml:13:38: services[0].real_servers[1].health_checks[2].query_type: \"PTR\" is not a query type rvs asks: A, NS, CNAME, SOA, MX, TXT, AAAA",
+                "rvs.yaml:14:21: services[0].real_servers[1].health_checks[3].type: HTTPS checks are not supported yet: check the TLS port with tcp, or a plain HTTP port with http",
+                "rvs.yaml:15:21: services[0].real_servers[1].health_checks[4].type: unknown check type \"smtp\": expected tcp, http, misc, udp or dns",
+            ]
+        );
+    }
+
     const GOOD: &str = "\
 services:
   - name: web

@@ -98,6 +98,13 @@ pub struct ApiDest {
     /// Rates.
     #[serde(default)]
     pub rates: Rates,
+    /// In the scheduler's table (a server down and out of it is not).
+    #[serde(default = "yes")]
+    pub in_table: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Persistence as the API lists it.
@@ -390,7 +397,13 @@ pub fn service_entry(out: &mut String, vs: &VirtualService<'_>, names: &Names, f
     }
     out.push('\n');
 
-    let mut dests = s.real_servers.clone();
+    // What IPVS has: servers out of the table (down) are not in it.
+    let mut dests: Vec<ApiDest> = s
+        .real_servers
+        .iter()
+        .filter(|d| d.in_table)
+        .cloned()
+        .collect();
     if !f.nosort {
         msort(&mut dests, &cmp_dests);
     }
@@ -651,6 +664,7 @@ mod tests {
             persist_conns: 0,
             stats: Counters::default(),
             rates: Rates::default(),
+            in_table: true,
         };
         let mut v = vec![
             d("10.0.0.1:80"),
