@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_client;
+pub mod import;
 pub mod ipvsadm;

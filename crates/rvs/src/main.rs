@@ -89,6 +89,15 @@ enum Cmd {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Convert an ipvsadm or keepalived setup into rvs's configuration.
+    ///
+    /// Prints the YAML; what rvs does differently is a comment in it and a
+    /// warning on stderr with the file and line. Exit status 1 when the
+    /// input cannot be read.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Replay a scheduler trace (JSON Lines) and print each decision.
     ///
     /// One line per `conn`: the real server chosen, or `-`. A malformed or
@@ -97,6 +106,25 @@ enum Cmd {
     SchedReplay {
         /// The trace file; standard input when absent or `-`.
         trace: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportFrom {
+    /// ipvsadm rules: what `ipvsadm -S` (or `-Sn`) writes, or a script of
+    /// ipvsadm commands; `-` is standard input.
+    Ipvsadm {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// A keepalived.conf (its `include` files are read too).
+    Keepalived {
+        /// The configuration file.
+        file: PathBuf,
+        /// The config id for `@id` lines (keepalived's -i); default: the
+        /// host name's first part, as keepalived's.
+        #[arg(long)]
+        config_id: Option<String>,
     },
 }
 
@@ -126,6 +154,7 @@ fn main() -> ExitCode {
         Cmd::SchedReplay { trace } => sched_replay(trace),
         Cmd::Check { config } => daemon::check(&config),
         Cmd::ShowConfig { admin } => show_config(admin),
+        Cmd::Import { from } => import(from),
         Cmd::Run { config, forwarding } => {
             init_logs(cli.log_level, cli.log_format);
             let options = Options {
@@ -159,6 +188,46 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn import(from: ImportFrom) -> ExitCode {
+    use rvs::import;
+    let result = match &from {
+        ImportFrom::Ipvsadm { file } => {
+            let name = file.display().to_string();
+            let text = if name == "-" {
+                let mut t = String::new();
+                io::Read::read_to_string(&mut io::stdin(), &mut t).map(|_| t)
+            } else {
+                std::fs::read_to_string(file)
+            };
+            text.map_err(|error| import::ImportError::Read {
+                file: name.clone(),
+                error,
+            })
+            .and_then(|t| import::ipvsadm::import(&t, &name, &rvs::ipvsadm::names::Names::system()))
+        }
+        ImportFrom::Keepalived { file, config_id } => match config_id {
+            Some(id) => import::keepalived::import_with(file, id),
+            None => import::keepalived::import(file),
+        },
+    };
+    let yaml = result.and_then(|imp| {
+        for n in imp.all_notes() {
+            eprintln!("{}:{}: warning: {}", n.file, n.line, n.text);
+        }
+        imp.render()
+    });
+    match yaml {
+        Ok(y) => {
+            print!("{y}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rvs import: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -201,6 +201,9 @@ pub struct Command {
     pub cmd: Cmd,
     /// -t/-u: protocol, address, port.
     pub service: Option<(Proto, IpAddr, u16)>,
+    /// -f: a firewall-mark service (read, so that rvs can say what to do
+    /// instead; rvs has none).
+    pub fwmark: Option<u32>,
     /// -s.
     pub scheduler: String,
     /// -p: the timeout.
@@ -512,6 +515,7 @@ pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, E
     let mut c = Command {
         cmd,
         service: None,
+        fwmark: None,
         scheduler: String::new(),
         persistent: None,
         netmask_v4: None,
@@ -565,10 +569,16 @@ pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, E
                     "SCTP virtual services are not supported by rvs (TCP and UDP are)",
                 ));
             }
-            Tok::Opt('f', _) => {
-                return Err(Exit::fail(
-                    "fwmark virtual services are not supported by rvs: it proxies addresses, not marked packets (redirect them to a listen address with iptables instead)",
-                ));
+            Tok::Opt('f', arg) => {
+                set(Opt::Service)?;
+                let arg = arg.unwrap_or_default();
+                c.fwmark = Some(
+                    string_to_number(&arg, 1, i64::from(u32::MAX))
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            Exit::fail(format!("invalid fwmark value `{arg}' specified"))
+                        })?,
+                );
             }
             Tok::Opt('s', arg) => {
                 set(Opt::Scheduler)?;
@@ -681,7 +691,11 @@ pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, E
                 set(Opt::Exact)?;
                 c.format.exact = true;
             }
-            Tok::Opt('6', _) => return Err(Exit::fail("-6 used before -f\n")),
+            Tok::Opt('6', _) => {
+                if c.fwmark.is_none() {
+                    return Err(Exit::fail("-6 used before -f\n"));
+                }
+            }
             Tok::Opt('o', _) => {
                 set(Opt::OnePacket)?;
                 c.ops = true;

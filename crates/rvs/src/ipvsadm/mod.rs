@@ -219,6 +219,11 @@ impl Ctx<'_> {
     }
 
     fn execute(&self, c: &Command, out: &mut dyn Write) -> Result<(), Exit> {
+        if c.fwmark.is_some() {
+            return Err(Exit::fail(
+                "fwmark virtual services are not supported by rvs: it proxies addresses, not marked packets (redirect them to a listen address with iptables instead)",
+            ));
+        }
         let print = |out: &mut dyn Write, s: &str| {
             out.write_all(s.as_bytes())
                 .map_err(|e| Exit::fail(format!("writing the output: {e}")))
