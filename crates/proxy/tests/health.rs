@@ -65,11 +65,40 @@ async fn a_dead_server_leaves_the_rotation_and_comes_back() {
         "{seen:?}"
     );
 
+    // Traffic all along: a connect to the dead server before it is
+    // detected is retried on the other (connect_retries), so no client
+    // sees a failure.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_secs(2), async {
+                    let mut s = tokio::net::TcpStream::connect(v).await?;
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).await?;
+                    Ok::<_, std::io::Error>(got)
+                })
+                .await
+                {
+                    Ok(Ok(got)) if !got.is_empty() => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
     b.kill();
     // Detection: a failed check, one retry 100 ms later, within a check
     // period: well under delay_loop + retry * delay_before_retry + timeouts.
     let took = wait_until(Duration::from_secs(3), || table(&p, "web") == [(a.addr, 1)]).await;
     assert!(took < Duration::from_millis(1500), "took {took:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert!(ok > 10, "{ok} connections");
+    assert_eq!(failed, 0, "{failed} of {} connections failed", ok + failed);
     let h = p.service("web").unwrap().health();
     assert!(!h[&b.addr].up);
     assert!(
@@ -385,5 +414,39 @@ async fn udp_and_dns_checks() {
     assert_eq!(
         h[&servfail].reason.as_deref(),
         Some("DNS answer with rcode 2")
+    );
+}
+
+/// A thousand real servers are checked by the runtime's tasks, not a
+/// thread each, and every check is cut at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_servers_are_checked_without_a_thread_each() {
+    // A thousand loopback addresses where nothing listens on port 1:
+    // every check is refused at once.
+    let mut y = String::from(
+        "services:\n  - name: big\n    listen: 127.0.0.1:0\n    health_check: { type: tcp, delay_loop: 1s, retry: 0, warmup: 500ms }\n    real_servers:\n",
+    );
+    for i in 0..1000 {
+        y.push_str(&format!(
+            "      - address: 127.1.{}.{}:1\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = threads();
+    let p = proxy(&y);
+    assert_eq!(table(&p, "big").len(), 1000);
+    wait_until(Duration::from_secs(10), || table(&p, "big").is_empty()).await;
+    let h = p.service("big").unwrap().health();
+    assert_eq!(h.values().filter(|h| !h.up).count(), 1000);
+    assert!(
+        threads() <= before + 4,
+        "threads: {before} before, {} after",
+        threads()
     );
 }
