@@ -450,3 +450,62 @@ async fn a_thousand_servers_are_checked_without_a_thread_each() {
         threads()
     );
 }
+
+/// An HTTPS server (self-signed) answering `status` with `body`.
+async fn https_backend(status: u16, body: &'static str) -> SocketAddr {
+    use std::sync::Arc;
+    let cert = rcgen::generate_simple_self_signed(vec!["backend.test".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.0 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_checks_talk_tls() {
+    let ok = https_backend(200, "fine").await;
+    let failing = https_backend(500, "broken").await;
+    // A plain HTTP server fails the handshake.
+    let plain = http_backend(200, "plain").await;
+    let check = "    health_check: { type: https, path: /, virtualhost: backend.test, delay_loop: 200ms, connect_timeout: 1s, retry: 0, warmup: 0s }\n";
+    let p = proxy(&service(check, &[(ok, ""), (failing, ""), (plain, "")]));
+    wait_until(Duration::from_secs(4), || table(&p, "web") == [(ok, 1)]).await;
+    let h = p.service("web").unwrap().health();
+    assert_eq!(h[&failing].reason.as_deref(), Some("HTTP status 500"));
+    assert!(
+        h[&plain]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("TLS handshake"),
+        "{:?}",
+        h[&plain].reason
+    );
+}

@@ -78,9 +78,10 @@ fn positive(
 /// One check.
 fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
     let kind_name = r.kind.trim().to_ascii_lowercase();
-    // Keys that belong to one type only.
+    // Keys that belong to one type only (http's to https too).
     let only = |key: &str, set: bool, owner: &str, problems: &mut Vec<At>| {
-        if set && kind_name != owner {
+        let same = kind_name == owner || (owner == "http" && kind_name == "https");
+        if set && !same {
             problems.push(At {
                 path: format!("{base}.{key}"),
                 key: true,
@@ -135,7 +136,7 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
     );
     let kind = match kind_name.as_str() {
         "tcp" => CheckKind::Tcp,
-        "http" => {
+        "http" | "https" => {
             let path = r.path.unwrap_or_else(|| "/".into());
             if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 problems.push(at(
@@ -160,6 +161,7 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
                 ));
             }
             CheckKind::Http(HttpCheck {
+                tls: kind_name == "https",
                 path,
                 status,
                 digest,
@@ -235,17 +237,12 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
             }
             CheckKind::Dns(DnsCheck { name, qtype })
         }
-        "https" | "ssl" | "ssl_get" => {
-            problems.push(at(
-                format!("{base}.type"),
-                "HTTPS checks are not supported yet: check the TLS port with tcp, or a plain HTTP port with http",
-            ));
-            CheckKind::Tcp
-        }
         other => {
             problems.push(at(
                 format!("{base}.type"),
-                format!("unknown check type {other:?}: expected tcp, http, misc, udp or dns"),
+                format!(
+                    "unknown check type {other:?}: expected tcp, http, https, misc, udp or dns"
+                ),
             ));
             CheckKind::Tcp
         }

@@ -174,7 +174,7 @@ pub struct HealthCheck {
 pub enum CheckKind {
     /// A TCP connect (TCP_CHECK).
     Tcp,
-    /// An HTTP GET (HTTP_GET).
+    /// An HTTP GET (HTTP_GET), or over TLS (SSL_GET).
     Http(HttpCheck),
     /// A program (MISC_CHECK).
     Misc(MiscCheck),
@@ -189,6 +189,7 @@ impl CheckKind {
     pub fn name(&self) -> &'static str {
         match self {
             CheckKind::Tcp => "tcp",
+            CheckKind::Http(h) if h.tls => "https",
             CheckKind::Http(_) => "http",
             CheckKind::Misc(_) => "misc",
             CheckKind::Udp(_) => "udp",
@@ -197,9 +198,11 @@ impl CheckKind {
     }
 }
 
-/// HTTP_GET.
+/// HTTP_GET, and SSL_GET with `tls`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpCheck {
+    /// Over TLS (`type: https`); the certificate is not verified.
+    pub tls: bool,
     /// The path asked for.
     pub path: String,
     /// Status codes that pass, as inclusive ranges (default 200–299).

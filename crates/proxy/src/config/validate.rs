@@ -488,7 +488,6 @@ services:
           - { type: http, status: [200, 700] }
           - { type: http, digest: xyz }
           - { type: dns, query_type: PTR }
-          - { type: https }
           - { type: smtp }
 ";
         // A value serde cannot read stops there, with its position.
@@ -508,8 +507,7 @@ services:
                 "rvs.yaml:8:9: services[0].real_servers[0].health_check: a misc check needs command: the program and its arguments, as a list",
                 "rvs.yaml:12:35: services[0].real_servers[1].health_checks[1].digest: \"xyz\" is not an MD5 digest: 32 hex digits",
                 "rvs.yaml:13:38: services[0].real_servers[1].health_checks[2].query_type: \"PTR\" is not a query type rvs asks: A, NS, CNAME, SOA, MX, TXT, AAAA",
-                "rvs.yaml:14:21: services[0].real_servers[1].health_checks[3].type: HTTPS checks are not supported yet: check the TLS port with tcp, or a plain HTTP port with http",
-                "rvs.yaml:15:21: services[0].real_servers[1].health_checks[4].type: unknown check type \"smtp\": expected tcp, http, misc, udp or dns",
+                "rvs.yaml:14:21: services[0].real_servers[1].health_checks[3].type: unknown check type \"smtp\": expected tcp, http, https, misc, udp or dns",
             ]
         );
     }

@@ -17,6 +17,7 @@
 
 pub(crate) mod probe;
 pub(crate) mod state;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -58,7 +58,7 @@ async fn tcp(target: SocketAddr) -> Outcome {
 }
 
 async fn http(target: SocketAddr, h: &HttpCheck) -> Outcome {
-    let mut s = match TcpStream::connect(target).await {
+    let tcp = match TcpStream::connect(target).await {
         Ok(s) => s,
         Err(e) => return Outcome::Fail(format!("connect to {target}: {e}")),
     };
@@ -66,6 +66,37 @@ async fn http(target: SocketAddr, h: &HttpCheck) -> Outcome {
         IpAddr::V4(a) => format!("{a}:{}", target.port()),
         IpAddr::V6(a) => format!("[{a}]:{}", target.port()),
     });
+    if !h.tls {
+        return exchange(tcp, h, &host).await;
+    }
+    let config = match super::tls::config() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Fail(e),
+    };
+    // SNI: the virtual host's name, else the address.
+    let name = h
+        .virtualhost
+        .as_deref()
+        .map(|v| {
+            v.rsplit_once(':')
+                .map_or(v, |(h, p)| if p.parse::<u16>().is_ok() { h } else { v })
+        })
+        .and_then(|v| rustls::pki_types::ServerName::try_from(v.to_owned()).ok())
+        .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(target.ip().into()));
+    match tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+    {
+        Ok(s) => exchange(s, h, &host).await,
+        Err(e) => Outcome::Fail(format!("TLS handshake with {target}: {e}")),
+    }
+}
+
+/// One HTTP/1.0 GET on `s`, and the checks of its answer.
+async fn exchange<S>(mut s: S, h: &HttpCheck, host: &str) -> Outcome
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let req = format!(
         "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: rvs-health-check\r\nConnection: close\r\n\r\n",
         h.path
@@ -84,6 +115,9 @@ async fn http(target: SocketAddr, h: &HttpCheck) -> Outcome {
                     return Outcome::Fail(format!("the answer is over {MAX_HTTP} bytes"));
                 }
             }
+            // A TLS server that closes without close_notify: the answer
+            // is what came.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !body.is_empty() => break,
             Err(e) => return Outcome::Fail(format!("reading the answer: {e}")),
         }
     }

@@ -564,7 +564,7 @@ impl Converter {
                     )));
                 }
                 "SSL" => imp.notes.push(node.note(
-                    "SSL: rvs has no HTTPS checks (SSL_GET becomes a TCP connect): the SSL settings are left out",
+                    "SSL: rvs's HTTPS checks do not verify the server's certificate and present none: the SSL settings are left out",
                 )),
                 other => imp.notes.push(node.note(format!(
                     "{other}: a keyword rvs does not know: left out"
@@ -1029,12 +1029,7 @@ impl Converter {
         let kind = match node.kw.as_str() {
             "TCP_CHECK" => "tcp",
             "HTTP_GET" => "http",
-            "SSL_GET" => {
-                svc.notes.push(node.note(
-                    "SSL_GET: rvs has no HTTPS checks: a TCP connect to the same port instead",
-                ));
-                "tcp"
-            }
+            "SSL_GET" => "https",
             "MISC_CHECK" => "misc",
             "DNS_CHECK" => "dns",
             "UDP_CHECK" => "udp",
@@ -1079,7 +1074,7 @@ impl Converter {
                     "{} in {}: not available in rvs's checks: left out",
                     c.kw, node.kw
                 ))),
-                "url" if kind == "http" => {
+                "url" if kind == "http" || kind == "https" => {
                     let mut u = Mapping::new();
                     for k in c.children() {
                         match k.kw.as_str() {
@@ -1192,7 +1187,7 @@ impl Converter {
                 .push(node.note("MISC_CHECK without misc_path: left out"));
             return Ok(Vec::new());
         }
-        if kind == "http" {
+        if kind == "http" || kind == "https" {
             if urls.is_empty() {
                 urls.push(Mapping::new());
             }
