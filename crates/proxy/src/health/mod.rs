@@ -2,8 +2,8 @@
 //!
 //! Each real server of a service with checks gets one task per check
 //! (tokio tasks, not threads: a thousand servers are checked by the
-//! runtime's workers). A task waits a random warm-up, probes ([`probe`]),
-//! and feeds the verdict to the service's health table ([`state`]): a live
+//! runtime's workers). A task waits a random warm-up, probes (`probe`),
+//! and feeds the verdict to the service's health table (`state`): a live
 //! server's failure is retried `retry` times before it counts; a server is
 //! up when every one of its checks passes. Passive checking ejects a real
 //! server after consecutive failed connects, until a check passes (a TCP
