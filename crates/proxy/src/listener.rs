@@ -110,7 +110,10 @@ async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracke
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let svc = slot.target.load_full();
-                tracker.spawn(crate::tcp::conn::serve(svc, stream, peer, mode));
+                // A listener on one address knows the local address of
+                // what it accepts: no getsockname(2) per connection.
+                let local = (!slot.local.ip().is_unspecified()).then_some(slot.local);
+                tracker.spawn(crate::tcp::conn::serve(svc, stream, peer, local, mode));
             }
             Err(e) if is_resource_error(&e) => {
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {

@@ -444,8 +444,10 @@ async fn a_thousand_servers_are_checked_without_a_thread_each() {
     wait_until(Duration::from_secs(10), || table(&p, "big").is_empty()).await;
     let h = p.service("big").unwrap().health();
     assert_eq!(h.values().filter(|h| !h.up).count(), 1000);
+    // Other tests run in this process too: a margin, far from a thread
+    // per server.
     assert!(
-        threads() <= before + 4,
+        threads() < before + 100,
         "threads: {before} before, {} after",
         threads()
     );

@@ -62,11 +62,12 @@ pub(crate) async fn serve(
     svc: Arc<ServiceRuntime>,
     mut client: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     mode: Mode,
 ) {
     let started = Instant::now();
     let spec = svc.spec();
-    let local = client.local_addr().unwrap_or(peer);
+    let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
     let (who, vip) = if spec.accept_proxy_protocol {
         let header = tokio::time::timeout(
             spec.timeouts.proxy_header,

@@ -95,6 +95,15 @@ pub(crate) async fn run(
     if let Err(e) = res {
         return End::Failed(e);
     }
+    // Half-close: the direction that ended passes its end on (FIN). The
+    // other direction's end needs no shutdown(2): the sockets close then,
+    // and closing sends the FIN.
+    let dst = if up_first { server } else { client };
+    if let Err(e) = SockRef::from(dst).shutdown(std::net::Shutdown::Write)
+        && e.kind() != io::ErrorKind::NotConnected
+    {
+        return End::Failed(e);
+    }
     half_closed(up_first);
     let res = if up_first {
         tokio::select! {
@@ -124,7 +133,7 @@ async fn idle(c: &Counters, limit: Duration) {
     }
 }
 
-/// One direction, then the write half of `dst` is shut down.
+/// One direction, until its end of stream.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
@@ -143,10 +152,31 @@ async fn pump(
             }
         }
     }
-    match SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
-        // The other side may already be gone; that is its direction's news.
-        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-        _ => Ok(()),
+    Ok(())
+}
+
+/// A read that also says when the socket is drained. A TCP read copies all
+/// that is queued, up to the buffer, so a short read leaves the receive
+/// queue empty: the readiness is cleared then, saving the read(2) that
+/// would only return EAGAIN (one per message each way). The short read is
+/// done inside `try_io` and reported to it as `WouldBlock`: tokio clears the
+/// readiness it observed *before* the read, and only if no event came
+/// since, so data or a FIN arriving meanwhile is never missed (and an end
+/// of stream already seen is never cleared).
+fn read_draining(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    let mut short = None;
+    let r = s.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(s)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (r, short) {
+        (_, Some(n)) => Ok(n),
+        (r, None) => r,
     }
 }
 
@@ -239,14 +269,20 @@ async fn copy_loop(
         let mut buf = BUFFERS
             .with(|b| b.borrow_mut().pop())
             .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
-        let n = match src.try_read(&mut buf) {
-            Ok(0) => return Ok(Copied::Eof),
+        let n = match read_draining(src, &mut buf) {
+            Ok(0) => {
+                give_buffer(buf);
+                return Ok(Copied::Eof);
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 give_buffer(buf);
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                give_buffer(buf);
+                return Err(e);
+            }
         };
         let mut off = 0;
         while off < n {
