@@ -37,12 +37,14 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PEERS = ["rvs", "haproxy", "haproxy-splice", "nginx", "direct"]
 LO = "127.0.0.1"
 
+# Ports below the ephemeral range (32768-60999 by default), so that no
+# outgoing connection holds one when a peer starts.
 # Backends.
-HTTP_B, IPERF_B, DNS_B1, DNS_B2, HOLD_B = 31080, 31201, 31053, 31054, 31090
+HTTP_B, IPERF_B, DNS_B1, DNS_B2, HOLD_B = 21080, 21201, 21053, 21054, 21090
 # Each peer's ports: base + 80 (http), + 201 (iperf), + 53 (dns), + 90 (hold).
-BASE = {"rvs": 32000, "haproxy": 33000, "haproxy-splice": 34000, "nginx": 35000}
+BASE = {"rvs": 22000, "haproxy": 23000, "haproxy-splice": 24000, "nginx": 25000}
 # rvs services for the scaling row: 1 and 1000 real servers.
-SCALE = {"1 server, wlc": 32100, "1000 servers, wlc": 32101, "1000 servers, mh": 32102}
+SCALE = {"1 server, wlc": 22100, "1000 servers, wlc": 22101, "1000 servers, mh": 22102}
 N_IDLE = 10_000
 
 
