@@ -168,15 +168,21 @@ fn new_scheduler(spec: &ServiceSpec) -> Service {
 /// Brings the scheduler's servers to `want`: deletes those gone, edits
 /// those changed, adds the new ones in file order (each at the head of the
 /// list, as keepalived's adds do). Unchanged servers keep their counters.
+/// Linear in the servers (a thousand going down at once is a thousand
+/// calls).
 fn sync_dests(sched: &Service, want: &[RealServerSpec]) {
+    let wanted: hashbrown::HashSet<SocketAddr> = want.iter().map(|w| w.address).collect();
+    let mut have: HashMap<SocketAddr, Arc<Dest>> = HashMap::new();
     for d in sched.dests() {
-        if !want.iter().any(|w| w.address == d.addr()) {
+        if wanted.contains(&d.addr()) {
+            have.insert(d.addr(), d);
+        } else {
             // Cannot fail: the server was just listed.
             let _ = sched.del_dest(d.addr());
         }
     }
     for w in want {
-        match sched.dest(w.address) {
+        match have.get(&w.address) {
             Some(d) if d.params() == w.params => {}
             Some(_) => {
                 let update = DestUpdate {

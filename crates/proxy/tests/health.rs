@@ -98,7 +98,24 @@ async fn a_dead_server_leaves_the_rotation_and_comes_back() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = traffic.await.unwrap();
     assert!(ok > 10, "{ok} connections");
-    assert_eq!(failed, 0, "{failed} of {} connections failed", ok + failed);
+    // Connects refused by the dead server were retried on the other one:
+    // without retries, about half the connections until detection (a
+    // hundred or more) would fail. What a retry cannot save is a connection
+    // the server had already completed but not yet accepted when it died:
+    // closing its listener resets those, as with any server that dies, and
+    // rvs had no refusal to retry. At most a couple fall in that window.
+    let svc_metrics = http(admin(&p).await, "GET", "/metrics", None, None).await.1;
+    let retries = sample(
+        &svc_metrics,
+        r#"rvs_service_retries_total{service="web",proto="tcp"}"#,
+    )
+    .unwrap();
+    assert!(retries >= 1.0, "no connect was retried: {retries}");
+    assert!(
+        failed <= 2,
+        "{failed} of {} connections failed ({retries} retried)",
+        ok + failed
+    );
     let h = p.service("web").unwrap().health();
     assert!(!h[&b.addr].up);
     assert!(
@@ -440,9 +457,11 @@ async fn a_thousand_servers_are_checked_without_a_thread_each() {
     };
     let before = threads();
     let p = proxy(&y);
-    assert_eq!(table(&p, "big").len(), 1000);
+    // (The table starts full, but a check whose warm-up drew a few
+    // milliseconds may already have run by now: nothing to assert yet.)
     wait_until(Duration::from_secs(10), || table(&p, "big").is_empty()).await;
     let h = p.service("big").unwrap().health();
+
     assert_eq!(h.values().filter(|h| !h.up).count(), 1000);
     // Other tests run in this process too: a margin, far from a thread
     // per server.
