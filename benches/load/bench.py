@@ -318,12 +318,19 @@ def stream(peer, procs, secs):
     return {"gbps": gbps, "cpu_per_gb": (cpu1 - cpu0) / gb if pids else None}
 
 
-def wrk(port, secs, close):
+def wrk(port, secs, close, pids=()):
+    """wrk's rate and latency; with the proxy's `pids`, its CPU time per
+    request (per connection with `close`), in microseconds."""
     cmd = ["wrk", "-t2", "-c50", f"-d{secs}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
+    cpu0 = cpu_seconds(pids) if pids else 0
     out = run(cmd + [f"http://{LO}:{port}/"]).stdout
+    cpu1 = cpu_seconds(pids) if pids else 0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = re.search(r"(\d+) requests in", out)
+    cpu_us = ((cpu1 - cpu0) / int(total.group(1)) * 1e6
+              if pids and total and int(total.group(1)) else None)
     errors = re.search(r"Socket errors: (.*)", out)
     lat = {}
     for q in ("50", "99"):
@@ -332,7 +339,7 @@ def wrk(port, secs, close):
             v = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
             lat[q] = v
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+    return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "cpu_us": cpu_us,
             "errors": errors.group(1) if errors else None,
             "bad": int(non2xx.group(1)) if non2xx else 0}
 
@@ -464,6 +471,9 @@ def svg_bars(path, title, groups, xlabel):
         f.write("\n".join(out) + "\n")
 
 
+ROWS = ("stream", "newconn", "keepalive", "udp", "memory", "scale", "sched")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one short repetition, no criterion")
@@ -471,7 +481,16 @@ def main():
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md and the plots")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--rows", default=",".join(ROWS),
+                    help="comma-separated rows to run (default: all): " + ",".join(ROWS))
+    ap.add_argument("--rvs-args", default="",
+                    help="extra arguments for `rvs run`, to compare settings (e.g. '--workers 0')")
     args = ap.parse_args()
+    only = set(args.rows.split(","))
+    if only - set(ROWS):
+        ap.error(f"unknown rows: {', '.join(sorted(only - set(ROWS)))}")
+    if args.write and only != set(ROWS):
+        ap.error("--write needs every row")
     reps, secs = (1, 2) if args.quick else (max(3, args.reps), args.secs)
 
     need_tools()
@@ -496,7 +515,8 @@ def main():
                                          "--user=root"], wd)
         ps.start("holder", [sys.executable, "-c", HOLDER, str(HOLD_B)], wd)
         procs["rvs"] = ps.start("rvs", [os.path.join(ROOT, "target/release/rvs"), "run", "-c",
-                                        os.path.join(wd, "rvs.yaml"), "--log-level", "warn"], wd)
+                                        os.path.join(wd, "rvs.yaml"), "--log-level", "warn"]
+                              + args.rvs_args.split(), wd)
         for peer in ("haproxy", "haproxy-splice"):
             procs[peer] = ps.start(peer, ["haproxy", "-db", "-f", os.path.join(wd, peer + ".cfg")], wd)
         procs["nginx"] = ps.start("nginx-stream", ["nginx", "-g", "daemon off;", "-p", wd, "-c",
@@ -512,22 +532,25 @@ def main():
         for rep in range(reps):
             order = PEERS[rep % len(PEERS):] + PEERS[:rep % len(PEERS)]
             log(f"repetition {rep + 1}/{reps}: {' '.join(order)}")
-            for peer in order:
+            for peer in order if "stream" in only else ():
                 add("stream", peer, stream(peer, procs, secs))
-            for peer in order:
-                add("newconn", peer, wrk(target(peer, "http"), secs, close=True))
-            for peer in order:
-                add("keepalive", peer, wrk(target(peer, "http"), secs, close=False))
-            for peer in order:
+            for peer in order if "newconn" in only else ():
+                add("newconn", peer, wrk(target(peer, "http"), secs, close=True,
+                                         pids=pids_of(peer, procs) if peer != "direct" else ()))
+            for peer in order if "keepalive" in only else ():
+                add("keepalive", peer, wrk(target(peer, "http"), secs, close=False,
+                                           pids=pids_of(peer, procs) if peer != "direct" else ()))
+            for peer in order if "udp" in only else ():
                 if not peer.startswith("haproxy"):
                     add("udp", peer, dns(peer, wd, secs))
-            if rep == 0 or not args.quick:
+            if "memory" in only and (rep == 0 or not args.quick):
                 for peer in order:
                     if peer != "direct":
                         add("memory", peer, idle_memory(peer, procs))
-            for label in list(SCALE)[rep % 3:] + list(SCALE)[:rep % 3]:
-                add("scale", label, wrk(SCALE[label], secs, close=True))
-        crit = criterion(args.quick)
+            if "scale" in only:
+                for label in list(SCALE)[rep % 3:] + list(SCALE)[:rep % 3]:
+                    add("scale", label, wrk(SCALE[label], secs, close=True))
+        crit = criterion(args.quick) if "sched" in only else []
     finally:
         ps.stop()
 
@@ -538,9 +561,11 @@ def main():
     rows = [
         ("TCP stream, Gbit/s (iperf3)", "stream", "gbps", "max"),
         ("new connections/s (wrk, Connection: close)", "newconn", "rps", "max"),
+        ("proxy CPU µs per new connection", "newconn", "cpu_us", "min"),
         ("keep-alive requests/s (wrk)", "keepalive", "rps", "max"),
         ("keep-alive p50 latency, ms", "keepalive", "p50_ms", "min"),
         ("keep-alive p99 latency, ms", "keepalive", "p99_ms", "min"),
+        ("proxy CPU µs per keep-alive request", "keepalive", "cpu_us", "min"),
         ("UDP DNS queries/s (dnsperf)", "udp", "qps", "max"),
         ("UDP queries lost, %", "udp", "lost_pct", "min"),
         ("memory per idle connection, KiB", "memory", "bytes_per_conn", "min"),

@@ -17,6 +17,8 @@
 //! - `tcp`: one connection's life (`tcp::conn`) and byte forwarding
 //!   ([`tcp::forward`], splice(2) through pooled pipes, or a copy).
 //! - `udp`: sessions, one-packet scheduling, the session bound.
+//! - `workers`: data-plane threads, one single-threaded runtime each, each
+//!   accepting on its own SO_REUSEPORT socket.
 //! - [`proxy_proto`]: PROXY protocol v1/v2, both ways.
 //! - [`reload`]: the configuration file watcher (inotify, ConfigMap `..data`
 //!   swaps included) and SIGHUP.
@@ -50,6 +52,7 @@ pub mod service;
 pub mod stats;
 pub mod tcp;
 mod udp;
+mod workers;
 
 pub use config::Config;
 pub use proxy::{ApplyError, Options, Proxy};

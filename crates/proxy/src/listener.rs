@@ -5,6 +5,10 @@
 //! without closing the socket. Accept errors never end a loop: errors of one
 //! connection are skipped, and resource errors (EMFILE, ENFILE, ENOBUFS,
 //! ENOMEM) back off, from 5 ms up to 1 s, logging at most once a second.
+//!
+//! With data-plane workers (`crate::workers`), a TCP address is bound
+//! once per worker with SO_REUSEPORT and each worker accepts on its own
+//! socket; UDP sockets are served by the main runtime.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
@@ -32,15 +37,38 @@ pub(crate) struct Slot {
     pub(crate) stop: CancellationToken,
 }
 
-/// A socket bound by a reload's first phase, not yet serving.
+/// A socket bound by a reload's first phase, not yet serving: for TCP, one
+/// listening socket per worker, all on the same address.
 #[derive(Debug)]
 pub(crate) enum Bound {
-    Tcp(std::net::TcpListener),
+    Tcp(Vec<std::net::TcpListener>),
     Udp(std::net::UdpSocket),
 }
 
-/// Binds `addr` for `proto`.
-pub(crate) fn bind(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
+/// Binds `addr` for `proto`; a TCP address `copies` times, with
+/// SO_REUSEPORT when more than once (the first bind resolves port 0, the
+/// others take the same port).
+pub(crate) fn bind(proto: Proto, addr: SocketAddr, copies: usize) -> io::Result<Bound> {
+    match proto {
+        Proto::Udp => Ok(Bound::Udp(socket(proto, addr, false)?.into())),
+        Proto::Tcp => {
+            let reuse_port = copies > 1;
+            let mut all: Vec<std::net::TcpListener> = Vec::with_capacity(copies);
+            let mut at = addr;
+            for _ in 0..copies.max(1) {
+                let sock = socket(proto, at, reuse_port)?;
+                sock.listen(4096)?;
+                let l: std::net::TcpListener = sock.into();
+                at = l.local_addr()?;
+                all.push(l);
+            }
+            Ok(Bound::Tcp(all))
+        }
+    }
+}
+
+/// A non-blocking socket bound to `addr`.
+fn socket(proto: Proto, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
     let sock = match proto {
         Proto::Tcp => Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?,
@@ -53,36 +81,59 @@ pub(crate) fn bind(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
     if proto == Proto::Tcp {
         // Restarting must not wait for TIME_WAIT connections to go.
         sock.set_reuse_address(true)?;
+        if reuse_port {
+            sock.set_reuse_port(true)?;
+        }
     }
     sock.bind(&addr.into())?;
-    Ok(match proto {
-        Proto::Tcp => {
-            sock.listen(4096)?;
-            Bound::Tcp(sock.into())
-        }
-        Proto::Udp => Bound::Udp(sock.into()),
-    })
+    Ok(sock)
 }
 
 impl Bound {
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            Bound::Tcp(l) => l.local_addr(),
+            Bound::Tcp(l) => l
+                .first()
+                .ok_or_else(|| io::Error::other("no socket bound"))?
+                .local_addr(),
             Bound::Udp(s) => s.local_addr(),
         }
     }
 
-    /// Starts serving `slot` (inside the runtime).
+    /// Starts serving `slot`: a TCP socket on each worker (or on the
+    /// current runtime without workers), UDP on the current runtime.
     pub(crate) fn serve(
         self,
         slot: Arc<Slot>,
         tracker: &TaskTracker,
         mode: Mode,
+        workers: &[Handle],
     ) -> io::Result<()> {
         match self {
-            Bound::Tcp(l) => {
-                let listener = TcpListener::from_std(l)?;
-                tracker.spawn(accept_loop(listener, slot, tracker.clone(), mode));
+            Bound::Tcp(listeners) if workers.is_empty() => {
+                for l in listeners {
+                    let listener = TcpListener::from_std(l)?;
+                    tracker.spawn(accept_loop(
+                        listener,
+                        Arc::clone(&slot),
+                        tracker.clone(),
+                        mode,
+                    ));
+                }
+            }
+            Bound::Tcp(listeners) => {
+                for (l, worker) in listeners.into_iter().zip(workers) {
+                    let (slot, tasks) = (Arc::clone(&slot), tracker.clone());
+                    // Registered with the worker's own reactor, there.
+                    worker.spawn(tracker.track_future(async move {
+                        match TcpListener::from_std(l) {
+                            Ok(listener) => accept_loop(listener, slot, tasks, mode).await,
+                            Err(e) => {
+                                tracing::error!(listen = %slot.local, error = %e, "a worker cannot serve its socket");
+                            }
+                        }
+                    }));
+                }
             }
             Bound::Udp(s) => {
                 let socket = Arc::new(UdpSocket::from_std(s)?);

@@ -26,6 +26,7 @@ use crate::config::{Config, ConfigError, Proto};
 use crate::listener::{self, Bound, Slot};
 use crate::service::ServiceRuntime;
 use crate::tcp::forward::Mode;
+use crate::workers::Workers;
 
 /// Why a configuration could not be applied. Nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum ApplyError {
         /// The system's error.
         error: io::Error,
     },
+    /// The data-plane threads could not start.
+    #[error("cannot start the data-plane workers: {0}")]
+    Workers(io::Error),
     /// An edit made the configuration invalid.
     #[error("{0}")]
     Invalid(#[from] ConfigError),
@@ -52,6 +56,10 @@ pub enum ApplyError {
 pub struct Options {
     /// How TCP bytes are moved.
     pub forwarding: Mode,
+    /// Data-plane worker threads, each with its own runtime and its own
+    /// SO_REUSEPORT socket per TCP address. 0: TCP connections run on the
+    /// runtime that started the proxy, one socket per address.
+    pub workers: usize,
 }
 
 /// A running proxy. Cloning gives another handle to it.
@@ -71,6 +79,7 @@ struct Inner {
     tracker: TaskTracker,
     options: Options,
     stop: CancellationToken,
+    workers: Workers,
 }
 
 #[derive(Debug, Default)]
@@ -88,10 +97,15 @@ const CLOSING_WAIT: Duration = Duration::from_millis(500);
 
 /// Binds `addr`; when it is in use by a listener of ours that was just
 /// stopped (`ours`), waits for that one to close, up to [`CLOSING_WAIT`].
-fn bind_after_close(proto: Proto, addr: SocketAddr, ours: bool) -> io::Result<listener::Bound> {
+fn bind_after_close(
+    proto: Proto,
+    addr: SocketAddr,
+    ours: bool,
+    copies: usize,
+) -> io::Result<listener::Bound> {
     let start = std::time::Instant::now();
     loop {
-        match listener::bind(proto, addr) {
+        match listener::bind(proto, addr, copies) {
             Err(e)
                 if ours
                     && e.kind() == io::ErrorKind::AddrInUse
@@ -120,8 +134,10 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Proxy {
-    /// Starts serving `config` (inside a tokio runtime).
+    /// Starts serving `config` (inside a tokio runtime), with
+    /// `options.workers` data-plane threads.
     pub fn start(config: Config, options: Options) -> Result<Proxy, ApplyError> {
+        let workers = Workers::start(options.workers).map_err(ApplyError::Workers)?;
         let proxy = Proxy {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
@@ -135,6 +151,7 @@ impl Proxy {
                 tracker: TaskTracker::new(),
                 options,
                 stop: CancellationToken::new(),
+                workers,
             }),
         };
         proxy.apply(config)?;
@@ -200,13 +217,15 @@ impl Proxy {
                 continue;
             }
             let ours = st.closing.contains_key(key);
-            let bound =
-                bind_after_close(*proto, *addr, ours).map_err(|error| ApplyError::Bind {
+            let copies = self.inner.workers.sockets_per_address();
+            let bound = bind_after_close(*proto, *addr, ours, copies).map_err(|error| {
+                ApplyError::Bind {
                     service: (*service).to_owned(),
                     proto: *proto,
                     addr: *addr,
                     error,
-                })?;
+                }
+            })?;
             fresh.insert(*key, bound);
         }
         // Phase 2: nothing below fails.
@@ -242,6 +261,7 @@ impl Proxy {
                 Arc::clone(&slot),
                 &self.inner.tracker,
                 self.inner.options.forwarding,
+                self.inner.workers.handles(),
             ) {
                 Ok(()) => {
                     slots.insert(*key, slot);

@@ -21,8 +21,86 @@ fn one_server(server: SocketAddr, mode: Mode) -> Proxy {
         &format!(
             "services:\n  - name: t\n    listen: 127.0.0.1:0\n    scheduler: wlc\n    timeouts: {{tcp: 30s, tcpfin: 30s}}\n    real_servers:\n      - address: \"{server}\"\n"
         ),
-        Options { forwarding: mode },
+        Options {
+            forwarding: mode,
+            ..Options::default()
+        },
     )
+}
+
+/// Listening sockets on `at` in /proc/net/tcp (state 0A: LISTEN).
+fn listeners_on(at: SocketAddr) -> usize {
+    let std::net::IpAddr::V4(ip) = at.ip() else {
+        panic!("an IPv4 address")
+    };
+    // The kernel writes the address as a host-order (little-endian) word.
+    let want = format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), at.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "0A" && f[1] == want
+        })
+        .count()
+}
+
+/// With data-plane workers, each accepts on its own SO_REUSEPORT socket of
+/// the address; the scheduler is shared, bytes arrive whole, and a reload
+/// moves every worker's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_accept_on_their_own_sockets() {
+    let (a, b) = (name_backend("a").await, name_backend("b").await);
+    let echo = echo_backend().await;
+    let yaml = |port: u16| {
+        format!(
+            "services:\n  - name: names\n    listen: 127.0.0.1:{port}\n    scheduler: rr\n    real_servers:\n      - address: \"{a}\"\n      - address: \"{b}\"\n  - name: echo\n    listen: 127.0.0.2:0\n    real_servers:\n      - address: \"{echo}\"\n"
+        )
+    };
+    let p = proxy_with(
+        &yaml(0),
+        Options {
+            workers: 2,
+            ..Options::default()
+        },
+    );
+    let v = vip(&p, "names");
+    assert_eq!(listeners_on(v), 2, "one socket per worker");
+    // rr over both workers: one scheduler, so exactly half each.
+    let mut count = std::collections::HashMap::new();
+    for _ in 0..200 {
+        *count.entry(fetch_name(v).await).or_insert(0) += 1;
+    }
+    assert_eq!(count.get("a"), Some(&100), "{count:?}");
+    assert_eq!(count.get("b"), Some(&100), "{count:?}");
+    // Four concurrent transfers, spread over the workers by the kernel.
+    let e = vip(&p, "echo");
+    let total = 16 << 20;
+    let (w, x, y, z) = tokio::join!(
+        echo_transfer(e, total, 1),
+        echo_transfer(e, total, 2),
+        echo_transfer(e, total, 3),
+        echo_transfer(e, total, 4)
+    );
+    for (sent, back, n) in [w, x, y, z] {
+        assert_eq!(n, total);
+        assert_eq!(sent, back);
+    }
+    // A reload to another port: the old sockets close, the new ones serve.
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = spare.local_addr().unwrap().port();
+    drop(spare);
+    p.apply(rvs_proxy::Config::parse(&yaml(port), "test.yaml").unwrap())
+        .unwrap();
+    let moved = vip(&p, "names");
+    assert_eq!(moved.port(), port);
+    assert!(["a", "b"].contains(&fetch_name(moved).await.as_str()));
+    assert_eq!(listeners_on(moved), 2);
+    assert!(
+        eventually(Duration::from_secs(3), || listeners_on(v) == 0).await,
+        "the old sockets close"
+    );
 }
 
 /// Sends `total` bytes of a deterministic stream and reads back the echo at

@@ -58,6 +58,12 @@ enum Cmd {
         /// How TCP bytes are moved.
         #[arg(long, value_enum, default_value_t = Forwarding::Auto)]
         forwarding: Forwarding,
+        /// Data-plane threads, each accepting TCP connections on its own
+        /// SO_REUSEPORT socket per address; 0 runs connections on the
+        /// control runtime, one socket per address. Default: one per CPU
+        /// the process may use.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Check a configuration file and exit: 0 when it is valid.
     Check {
@@ -155,7 +161,11 @@ fn main() -> ExitCode {
         Cmd::Check { config } => daemon::check(&config),
         Cmd::ShowConfig { admin } => show_config(admin),
         Cmd::Import { from } => import(from),
-        Cmd::Run { config, forwarding } => {
+        Cmd::Run {
+            config,
+            forwarding,
+            workers,
+        } => {
             init_logs(cli.log_level, cli.log_format);
             let options = Options {
                 forwarding: match forwarding {
@@ -163,6 +173,9 @@ fn main() -> ExitCode {
                     Forwarding::Splice => Mode::Splice,
                     Forwarding::Copy => Mode::Copy,
                 },
+                workers: workers.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                }),
             };
             match runtime() {
                 Ok(rt) => rt.block_on(daemon::run(&config, options)),

@@ -25,6 +25,10 @@ impl From<ApplyError> for ApiError {
             ApplyError::Bind { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "bind_failed", e.to_string())
             }
+            // Only at start, never from an edit.
+            ApplyError::Workers(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
             ApplyError::Invalid(c) => {
                 // The edited configuration is written by rvs: its
                 // positions mean nothing to the client; the reasons do.
