@@ -92,12 +92,28 @@ class Procs:
 
     def __init__(self):
         self.procs = []
+        self.cmds = {}
 
     def start(self, name, cmd, wd, **kw):
-        out = open(os.path.join(wd, name + ".log"), "w")
+        out = open(os.path.join(wd, name + ".log"), "a")
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                              preexec_fn=raise_nofile, **kw)
         self.procs.append((name, p))
+        self.cmds[name] = (cmd, wd, kw)
+        return p
+
+    def restart(self, name, port):
+        """Stops `name` and starts it again, once `port` answers: a fresh
+        process, for a measure that earlier rows would skew (memory a
+        process has grown to and kept)."""
+        for n, p in self.procs:
+            if n == name and p.poll() is None:
+                p.terminate()
+                p.wait(timeout=10)
+        cmd, wd, kw = self.cmds[name]
+        p = self.start(name, cmd, wd, **kw)
+        wait_port(port)
+        time.sleep(0.5)
         return p
 
     def stop(self):
@@ -472,6 +488,8 @@ def svg_bars(path, title, groups, xlabel):
 
 
 ROWS = ("stream", "newconn", "keepalive", "udp", "memory", "scale", "sched")
+# Process names of the peers, where they differ.
+NAMES = {"nginx": "nginx-stream"}
 
 
 def main():
@@ -519,7 +537,7 @@ def main():
                               + args.rvs_args.split(), wd)
         for peer in ("haproxy", "haproxy-splice"):
             procs[peer] = ps.start(peer, ["haproxy", "-db", "-f", os.path.join(wd, peer + ".cfg")], wd)
-        procs["nginx"] = ps.start("nginx-stream", ["nginx", "-g", "daemon off;", "-p", wd, "-c",
+        procs["nginx"] = ps.start(NAMES["nginx"], ["nginx", "-g", "daemon off;", "-p", wd, "-c",
                                                     os.path.join(wd, "nginx-stream.conf")], wd)
         for port in (HTTP_B, IPERF_B, HOLD_B, BASE["rvs"] + 80, BASE["haproxy"] + 80,
                      BASE["haproxy-splice"] + 80, BASE["nginx"] + 80, SCALE["1000 servers, mh"]):
@@ -546,6 +564,9 @@ def main():
             if "memory" in only and (rep == 0 or not args.quick):
                 for peer in order:
                     if peer != "direct":
+                        # A fresh process each time: an allocator keeps
+                        # what the earlier rows made it grow to.
+                        procs[peer] = ps.restart(NAMES.get(peer, peer), target(peer, "hold"))
                         add("memory", peer, idle_memory(peer, procs))
             if "scale" in only:
                 for label in list(SCALE)[rep % 3:] + list(SCALE)[:rep % 3]:

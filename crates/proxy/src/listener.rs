@@ -84,6 +84,9 @@ fn socket(proto: Proto, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket
         if reuse_port {
             sock.set_reuse_port(true)?;
         }
+        // Accepted sockets inherit it (Linux copies the listener's TCP
+        // options into each child): no setsockopt(2) per connection.
+        sock.set_tcp_nodelay(true)?;
     }
     sock.bind(&addr.into())?;
     Ok(sock)
@@ -180,5 +183,26 @@ async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracke
             // A connection that failed between SYN and accept: skip it.
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// What `tcp::conn` relies on to skip a setsockopt(2) per connection.
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let Bound::Tcp(mut ls) = bind(Proto::Tcp, "127.0.0.1:0".parse().unwrap(), 1).unwrap()
+        else {
+            panic!("a TCP bind gives listeners");
+        };
+        let l = ls.pop().unwrap();
+        l.set_nonblocking(false).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert!(s.nodelay().unwrap());
     }
 }

@@ -105,7 +105,7 @@ pub(crate) async fn serve(
         reset(&client);
         return;
     };
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY: inherited from the listener (`listener::bind`).
     let Some((mut server, mut conn, live)) = connect(&svc, &spec, who, vip, started).await else {
         reset(&client);
         return;

@@ -1,0 +1,74 @@
+//! The load benchmark (benches/load/bench.py) is not run by the tests (it
+//! takes minutes and measures, never asserts), but what it feeds rvs is
+//! checked here so that it cannot rot: the configuration it writes loads
+//! with `rvs check`, and its options are validated before anything starts.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bench() -> Command {
+    let mut c = Command::new("python3");
+    c.arg(root().join("benches/load/bench.py"));
+    c
+}
+
+#[test]
+fn the_benchmark_config_is_valid() {
+    let dir = common::temp_dir("bench");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import sys; sys.path.insert(0, sys.argv[1]); import bench; bench.write_configs(sys.argv[2])")
+        .arg(root().join("benches/load"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = dir.join("rvs.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    // The scaling services hold a thousand real servers each.
+    assert!(text.matches("127.1.3.250:").count() == 2, "{text}");
+    let check = Command::new(env!("CARGO_BIN_EXE_rvs"))
+        .args(["check", "-c"])
+        .arg(&yaml)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "rvs check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The peers' files are written beside it.
+    for peer in ["haproxy.cfg", "haproxy-splice.cfg", "nginx-stream.conf"] {
+        assert!(dir.join(peer).is_file(), "{peer}");
+    }
+    let splice = std::fs::read_to_string(dir.join("haproxy-splice.cfg")).unwrap();
+    assert!(splice.contains("option splice-response"), "{splice}");
+}
+
+#[test]
+fn bad_options_stop_it_before_anything_runs() {
+    let out = bench().args(["--rows", "stream,nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown rows: nope"), "{err}");
+
+    let out = bench()
+        .args(["--write", "--rows", "newconn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--write needs every row"), "{err}");
+}
