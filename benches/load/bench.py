@@ -456,8 +456,12 @@ def fmt(v, digits=1):
     return f"{v:.{digits}f}"
 
 
-def svg_bars(path, title, groups, xlabel):
-    """A bar chart: groups of (label, [(series, value)])."""
+def svg_bars(path, title, groups, xlabel, scale="shared"):
+    """A bar chart: groups of (label, [(series, value)]). `scale`: one
+    linear axis for all ("shared"), each group against its own largest
+    value ("group", for groups in different units), or logarithmic
+    ("log", for values over several orders of magnitude)."""
+    import math
     series = []
     for _, bars in groups:
         for s, _ in bars:
@@ -475,7 +479,14 @@ def svg_bars(path, title, groups, xlabel):
         out.append(f'<text x="8" y="{y + 14}" font-weight="bold">{label}</text>')
         for i, (s, v) in enumerate(bars):
             c = colours[series.index(s) % len(colours)]
-            bw = 0 if not v else (w - left - 70) * v / vmax
+            if scale == "group":
+                top = max((x for _, x in bars if x), default=1) * 1.1
+                frac = (v or 0) / top
+            elif scale == "log":
+                frac = math.log10(1 + (v or 0)) / math.log10(1 + vmax)
+            else:
+                frac = (v or 0) / vmax
+            bw = (w - left - 70) * frac
             out.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end">{s}</text>')
             out.append(f'<rect x="{left}" y="{y + 3}" width="{bw:.1f}" height="15" fill="{c}"/>')
             out.append(f'<text x="{left + bw + 4:.1f}" y="{y + 14}">{fmt(v, 2) if v else "–"}</text>')
@@ -487,30 +498,8 @@ def svg_bars(path, title, groups, xlabel):
         f.write("\n".join(out) + "\n")
 
 
-ROWS = ("stream", "newconn", "keepalive", "udp", "memory", "scale", "sched")
-# Process names of the peers, where they differ.
-NAMES = {"nginx": "nginx-stream"}
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one short repetition, no criterion")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--secs", type=int, default=5)
-    ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md and the plots")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--rows", default=",".join(ROWS),
-                    help="comma-separated rows to run (default: all): " + ",".join(ROWS))
-    ap.add_argument("--rvs-args", default="",
-                    help="extra arguments for `rvs run`, to compare settings (e.g. '--workers 0')")
-    args = ap.parse_args()
-    only = set(args.rows.split(","))
-    if only - set(ROWS):
-        ap.error(f"unknown rows: {', '.join(sorted(only - set(ROWS)))}")
-    if args.write and only != set(ROWS):
-        ap.error("--write needs every row")
-    reps, secs = (1, 2) if args.quick else (max(3, args.reps), args.secs)
-
+def measure(args, only, reps, secs):
+    """Runs the rows; returns the samples by (row, peer) and the criterion table."""
     need_tools()
     raise_nofile()
     if not args.no_build:
@@ -574,6 +563,45 @@ def main():
         crit = criterion(args.quick) if "sched" in only else []
     finally:
         ps.stop()
+    return res, crit
+
+
+ROWS = ("stream", "newconn", "keepalive", "udp", "memory", "scale", "sched")
+# Process names of the peers, where they differ.
+NAMES = {"nginx": "nginx-stream"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one short repetition, no criterion")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md and the plots")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--rows", default=",".join(ROWS),
+                    help="comma-separated rows to run (default: all): " + ",".join(ROWS))
+    ap.add_argument("--replot", metavar="JSON",
+                    help="no measuring: the report (and with --write, the section and plots) "
+                         "from a run's saved samples, docs/benchmarks-load.json")
+    ap.add_argument("--rvs-args", default="",
+                    help="extra arguments for `rvs run`, to compare settings (e.g. '--workers 0')")
+    args = ap.parse_args()
+    only = set(args.rows.split(","))
+    if only - set(ROWS):
+        ap.error(f"unknown rows: {', '.join(sorted(only - set(ROWS)))}")
+    if args.write and only != set(ROWS) and not args.replot:
+        ap.error("--write needs every row")
+    reps, secs = (1, 2) if args.quick else (max(3, args.reps), args.secs)
+
+    if args.replot:
+        with open(args.replot) as f:
+            saved = json.load(f)
+        res = {tuple(k.split("|")): v for k, v in saved["samples"].items()}
+        crit, reps, secs, v, day = (saved["criterion"], saved["reps"], saved["secs"],
+                                    saved["versions"], saved["date"])
+    else:
+        res, crit = measure(args, only, reps, secs)
+        v, day = versions(), time.strftime("%Y-%m-%d")
 
     def col(row, peer, key):
         xs = [s[key] for s in res.get((row, peer), []) if s and s.get(key) is not None]
@@ -644,8 +672,13 @@ def main():
     print(report)
 
     if args.write:
-        v = versions()
-        head = (f"Run {time.strftime('%Y-%m-%d')} by `python3 benches/load/bench.py --write`: "
+        if not args.replot:
+            with open(os.path.join(ROOT, "docs", "benchmarks-load.json"), "w") as f:
+                json.dump({"date": day, "reps": reps, "secs": secs, "versions": v,
+                           "samples": {"|".join(k): x for k, x in res.items()},
+                           "criterion": crit}, f, indent=1)
+                f.write("\n")
+        head = (f"Run {day} by `python3 benches/load/bench.py --write`: "
                 f"{reps} repetitions of {secs} s per peer and row, interleaved; medians, "
                 f"(min–max) across repetitions.\n\n"
                 f"Machine: {v['machine']}. {v['haproxy']}; {v['nginx']}; {v['iperf3']}; "
@@ -672,7 +705,8 @@ def main():
         svg_bars(os.path.join(ROOT, "docs", "benchmarks-load.svg"),
                  "rvs, HAProxy, nginx stream and direct (medians)",
                  [(g, [(p, v) for p, v in bars]) for g, bars in groups],
-                 "higher is better; each group in its own unit (Gbit/s, requests/s, queries/s)")
+                 "higher is better; each group in its own unit (Gbit/s, requests/s, queries/s), "
+                 "bars against the group's best", scale="group")
         if crit:
             sizes = sorted({c["servers"] for c in crit})
             cg = []
@@ -680,7 +714,8 @@ def main():
                 bars = [(f"{s} servers", next((c["ns"] for c in crit if c["scheduler"] == sched and c["servers"] == s), None)) for s in sizes]
                 cg.append((sched, bars))
             svg_bars(os.path.join(ROOT, "docs", "benchmarks-sched.svg"),
-                     "rvs-sched: nanoseconds per schedule + close", cg, "lower is better")
+                     "rvs-sched: nanoseconds per schedule + close", cg,
+                     "lower is better; logarithmic bars", scale="log")
         log("wrote docs/benchmarks.md, docs/benchmarks-load.svg")
 
 

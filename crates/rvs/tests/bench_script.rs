@@ -72,3 +72,27 @@ fn bad_options_stop_it_before_anything_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--write needs every row"), "{err}");
 }
+
+/// The samples behind docs/benchmarks.md are kept with it, and the report
+/// is drawn again from them without measuring.
+#[test]
+fn the_published_run_can_be_redrawn() {
+    let out = bench()
+        .arg("--replot")
+        .arg(root().join("docs/benchmarks-load.json"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let doc = std::fs::read_to_string(root().join("docs/benchmarks.md")).unwrap();
+    // The published tables are what the samples give.
+    for row in report.lines() {
+        assert!(doc.contains(row), "docs/benchmarks.md lacks {row}");
+    }
+    assert!(
+        report.contains("| TCP stream, Gbit/s (iperf3) |"),
+        "{report}"
+    );
+    assert!(report.contains("| 1000 servers, mh |"), "{report}");
+}
