@@ -6,9 +6,8 @@
 //! worker accepts on its own socket: the kernel spreads new connections
 //! over the sockets by their addresses, and a connection lives its whole
 //! life on the worker that accepted it. No task migrates between threads
-//! and no wake-up crosses one, which on a loaded two-core machine is what
-//! the multi-threaded runtime spent most of its user time on (see
-//! docs/benchmarks.md). The control plane (admin API, health checks,
+//! and no wake-up crosses one (docs/benchmarks.md has the A/B run that
+//! kept this design). The control plane (admin API, health checks,
 //! reloads, UDP) stays on the main runtime.
 
 use std::io;
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The worker threads. Dropping it ends them; the tasks still on them are
 /// dropped with their runtimes (a shutdown drains them first).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Workers {
     handles: Vec<Handle>,
     stop: CancellationToken,
@@ -28,11 +27,15 @@ pub(crate) struct Workers {
 impl Workers {
     /// Starts `n` workers (none: connections run on the caller's runtime).
     pub(crate) fn start(n: usize) -> io::Result<Workers> {
-        let stop = CancellationToken::new();
-        let mut handles = Vec::with_capacity(n);
+        // Built as it goes: on an error, dropping it ends the threads
+        // already started.
+        let mut workers = Workers {
+            handles: Vec::with_capacity(n),
+            stop: CancellationToken::new(),
+        };
         for i in 0..n {
             let (tx, rx) = mpsc::sync_channel(1);
-            let done = stop.clone();
+            let done = workers.stop.clone();
             std::thread::Builder::new()
                 .name(format!("rvs-worker-{i}"))
                 .spawn(move || {
@@ -52,9 +55,9 @@ impl Workers {
             let handle = rx
                 .recv()
                 .map_err(|_| io::Error::other("a worker thread ended at its start"))??;
-            handles.push(handle);
+            workers.handles.push(handle);
         }
-        Ok(Workers { handles, stop })
+        Ok(workers)
     }
 
     /// The workers' runtimes; empty when connections run on the caller's.

@@ -461,7 +461,6 @@ async fn a_thousand_servers_are_checked_without_a_thread_each() {
     // milliseconds may already have run by now: nothing to assert yet.)
     wait_until(Duration::from_secs(10), || table(&p, "big").is_empty()).await;
     let h = p.service("big").unwrap().health();
-
     assert_eq!(h.values().filter(|h| !h.up).count(), 1000);
     // Other tests run in this process too: a margin, far from a thread
     // per server.
