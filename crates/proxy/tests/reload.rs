@@ -72,6 +72,21 @@ fn web(scheduler: &str, servers: &[(SocketAddr, u32)], extra_service: Option<&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_reloads_under_load_lose_nothing() {
+    hundred_reloads_under_load(Options::default()).await;
+}
+
+/// The same with data-plane workers: every reload that adds the "extra"
+/// address binds it once per worker, every one that drops it closes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_reloads_under_load_lose_nothing_with_workers() {
+    hundred_reloads_under_load(Options {
+        workers: 2,
+        ..Options::default()
+    })
+    .await;
+}
+
+async fn hundred_reloads_under_load(options: Options) {
     let e = [
         echo_backend().await,
         echo_backend().await,
@@ -95,7 +110,7 @@ async fn a_hundred_reloads_under_load_lose_nothing() {
     let dir = temp_dir("reload");
     let path = dir.join("rvs.yaml");
     std::fs::write(&path, &variants[0]).unwrap();
-    let p = Proxy::start(Config::load(&path).unwrap(), Options::default()).unwrap();
+    let p = Proxy::start(Config::load(&path).unwrap(), options).unwrap();
     let reloader = Reloader::new(&path, p.clone(), &variants[0]);
     let v = vip(&p, "web");
 
