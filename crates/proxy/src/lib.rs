@@ -16,7 +16,8 @@
 //!   end the loop).
 //! - `tcp`: one connection's life (`tcp::conn`) and byte forwarding
 //!   ([`tcp::forward`], splice(2) through pooled pipes, or a copy).
-//! - `udp`: sessions, one-packet scheduling, the session bound.
+//! - `udp`: sessions, one-packet scheduling, the session bound;
+//!   `datagrams`: batched receive (recvmmsg(2)).
 //! - `workers`: data-plane threads, one single-threaded runtime each, each
 //!   accepting on its own SO_REUSEPORT socket.
 //! - [`proxy_proto`]: PROXY protocol v1/v2, both ways.
@@ -37,12 +38,13 @@
 //! layer 3 (IPVS's DR and TUN modes): the real server always sees rvs as its
 //! peer, and learns the client from the PROXY protocol when asked.
 
-#![deny(unsafe_code)] // allowed in `tcp::info` alone: one getsockopt(2)
+#![deny(unsafe_code)] // allowed in `tcp::info` (one getsockopt(2)) and `datagrams` (recvmmsg(2))
 
 pub mod admin;
 mod clock;
 pub mod config;
 pub mod conns;
+mod datagrams;
 pub mod health;
 mod listener;
 pub mod proxy;

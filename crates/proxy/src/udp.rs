@@ -33,6 +33,7 @@ use tracing::debug;
 use crate::clock;
 use crate::config::Proto;
 use crate::conns::{ConnState, LiveConn};
+use crate::datagrams::Batch;
 use crate::listener::Slot;
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
@@ -153,67 +154,86 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
-/// Serves one listening socket until its slot is stopped.
+/// Serves one listening socket until its slot is stopped. Datagrams are
+/// received in batches (recvmmsg(2), [`crate::datagrams`]).
 pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: TaskTracker) {
     let mut table = Table::default();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = Batch::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (n, client) = tokio::select! {
+        tokio::select! {
             () = slot.stop.cancelled() => return,
             _ = sweep.tick() => {
                 table.expire();
                 continue;
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                // ICMP errors surface here on some systems; nothing to do.
-                Err(_) => continue,
+            r = socket.readable() => if r.is_err() {
+                continue;
             },
-        };
-        let data = &buf[..n];
-        let session = match table.map.get(&client) {
-            Some(s) => Arc::clone(s),
-            None => {
-                let svc = slot.target.load_full();
-                match open(&svc, &socket, &slot, client, &mut table, &tracker).await {
-                    Some(s) => s,
-                    None => continue,
+        }
+        // WouldBlock (nothing waits), or an ICMP error that surfaced here:
+        // nothing to do either way.
+        if batch.recv(&socket).is_err() {
+            continue;
+        }
+        for (data, client) in batch.iter() {
+            datagram(&socket, &slot, &tracker, &mut table, data, client).await;
+        }
+    }
+}
+
+/// One datagram from `client`: its session (opened on the first), counted
+/// and sent to the real server.
+async fn datagram(
+    socket: &Arc<UdpSocket>,
+    slot: &Slot,
+    tracker: &TaskTracker,
+    table: &mut Table,
+    data: &[u8],
+    client: SocketAddr,
+) {
+    let n = data.len();
+    let session = match table.map.get(&client) {
+        Some(s) => Arc::clone(s),
+        None => {
+            let svc = slot.target.load_full();
+            match open(&svc, socket, slot, client, table, tracker).await {
+                Some(s) => s,
+                None => return,
+            }
+        }
+    };
+    session.touch();
+    let svc = &session.svc;
+    svc.stats.in_pkts.fetch_add(1, Relaxed);
+    match (&session.conn, &session.live) {
+        (Some(conn), Some(live)) => {
+            // The bytes count in the session, flushed into the totals.
+            live.counters.to_server.fetch_add(n as u64, Relaxed);
+            conn.dest().add_traffic(Traffic {
+                in_pkts: 1,
+                ..Traffic::default()
+            });
+            let _ = session.up.send(data).await;
+        }
+        _ => {
+            // One-packet scheduling: this datagram alone is scheduled,
+            // counted, sent and released.
+            svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
+            let sched = svc.scheduler();
+            match sched.schedule(client, slot.local, clock::now()) {
+                Some(conn) => {
+                    svc.stats.conns.fetch_add(1, Relaxed);
+                    conn.dest().add_traffic(Traffic {
+                        in_pkts: 1,
+                        in_bytes: n as u64,
+                        ..Traffic::default()
+                    });
+                    let _ = session.up.send_to(data, conn.addr()).await;
                 }
-            }
-        };
-        session.touch();
-        let svc = &session.svc;
-        svc.stats.in_pkts.fetch_add(1, Relaxed);
-        match (&session.conn, &session.live) {
-            (Some(conn), Some(live)) => {
-                // The bytes count in the session, flushed into the totals.
-                live.counters.to_server.fetch_add(n as u64, Relaxed);
-                conn.dest().add_traffic(Traffic {
-                    in_pkts: 1,
-                    ..Traffic::default()
-                });
-                let _ = session.up.send(data).await;
-            }
-            _ => {
-                // One-packet scheduling: this datagram alone is scheduled,
-                // counted, sent and released.
-                svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
-                let sched = svc.scheduler();
-                match sched.schedule(client, slot.local, clock::now()) {
-                    Some(conn) => {
-                        svc.stats.conns.fetch_add(1, Relaxed);
-                        conn.dest().add_traffic(Traffic {
-                            in_pkts: 1,
-                            in_bytes: n as u64,
-                            ..Traffic::default()
-                        });
-                        let _ = session.up.send_to(data, conn.addr()).await;
-                    }
-                    None => {
-                        svc.refuse_unscheduled(client, slot.local, Instant::now());
-                    }
+                None => {
+                    svc.refuse_unscheduled(client, slot.local, Instant::now());
                 }
             }
         }

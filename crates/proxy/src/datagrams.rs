@@ -1,0 +1,223 @@
+//! Datagrams received in batches: one recvmmsg(2) takes up to [`BATCH`]
+//! waiting datagrams with their sources, where a recvfrom(2) takes one.
+//!
+//! With `tcp::info`, the only `unsafe` code of the crate: the message
+//! headers point into buffers that [`Batch`] owns, are built on the stack
+//! for each call and do not outlive it.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::UdpSocket;
+
+/// Datagrams taken per system call at most.
+pub(crate) const BATCH: usize = 16;
+
+/// The largest UDP payload: a datagram is never cut.
+const SLOT: usize = 65_535;
+
+/// Buffers for one batch, allocated once per listening socket (1 MiB).
+pub(crate) struct Batch {
+    bufs: Box<[u8]>,
+    got: [(usize, Option<SocketAddr>); BATCH],
+    count: usize,
+    #[cfg(target_os = "linux")]
+    addrs: Box<[libc::sockaddr_storage]>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("count", &self.count).finish()
+    }
+}
+
+impl Batch {
+    pub(crate) fn new() -> Batch {
+        Batch {
+            bufs: vec![0u8; BATCH * SLOT].into_boxed_slice(),
+            got: [(0, None); BATCH],
+            count: 0,
+            #[cfg(target_os = "linux")]
+            // SAFETY: all-zero bytes are a valid `sockaddr_storage`
+            // (integers and byte arrays only).
+            addrs: (0..BATCH)
+                .map(|_| unsafe { std::mem::zeroed::<libc::sockaddr_storage>() })
+                .collect(),
+        }
+    }
+
+    /// The datagrams of the last receive, with their sources.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        self.got[..self.count]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(len, from))| Some((&self.bufs[i * SLOT..i * SLOT + len], from?)))
+    }
+
+    /// Receives what waits on `socket`, at least one datagram, without
+    /// blocking: `WouldBlock` when there is none. A batch that is not full
+    /// emptied the queue: the socket's readiness is cleared with it, so
+    /// the next wait does not start with a receive that finds nothing.
+    pub(crate) fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let mut short = None;
+        let r = socket.try_io(tokio::io::Interest::READABLE, || {
+            let n = self.recv_now(socket)?;
+            if n < BATCH {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (r, short) {
+            (_, Some(n)) => Ok(n),
+            (r, None) => r,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+
+        let name_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>())
+            .map_err(io::Error::other)?;
+        // SAFETY: all-zero bytes are valid `iovec`s and `mmsghdr`s (null
+        // pointers and integers), filled in below before the call.
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (chunk, addr)) in self
+            .bufs
+            .chunks_exact_mut(SLOT)
+            .zip(self.addrs.iter_mut())
+            .enumerate()
+        {
+            iovs[i] = libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: SLOT,
+            };
+            let hdr = &mut msgs[i].msg_hdr;
+            hdr.msg_name = std::ptr::from_mut(addr).cast();
+            hdr.msg_namelen = name_len;
+            hdr.msg_iov = std::ptr::from_mut(&mut iovs[i]);
+            hdr.msg_iovlen = 1;
+        }
+        // SAFETY: each header points at a buffer of `SLOT` bytes and an
+        // address of `name_len` bytes owned by `self`, and at an `iovec`
+        // on this stack frame; all outlive the call, which writes within
+        // those lengths. The fd is open while `socket` is borrowed.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        for (i, msg) in msgs.iter().enumerate().take(n) {
+            let from = sockaddr(&self.addrs[i], msg.msg_hdr.msg_namelen);
+            self.got[i] = (msg.msg_len as usize, from);
+        }
+        self.count = n;
+        Ok(n)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let (len, from) = socket.try_recv_from(&mut self.bufs[..SLOT])?;
+        self.got[0] = (len, Some(from));
+        self.count = 1;
+        Ok(1)
+    }
+}
+
+/// The address the kernel wrote, when it is IPv4 or IPv6.
+#[cfg(target_os = "linux")]
+fn sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+
+    let len = len as usize;
+    match libc::c_int::from(s.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a `sockaddr_in`,
+            // and `sockaddr_storage` is large and aligned enough for it.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The first datagram is the largest UDP payload; then small ones, so
+    /// that all wait in the receive buffer together.
+    fn size(i: usize) -> usize {
+        if i == 0 { 65_507 } else { 1 + i * 97 }
+    }
+
+    async fn batch_of(local: &str, peer: &str, count: usize) {
+        let rx = UdpSocket::bind(local).await.unwrap();
+        let tx = UdpSocket::bind(peer).await.unwrap();
+        let to = rx.local_addr().unwrap();
+        for i in 0..count {
+            let payload = vec![u8::try_from(i % 251).unwrap(); size(i)];
+            tx.send_to(&payload, to).await.unwrap();
+        }
+        let mut b = Batch::new();
+        let mut seen = Vec::new();
+        let mut largest = 0;
+        while seen.len() < count {
+            rx.readable().await.unwrap();
+            match b.recv(&rx) {
+                Ok(n) => {
+                    assert!(n <= BATCH);
+                    largest = largest.max(n);
+                    for (data, from) in b.iter() {
+                        assert_eq!(from, tx.local_addr().unwrap());
+                        seen.push(data.to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // Everything was queued before the first receive: one call took
+        // a full batch.
+        #[cfg(target_os = "linux")]
+        assert_eq!(largest, BATCH.min(count));
+        #[cfg(not(target_os = "linux"))]
+        let _ = largest;
+        for (i, d) in seen.iter().enumerate() {
+            assert_eq!(d.len(), size(i), "datagram {i}");
+            assert!(d.iter().all(|&x| usize::from(x) == i % 251), "datagram {i}");
+        }
+    }
+
+    /// More datagrams than a batch, of growing sizes, in order, with their
+    /// source, over IPv4 and IPv6.
+    #[tokio::test]
+    async fn batches_keep_datagrams_whole_and_in_order() {
+        batch_of("127.0.0.1:0", "127.0.0.1:0", BATCH * 2 + 3).await;
+        batch_of("[::1]:0", "[::1]:0", BATCH + 1).await;
+    }
+}
