@@ -58,22 +58,13 @@ impl Batch {
 
     /// Receives what waits on `socket`, at least one datagram, without
     /// blocking: `WouldBlock` when there is none. A batch that is not full
-    /// emptied the queue: the socket's readiness is cleared with it, so
-    /// the next wait does not start with a receive that finds nothing.
+    /// emptied the queue and clears the readiness ([`crate::drain`]).
     pub(crate) fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let mut short = None;
-        let r = socket.try_io(tokio::io::Interest::READABLE, || {
-            let n = self.recv_now(socket)?;
-            if n < BATCH {
-                short = Some(n);
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match (r, short) {
-            (_, Some(n)) => Ok(n),
-            (r, None) => r,
-        }
+        crate::drain::receive(
+            |f| socket.try_io(tokio::io::Interest::READABLE, f),
+            BATCH,
+            || self.recv_now(socket),
+        )
     }
 
     #[cfg(target_os = "linux")]

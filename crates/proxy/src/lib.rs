@@ -45,6 +45,7 @@ mod clock;
 pub mod config;
 pub mod conns;
 mod datagrams;
+mod drain;
 pub mod health;
 mod listener;
 pub mod proxy;

@@ -155,29 +155,16 @@ async fn pump(
     Ok(())
 }
 
-/// A read that also says when the socket is drained. A TCP read copies all
-/// that is queued, up to the buffer, so a short read leaves the receive
-/// queue empty: the readiness is cleared then, saving the read(2) that
-/// would only return EAGAIN (one per message each way). The short read is
-/// done inside `try_io` and reported to it as `WouldBlock`: tokio clears the
-/// readiness it observed *before* the read, and only if no event came
-/// since, so data or a FIN arriving meanwhile is never missed (and an end
-/// of stream already seen is never cleared).
+/// A read that clears the readiness when it empties the socket
+/// ([`crate::drain`]).
 fn read_draining(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
-    let mut short = None;
-    let r = s.try_io(Interest::READABLE, || {
-        let n = (&*SockRef::from(s)).read(buf)?;
-        if n > 0 && n < buf.len() {
-            short = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match (r, short) {
-        (_, Some(n)) => Ok(n),
-        (r, None) => r,
-    }
+    let full = buf.len();
+    crate::drain::receive(
+        |f| s.try_io(Interest::READABLE, f),
+        full,
+        || (&*SockRef::from(s)).read(buf),
+    )
 }
 
 #[cfg(target_os = "linux")]
