@@ -15,8 +15,8 @@ use tokio::net::UdpSocket;
 /// Datagrams taken per system call at most.
 pub(crate) const BATCH: usize = 16;
 
-/// The largest UDP payload: a datagram is never cut.
-const SLOT: usize = 65_535;
+/// Room for the largest UDP payload: a datagram is never cut.
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
 
 /// Buffers for one batch, allocated once per listening socket (1 MiB).
 pub(crate) struct Batch {
@@ -24,7 +24,7 @@ pub(crate) struct Batch {
     got: [(usize, Option<SocketAddr>); BATCH],
     count: usize,
     #[cfg(target_os = "linux")]
-    addrs: Box<[libc::sockaddr_storage]>,
+    addrs: Box<[socket2::SockAddrStorage]>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -36,14 +36,12 @@ impl std::fmt::Debug for Batch {
 impl Batch {
     pub(crate) fn new() -> Batch {
         Batch {
-            bufs: vec![0u8; BATCH * SLOT].into_boxed_slice(),
+            bufs: vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice(),
             got: [(0, None); BATCH],
             count: 0,
             #[cfg(target_os = "linux")]
-            // SAFETY: all-zero bytes are a valid `sockaddr_storage`
-            // (integers and byte arrays only).
             addrs: (0..BATCH)
-                .map(|_| unsafe { std::mem::zeroed::<libc::sockaddr_storage>() })
+                .map(|_| socket2::SockAddrStorage::zeroed())
                 .collect(),
         }
     }
@@ -53,7 +51,9 @@ impl Batch {
         self.got[..self.count]
             .iter()
             .enumerate()
-            .filter_map(|(i, &(len, from))| Some((&self.bufs[i * SLOT..i * SLOT + len], from?)))
+            .filter_map(|(i, &(len, from))| {
+                Some((&self.bufs[i * MAX_DATAGRAM..i * MAX_DATAGRAM + len], from?))
+            })
     }
 
     /// Receives what waits on `socket`, at least one datagram, without
@@ -71,21 +71,20 @@ impl Batch {
     fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
 
-        let name_len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_storage>())
-            .map_err(io::Error::other)?;
+        let name_len = socket2::SockAddrStorage::zeroed().size_of();
         // SAFETY: all-zero bytes are valid `iovec`s and `mmsghdr`s (null
         // pointers and integers), filled in below before the call.
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for (i, (chunk, addr)) in self
             .bufs
-            .chunks_exact_mut(SLOT)
+            .chunks_exact_mut(MAX_DATAGRAM)
             .zip(self.addrs.iter_mut())
             .enumerate()
         {
             iovs[i] = libc::iovec {
                 iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: SLOT,
+                iov_len: MAX_DATAGRAM,
             };
             let hdr = &mut msgs[i].msg_hdr;
             hdr.msg_name = std::ptr::from_mut(addr).cast();
@@ -93,7 +92,7 @@ impl Batch {
             hdr.msg_iov = std::ptr::from_mut(&mut iovs[i]);
             hdr.msg_iovlen = 1;
         }
-        // SAFETY: each header points at a buffer of `SLOT` bytes and an
+        // SAFETY: each header points at a buffer of `MAX_DATAGRAM` bytes and an
         // address of `name_len` bytes owned by `self`, and at an `iovec`
         // on this stack frame; all outlive the call, which writes within
         // those lengths. The fd is open while `socket` is borrowed.
@@ -108,8 +107,11 @@ impl Batch {
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
         for (i, msg) in msgs.iter().enumerate().take(n) {
-            let from = sockaddr(&self.addrs[i], msg.msg_hdr.msg_namelen);
-            self.got[i] = (msg.msg_len as usize, from);
+            let storage = std::mem::replace(&mut self.addrs[i], socket2::SockAddrStorage::zeroed());
+            // SAFETY: the kernel wrote an address of its family and of
+            // `msg_namelen` bytes into this storage.
+            let from = unsafe { socket2::SockAddr::new(storage, msg.msg_hdr.msg_namelen) };
+            self.got[i] = (msg.msg_len as usize, from.as_socket());
         }
         self.count = n;
         Ok(n)
@@ -117,40 +119,10 @@ impl Batch {
 
     #[cfg(not(target_os = "linux"))]
     fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let (len, from) = socket.try_recv_from(&mut self.bufs[..SLOT])?;
+        let (len, from) = socket.try_recv_from(&mut self.bufs[..MAX_DATAGRAM])?;
         self.got[0] = (len, Some(from));
         self.count = 1;
         Ok(1)
-    }
-}
-
-/// The address the kernel wrote, when it is IPv4 or IPv6.
-#[cfg(target_os = "linux")]
-fn sockaddr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-
-    let len = len as usize;
-    match libc::c_int::from(s.ss_family) {
-        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a `sockaddr_in`,
-            // and `sockaddr_storage` is large and aligned enough for it.
-            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for `sockaddr_in6`.
-            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
     }
 }
 

@@ -33,12 +33,10 @@ use tracing::debug;
 use crate::clock;
 use crate::config::Proto;
 use crate::conns::{ConnState, LiveConn};
-use crate::datagrams::Batch;
+use crate::datagrams::{Batch, MAX_DATAGRAM};
 use crate::listener::Slot;
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
-
-const MAX_DATAGRAM: usize = 65_535;
 
 #[derive(Debug)]
 struct Session {
