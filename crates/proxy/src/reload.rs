@@ -9,11 +9,16 @@
 //! - the file changing: the file's directory is watched (inotify), so an
 //!   atomic rename, an editor's save and a Kubernetes ConfigMap update,
 //!   which swaps the `..data` symlink in the mounted directory, are all seen;
-//!   events within 100 ms are taken as one;
+//!   events within 100 ms are taken as one. Only changes to the file's
+//!   name or to names starting with `..` (the ConfigMap's) count: not
+//!   other files in the directory, and not opens and reads, which the
+//!   watcher's own read of the file would otherwise answer with another
+//!   read, forever;
 //! - a check every 5 s, in case an event was missed (network filesystems).
 //!
 //! The watcher reloads only when the file's content changed.
 
+use std::ffi::OsStr;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,6 +44,8 @@ pub struct ReloadStatus {
     pub last_success_unix: AtomicU64,
     /// Hash of the configuration file in force.
     pub config_hash: AtomicU64,
+    /// Times the watcher read the file to see whether it changed.
+    pub checks: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -112,6 +119,9 @@ impl Reloader {
             Err(e) => return self.failed(format!("{}: {e}", self.path.display())),
         };
         let hash = content_hash(&text);
+        if only_if_changed {
+            self.status.checks.fetch_add(1, Relaxed);
+        }
         if only_if_changed && hash == self.status.config_hash.load(Relaxed) {
             return Ok(());
         }
@@ -158,8 +168,12 @@ impl Reloader {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            let _ = tx.send(());
+        let name = self.path.file_name().unwrap_or_default().to_os_string();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // A watcher's error (a lost event, say) may hide a change.
+            if event.as_ref().map_or(true, |e| concerns(e, &name)) {
+                let _ = tx.send(());
+            }
         });
         let _watcher = match watcher {
             Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
@@ -195,8 +209,73 @@ impl Reloader {
     }
 }
 
+/// Whether an event in the configuration's directory may have changed
+/// the configuration: a change, not an open or a read, of the file's own
+/// name or of a name starting with `..` (a ConfigMap's `..data` symlink
+/// and versioned directories).
+fn concerns(event: &notify::Event, name: &OsStr) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    let changes = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    };
+    let ours = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n == name || n.as_encoded_bytes().starts_with(b".."))
+    };
+    // No path: a rescan after lost events.
+    changes && (event.paths.is_empty() || event.paths.iter().any(|p| ours(p)))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    use super::*;
+
+    fn ev(kind: EventKind, paths: &[&str]) -> Event {
+        let mut e = Event::new(kind);
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        e
+    }
+
+    #[test]
+    fn changes_to_the_file_or_a_configmap_name_concern_the_watcher() {
+        let name = OsStr::new("rvs.yaml");
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(concerns(&ev(written, &["/etc/rvs/rvs.yaml"]), name));
+        assert!(concerns(
+            &ev(rename, &["/etc/rvs/.rvs.yaml.swp", "/etc/rvs/rvs.yaml"]),
+            name
+        ));
+        assert!(concerns(
+            &ev(EventKind::Create(CreateKind::Any), &["/etc/rvs/..data"]),
+            name
+        ));
+        assert!(concerns(&ev(EventKind::Other, &[]), name), "a rescan");
+    }
+
+    #[test]
+    fn reads_and_other_files_do_not_concern_the_watcher() {
+        let name = OsStr::new("rvs.yaml");
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!concerns(&ev(opened, &["/etc/rvs/rvs.yaml"]), name));
+        assert!(!concerns(&ev(read, &["/etc/rvs/rvs.yaml"]), name));
+        let modified = EventKind::Modify(ModifyKind::Any);
+        assert!(!concerns(&ev(modified, &["/etc/rvs/access.log"]), name));
+        assert!(!concerns(&ev(modified, &["/etc/rvs/rvs.yaml.bak"]), name));
+    }
 }

@@ -289,3 +289,48 @@ async fn a_configmap_symlink_swap_is_seen_by_the_watcher() {
     assert_eq!(reloader.status().succeeded.load(Ordering::Relaxed), 1);
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reads_the_file_only_when_it_may_have_changed() {
+    let x = name_backend("x").await;
+    let y = name_backend("y").await;
+    let dir = temp_dir("quiet");
+    let doc = |a: SocketAddr| {
+        format!(
+            "services:\n  - name: q\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{a}\"\n"
+        )
+    };
+    let path = dir.join("rvs.yaml");
+    std::fs::write(&path, doc(x)).unwrap();
+    let p = Proxy::start(Config::load(&path).unwrap(), Options::default()).unwrap();
+    let reloader = Reloader::new(&path, p.clone(), &doc(x));
+    let status = reloader.status();
+    let stop = CancellationToken::new();
+    tokio::spawn(reloader.clone().watch(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Its own reads and a log written beside the file: nothing to check
+    // (the every-5-s check may fall in the window, once).
+    let before = status.checks.load(Ordering::Relaxed);
+    for i in 0..20 {
+        std::fs::write(dir.join("access.log"), format!("line {i}\n")).unwrap();
+        let _ = std::fs::read_to_string(&path).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let checks = status.checks.load(Ordering::Relaxed) - before;
+    assert!(checks <= 1, "{checks} checks of an unchanged file in 1.5 s");
+    // A change is still seen.
+    std::fs::write(&path, doc(y)).unwrap();
+    let v = vip(&p, "q");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = fetch_name(v).await;
+        if seen == "y" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, "y", "the watcher did not reload within 2 s");
+    assert_eq!(status.succeeded.load(Ordering::Relaxed), 1);
+    stop.cancel();
+}
