@@ -1,15 +1,16 @@
 //! Retries on refused and black-holed servers; thresholds, connection
-//! limits and ACLs that refuse cleanly; PROXY protocol bytes as the backend
-//! receives them.
+//! limits and ACLs that refuse cleanly; idle timeouts (`tcp`, `tcpfin`);
+//! PROXY protocol bytes as the backend receives them.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
+use rvs_proxy::Options;
 use rvs_proxy::stats::Refusal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -291,4 +292,77 @@ async fn accepted_proxy_headers_give_the_real_client() {
             == 2)
         .await
     );
+}
+
+/// Waits for the proxy to cut `s`: a reset or an end of stream, within 5 s
+/// and not before `limit` (less a little: the clocks differ).
+async fn assert_cut_after(s: &mut TcpStream, since: Instant, limit: Duration) {
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an idle connection outlived its timeout by 5 s");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    let idle = since.elapsed();
+    assert!(
+        idle + Duration::from_millis(50) >= limit,
+        "cut after {idle:?}"
+    );
+}
+
+async fn idle_established_connections_are_cut(workers: usize) {
+    let echo = echo_backend().await;
+    let options = Options {
+        workers,
+        ..Options::default()
+    };
+    let p = proxy_with(&yaml("    timeouts: {tcp: 400ms}\n", &[echo]), options);
+    let mut s = TcpStream::connect(vip(&p, "s")).await.unwrap();
+    // Traffic every 100 ms keeps it open well past the timeout.
+    let mut buf = [0u8; 4];
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"ping").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+    }
+    assert_cut_after(&mut s, Instant::now(), Duration::from_millis(400)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_established_connections_are_cut_after_the_tcp_timeout() {
+    idle_established_connections_are_cut(0).await;
+}
+
+/// On data-plane workers, whose timers run beside one always due within a
+/// second: a shorter timeout still ends on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_established_connections_are_cut_after_the_tcp_timeout_on_workers() {
+    idle_established_connections_are_cut(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_connections_are_cut_after_the_tcpfin_timeout() {
+    // A server that reads to the client's end, then holds its own side.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut b = [0u8; 64];
+                while s.read(&mut b).await.is_ok_and(|n| n > 0) {}
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let options = Options {
+        workers: 2,
+        ..Options::default()
+    };
+    let p = proxy_with(
+        &yaml("    timeouts: {tcp: 30s, tcpfin: 400ms}\n", &[server]),
+        options,
+    );
+    let mut s = TcpStream::connect(vip(&p, "s")).await.unwrap();
+    s.write_all(b"request").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_cut_after(&mut s, Instant::now(), Duration::from_millis(400)).await;
 }
