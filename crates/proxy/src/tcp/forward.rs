@@ -17,6 +17,15 @@
 //!
 //! Idle timeouts are ipvsadm's: `tcp` while both directions are open,
 //! `tcpfin` once one direction has ended.
+//!
+//! The end of a stream rides on its last data when it can: a read that
+//! empties the socket after the peer's FIN came in (epoll said RDHUP) has
+//! taken the last bytes, so they are sent with MSG_MORE and the caller's
+//! shutdown(2) or close(2), which follows at once, puts the FIN in the
+//! same segment, as a server that writes its answer and closes does. It
+//! saves a segment and a read per direction that ends with data (an HTTP
+//! server closing after its answer: one segment in six or so of the
+//! proxied connection).
 
 use std::cell::RefCell;
 use std::io;
@@ -244,6 +253,9 @@ enum Copied {
     Bulk,
 }
 
+/// Ends with [`Copied::Eof`] also when the last read took the last bytes
+/// before the peer's FIN: they were sent with MSG_MORE, and the caller
+/// must end `dst`'s stream (shutdown or close) at once.
 async fn copy_loop(
     src: &TcpStream,
     dst: &TcpStream,
@@ -252,7 +264,7 @@ async fn copy_loop(
     until_bulk: bool,
 ) -> io::Result<Copied> {
     loop {
-        src.readable().await?;
+        let ready = src.ready(Interest::READABLE).await?;
         let mut buf = BUFFERS
             .with(|b| b.borrow_mut().pop())
             .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
@@ -271,10 +283,13 @@ async fn copy_loop(
                 return Err(e);
             }
         };
+        // The FIN was in before this read, which came back short: these
+        // are the stream's last bytes.
+        let last = ready.is_read_closed() && n < buf.len();
         let mut off = 0;
         while off < n {
             dst.writable().await?;
-            match dst.try_write(&buf[off..n]) {
+            match dst.try_io(Interest::WRITABLE, || send(dst, &buf[off..n], last)) {
                 Ok(m) => off += m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -283,10 +298,25 @@ async fn copy_loop(
         give_buffer(buf);
         bytes.fetch_add(n as u64, Relaxed);
         c.touch();
+        if last {
+            return Ok(Copied::Eof);
+        }
         if until_bulk && n == BUF_SIZE && cfg!(target_os = "linux") {
             return Ok(Copied::Bulk);
         }
     }
+}
+
+/// A send; with `more`, held back (MSG_MORE) for the FIN that follows.
+fn send(dst: &TcpStream, buf: &[u8], more: bool) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    #[cfg(not(target_os = "linux"))]
+    let flags = {
+        let _ = more;
+        0
+    };
+    SockRef::from(dst).send_with_flags(buf, flags)
 }
 
 fn give_buffer(buf: Box<[u8]>) {
