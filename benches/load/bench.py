@@ -305,14 +305,27 @@ def rss(pids):
     return total
 
 
-def cpu_seconds(pids):
+def cpu_split(pids):
+    """The processes' user and system (kernel) CPU seconds."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = kernel = 0.0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        user += int(fields[11]) / tick
+        kernel += int(fields[12]) / tick
+    return user, kernel
+
+
+def cpu_seconds(pids):
+    return sum(cpu_split(pids))
+
+
+def machine_idle():
+    """The machine's idle and total CPU time so far, in ticks."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks[:8])
 
 
 def target(peer, row):
@@ -340,13 +353,17 @@ def wrk(port, secs, close, pids=()):
     cmd = ["wrk", "-t2", "-c50", f"-d{secs}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    cpu0 = cpu_seconds(pids) if pids else 0
+    cpu0, idle0 = cpu_split(pids), machine_idle()
     out = run(cmd + [f"http://{LO}:{port}/"]).stdout
-    cpu1 = cpu_seconds(pids) if pids else 0
+    cpu1, idle1 = cpu_split(pids), machine_idle()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = re.search(r"(\d+) requests in", out)
-    cpu_us = ((cpu1 - cpu0) / int(total.group(1)) * 1e6
-              if pids and total and int(total.group(1)) else None)
+    n = int(total.group(1)) if total else 0
+    cpu_us = (sum(cpu1) - sum(cpu0)) / n * 1e6 if pids and n else None
+    sys_us = (cpu1[1] - cpu0[1]) / n * 1e6 if pids and n else None
+    # How much of the machine stayed idle: a rate limited by CPU leaves
+    # none, one limited by waiting leaves some.
+    idle_pct = 100 * (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
     errors = re.search(r"Socket errors: (.*)", out)
     lat = {}
     for q in ("50", "99"):
@@ -356,6 +373,7 @@ def wrk(port, secs, close, pids=()):
             lat[q] = v
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"), "cpu_us": cpu_us,
+            "sys_us": sys_us, "idle_pct": idle_pct,
             "errors": errors.group(1) if errors else None,
             "bad": int(non2xx.group(1)) if non2xx else 0}
 
@@ -611,10 +629,14 @@ def main():
         ("TCP stream, Gbit/s (iperf3)", "stream", "gbps", "max"),
         ("new connections/s (wrk, Connection: close)", "newconn", "rps", "max"),
         ("proxy CPU µs per new connection", "newconn", "cpu_us", "min"),
+        ("of which in the kernel", "newconn", "sys_us", "min"),
+        ("machine idle during new connections, %", "newconn", "idle_pct", "min"),
         ("keep-alive requests/s (wrk)", "keepalive", "rps", "max"),
         ("keep-alive p50 latency, ms", "keepalive", "p50_ms", "min"),
         ("keep-alive p99 latency, ms", "keepalive", "p99_ms", "min"),
         ("proxy CPU µs per keep-alive request", "keepalive", "cpu_us", "min"),
+        ("of which in the kernel", "keepalive", "sys_us", "min"),
+        ("machine idle during keep-alive, %", "keepalive", "idle_pct", "min"),
         ("UDP DNS queries/s (dnsperf)", "udp", "qps", "max"),
         ("UDP queries lost, %", "udp", "lost_pct", "min"),
         ("memory per idle connection, KiB", "memory", "bytes_per_conn", "min"),
