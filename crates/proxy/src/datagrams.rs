@@ -1,5 +1,7 @@
 //! Datagrams received in batches: one recvmmsg(2) takes up to [`BATCH`]
-//! waiting datagrams with their sources, where a recvfrom(2) takes one.
+//! waiting datagrams with their sources, where a recvfrom(2) takes one;
+//! and sent in batches to one address: one sendmmsg(2) for up to
+//! [`BATCH`] ([`send_to_all`]).
 //!
 //! With `tcp::info`, the only `unsafe` code of the crate: the message
 //! headers point into buffers that [`Batch`] owns, are built on the stack
@@ -126,6 +128,79 @@ impl Batch {
     }
 }
 
+/// Sends `datagrams` to `to` from `socket` without blocking, as many per
+/// system call as it takes (sendmmsg(2) on Linux), calling `sent` with the
+/// index of each one sent. A datagram that meets an error is skipped, as
+/// a send of it alone would lose it (a pending ICMP error surfaces on one
+/// send only). Stops when the socket's buffer is full, clearing its
+/// readiness, and returns the index of the first datagram not sent.
+pub(crate) fn send_to_all(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    datagrams: &[&[u8]],
+    mut sent: impl FnMut(usize),
+) -> Option<usize> {
+    let to = socket2::SockAddr::from(to);
+    let mut i = 0;
+    while i < datagrams.len() {
+        let rest = &datagrams[i..];
+        match socket.try_io(tokio::io::Interest::WRITABLE, || {
+            send_now(socket, &to, rest)
+        }) {
+            Ok(n) => {
+                (i..i + n).for_each(&mut sent);
+                i += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(i),
+            Err(_) => i += 1,
+        }
+    }
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn send_now(socket: &UdpSocket, to: &socket2::SockAddr, datagrams: &[&[u8]]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+
+    let count = datagrams.len().min(BATCH);
+    // SAFETY: all-zero bytes are valid `iovec`s and `mmsghdr`s (null
+    // pointers and integers), filled in below before the call.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (i, d) in datagrams.iter().take(count).enumerate() {
+        iovs[i] = libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        };
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_name = to.as_ptr().cast_mut().cast();
+        hdr.msg_namelen = to.len();
+        hdr.msg_iov = std::ptr::from_mut(&mut iovs[i]);
+        hdr.msg_iovlen = 1;
+    }
+    // SAFETY: each header points at a datagram borrowed for the call, the
+    // address `to` borrowed for the call, and an `iovec` on this stack
+    // frame; the kernel only reads them (sendmmsg writes the headers'
+    // `msg_len`, within `msgs`). The fd is open while `socket` is borrowed.
+    let n = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_now(socket: &UdpSocket, to: &socket2::SockAddr, datagrams: &[&[u8]]) -> io::Result<usize> {
+    let to = to
+        .as_socket()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    socket.try_send_to(datagrams[0], to).map(|_| 1)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -173,6 +248,31 @@ mod tests {
         for (i, d) in seen.iter().enumerate() {
             assert_eq!(d.len(), size(i), "datagram {i}");
             assert!(d.iter().all(|&x| usize::from(x) == i % 251), "datagram {i}");
+        }
+    }
+
+    /// More datagrams than a batch, sent in batches to one address, arrive
+    /// whole and in order; each is reported sent once.
+    #[tokio::test]
+    async fn batches_are_sent_whole_and_in_order() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let count = BATCH * 2 + 5;
+        let payloads: Vec<Vec<u8>> = (0..count)
+            .map(|i| vec![u8::try_from(i).unwrap(); size(i) % 9000 + 1])
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut reported = Vec::new();
+        // Sends are tried only once tokio knows the socket writable.
+        tx.writable().await.unwrap();
+        let full = send_to_all(&tx, rx.local_addr().unwrap(), &refs, |i| reported.push(i));
+        assert_eq!(full, None);
+        assert_eq!(reported, (0..count).collect::<Vec<_>>());
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        for (i, p) in payloads.iter().enumerate() {
+            let (n, from) = rx.recv_from(&mut buf).await.unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            assert_eq!(&buf[..n], &p[..], "datagram {i}");
         }
     }
 

@@ -6,6 +6,12 @@
 //! to the client from the service's own socket. A session ends after
 //! `timeouts.udp` without traffic.
 //!
+//! Both ways, datagrams are received in batches (recvmmsg(2)): the
+//! listening socket's into a batch of its own, a session's replies into one
+//! batch per thread, used within one poll. A session waiting for its
+//! server holds no buffer (it held 64 KiB before), and a reply costs no
+//! receive that only finds the socket empty.
+//!
 //! With `udp.ops` (one-packet scheduling, ipvsadm `--ops`), every datagram
 //! is scheduled on its own; the session only routes replies, from any of the
 //! service's real servers, back to the client.
@@ -17,6 +23,7 @@
 //! did not is evicted. A flood of new sources thus evicts idle sessions, not
 //! busy ones.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
-use rvs_sched::{Conn, Traffic};
+use rvs_sched::{Conn, Dest, Traffic};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,7 +40,7 @@ use tracing::debug;
 use crate::clock;
 use crate::config::Proto;
 use crate::conns::{ConnState, LiveConn};
-use crate::datagrams::{Batch, MAX_DATAGRAM};
+use crate::datagrams::{self, BATCH, Batch};
 use crate::listener::Slot;
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
@@ -63,6 +70,29 @@ impl Session {
         self.referenced.store(true, Relaxed);
         if let Some(live) = &self.live {
             live.counters.touch();
+        }
+    }
+
+    /// Counts a reply of `n` bytes from `dest`, sent to the client.
+    fn replied(&self, dest: &Dest, n: usize) {
+        self.touch();
+        self.svc.stats.out_pkts.fetch_add(1, Relaxed);
+        match &self.live {
+            Some(live) => {
+                live.counters.to_client.fetch_add(n as u64, Relaxed);
+                dest.add_traffic(Traffic {
+                    out_pkts: 1,
+                    ..Traffic::default()
+                });
+            }
+            None => {
+                self.svc.stats.out_bytes.fetch_add(n as u64, Relaxed);
+                dest.add_traffic(Traffic {
+                    out_pkts: 1,
+                    out_bytes: n as u64,
+                    ..Traffic::default()
+                });
+            }
         }
     }
 
@@ -322,6 +352,13 @@ async fn open(
     Some(session)
 }
 
+thread_local! {
+    /// The batch that sessions' replies are received into, one per thread
+    /// (taken and given back within one poll, never across an await): a
+    /// session waiting for its server holds no buffer.
+    static REPLIES: RefCell<Option<Batch>> = const { RefCell::new(None) };
+}
+
 /// Relays a session's replies to its client until the session ends.
 async fn replies(
     session: std::sync::Weak<Session>,
@@ -329,46 +366,66 @@ async fn replies(
     socket: Arc<UdpSocket>,
     client: SocketAddr,
 ) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let Some(s) = session.upgrade() else {
             return;
         };
-        let got = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => return,
-            r = s.up.recv_from(&mut buf) => r,
-        };
-        let Ok((n, from)) = got else {
-            continue; // an ICMP error from the server: the session stays
-        };
-        let dest = match &s.conn {
-            Some(c) => Some(Arc::clone(c.dest())),
-            // One-packet mode: only the service's servers may answer.
-            None => s.svc.scheduler().dest(from),
-        };
-        let Some(dest) = dest else {
-            continue;
-        };
-        if socket.send_to(&buf[..n], client).await.is_ok() {
-            s.touch();
-            s.svc.stats.out_pkts.fetch_add(1, Relaxed);
-            match &s.live {
-                Some(live) => {
-                    live.counters.to_client.fetch_add(n as u64, Relaxed);
-                    dest.add_traffic(Traffic {
-                        out_pkts: 1,
-                        ..Traffic::default()
-                    });
-                }
-                None => {
-                    s.svc.stats.out_bytes.fetch_add(n as u64, Relaxed);
-                    dest.add_traffic(Traffic {
-                        out_pkts: 1,
-                        out_bytes: n as u64,
-                        ..Traffic::default()
-                    });
-                }
+            r = s.up.readable() => if r.is_err() {
+                continue;
+            },
+        }
+        // A reply the client's socket had no room for waits here, sent
+        // once it has.
+        let blocked = relay(&s, &socket, client);
+        for (data, dest) in blocked {
+            if socket.send_to(&data, client).await.is_ok() {
+                s.replied(&dest, data.len());
             }
         }
     }
+}
+
+/// Receives the replies waiting on the session's socket (a batch, as the
+/// listening socket's datagrams are) and sends them on to the client (a
+/// batch too, [`datagrams::send_to_all`]). Returns those that found the
+/// client's socket full.
+fn relay(s: &Session, socket: &UdpSocket, client: SocketAddr) -> Vec<(Vec<u8>, Arc<Dest>)> {
+    let mut blocked = Vec::new();
+    REPLIES.with(|b| {
+        let mut b = b.borrow_mut();
+        let batch = b.get_or_insert_with(Batch::new);
+        // WouldBlock (nothing waits), or an ICMP error from the server:
+        // the session stays either way.
+        if batch.recv(&s.up).is_err() {
+            return;
+        }
+        let mut out: [&[u8]; BATCH] = [&[]; BATCH];
+        let mut dests: [Option<Arc<Dest>>; BATCH] = Default::default();
+        let mut count = 0;
+        for (data, from) in batch.iter() {
+            let dest = match &s.conn {
+                Some(c) => Some(Arc::clone(c.dest())),
+                // One-packet mode: only the service's servers may answer.
+                None => s.svc.scheduler().dest(from),
+            };
+            if dest.is_some() {
+                out[count] = data;
+                dests[count] = dest;
+                count += 1;
+            }
+        }
+        let full = datagrams::send_to_all(socket, client, &out[..count], |i| {
+            if let Some(dest) = &dests[i] {
+                s.replied(dest, out[i].len());
+            }
+        });
+        for i in full.unwrap_or(count)..count {
+            if let Some(dest) = &dests[i] {
+                blocked.push((out[i].to_vec(), Arc::clone(dest)));
+            }
+        }
+    });
+    blocked
 }

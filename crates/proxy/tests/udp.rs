@@ -144,3 +144,59 @@ async fn denied_clients_get_nothing() {
     );
     assert_eq!(p.service("dns").unwrap().stats.refused(Refusal::Acl), 1);
 }
+
+/// Datagrams of every size up to the largest, in bursts, come back whole
+/// and counted: the replies of a burst are received together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_datagrams_of_every_size_pass_whole_both_ways() {
+    let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let p = proxy(&yaml("", &[server]));
+    let v = vip(&p, "dns");
+    let c = client("127.0.0.1").await;
+    let mut buf = vec![0u8; 65_536];
+    let rounds = 10;
+    let per_round = 16;
+    for round in 0..rounds {
+        // One of the largest IPv4 payload, then small ones of growing size.
+        let mut sent: Vec<Vec<u8>> = (0..per_round)
+            .map(|i| {
+                let len = if i == 0 { 65_507 } else { 1 + i * 61 + round };
+                vec![u8::try_from((round * per_round + i) % 251).unwrap(); len]
+            })
+            .collect();
+        for d in &sent {
+            c.send_to(d, v).await.unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..per_round {
+            let (n, from) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut buf))
+                .await
+                .expect("a reply within 5 s")
+                .unwrap();
+            assert_eq!(from, v);
+            got.push(buf[..n].to_vec());
+        }
+        sent.sort();
+        got.sort();
+        assert!(
+            sent == got,
+            "round {round}: the replies differ from the queries"
+        );
+    }
+    let svc = p.service("dns").unwrap();
+    svc.flush();
+    let total = u64::try_from(rounds * per_round).unwrap();
+    assert_eq!(svc.stats.in_pkts.load(Relaxed), total);
+    assert_eq!(svc.stats.out_pkts.load(Relaxed), total);
+    assert_eq!(
+        svc.stats.in_bytes.load(Relaxed),
+        svc.stats.out_bytes.load(Relaxed)
+    );
+}
