@@ -1,7 +1,12 @@
 //! Datagrams received in batches: one recvmmsg(2) takes up to [`BATCH`]
 //! waiting datagrams with their sources, where a recvfrom(2) takes one;
 //! and sent in batches to one address: one sendmmsg(2) for up to
-//! [`BATCH`] ([`send_to_all`]).
+//! [`BATCH`] ([`send_to_all`]). In a batch to send, a run of datagrams of
+//! one size (up to [`GSO_MAX_SEGMENT`]) goes as one message with Linux's
+//! UDP segmentation offload (UDP_SEGMENT): the stack handles the run once
+//! and cuts it into its datagrams at the end of the path — on loopback, at
+//! the receiving socket; on a network, in the NIC or just before it. A
+//! kernel that refuses it (before 4.18) turns it off for the process.
 //!
 //! With `tcp::info`, the only `unsafe` code of the crate: the message
 //! headers point into buffers that [`Batch`] owns, are built on the stack
@@ -158,8 +163,57 @@ pub(crate) fn send_to_all(
     None
 }
 
+/// Whether segmentation offload (UDP_SEGMENT) is used: until a send with
+/// it fails as unsupported.
+#[cfg(target_os = "linux")]
+static GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// The largest datagram sent with segmentation offload: one that fits the
+/// smallest IPv6 path (1280 bytes less the headers), so that no path's MTU
+/// refuses the segment size.
+#[cfg(target_os = "linux")]
+const GSO_MAX_SEGMENT: usize = 1232;
+
+/// Room for one control message carrying a `u16`, aligned as `cmsghdr`.
+#[cfg(target_os = "linux")]
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct SegmentCmsg([u8; 32]);
+
+/// One sendmmsg(2); returns how many datagrams were sent. With GSO, a run
+/// of datagrams of one size goes as one message with UDP_SEGMENT: one pass
+/// through the stack, cut into the datagrams at the end of the path.
 #[cfg(target_os = "linux")]
 fn send_now(socket: &UdpSocket, to: &socket2::SockAddr, datagrams: &[&[u8]]) -> io::Result<usize> {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let gso = GSO.load(Relaxed);
+    match send_messages(socket, to, datagrams, gso) {
+        Err((e, true)) if is_unsupported(&e) => {
+            GSO.store(false, Relaxed);
+            tracing::debug!(error = %e, "UDP segmentation offload refused: sending datagrams one by one");
+            send_messages(socket, to, datagrams, false).map_err(|(e, _)| e)
+        }
+        r => r.map_err(|(e, _)| e),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
+}
+
+/// The error, if any, with whether the message that met it was segmented.
+#[cfg(target_os = "linux")]
+fn send_messages(
+    socket: &UdpSocket,
+    to: &socket2::SockAddr,
+    datagrams: &[&[u8]],
+    gso: bool,
+) -> Result<usize, (io::Error, bool)> {
     use std::os::fd::AsRawFd;
 
     let count = datagrams.len().min(BATCH);
@@ -167,30 +221,65 @@ fn send_now(socket: &UdpSocket, to: &socket2::SockAddr, datagrams: &[&[u8]]) -> 
     // pointers and integers), filled in below before the call.
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for (i, d) in datagrams.iter().take(count).enumerate() {
-        iovs[i] = libc::iovec {
-            iov_base: d.as_ptr().cast_mut().cast(),
-            iov_len: d.len(),
-        };
-        let hdr = &mut msgs[i].msg_hdr;
+    let mut cmsgs = [SegmentCmsg([0; 32]); BATCH];
+    // Datagrams in each message.
+    let mut segments = [0usize; BATCH];
+    let (mut m, mut i) = (0, 0);
+    while i < count {
+        let len = datagrams[i].len();
+        let mut k = 1;
+        if gso && (1..=GSO_MAX_SEGMENT).contains(&len) {
+            while i + k < count && datagrams[i + k].len() == len {
+                k += 1;
+            }
+        }
+        for (iov, d) in iovs[i..i + k].iter_mut().zip(&datagrams[i..i + k]) {
+            *iov = libc::iovec {
+                iov_base: d.as_ptr().cast_mut().cast(),
+                iov_len: d.len(),
+            };
+        }
+        let hdr = &mut msgs[m].msg_hdr;
         hdr.msg_name = to.as_ptr().cast_mut().cast();
         hdr.msg_namelen = to.len();
         hdr.msg_iov = std::ptr::from_mut(&mut iovs[i]);
-        hdr.msg_iovlen = 1;
+        hdr.msg_iovlen = k;
+        if k > 1 {
+            let buf = cmsgs[m].0.as_mut_ptr();
+            // SAFETY: `buf` is 32 bytes aligned for a `cmsghdr`, room for
+            // CMSG_SPACE(2) (24 on 64-bit Linux); the header and its `u16`
+            // are written within it.
+            unsafe {
+                let c = buf.cast::<libc::cmsghdr>();
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), len as u16);
+                hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+            }
+            hdr.msg_control = buf.cast();
+        }
+        segments[m] = k;
+        m += 1;
+        i += k;
     }
-    // SAFETY: each header points at a datagram borrowed for the call, the
-    // address `to` borrowed for the call, and an `iovec` on this stack
-    // frame; the kernel only reads them (sendmmsg writes the headers'
-    // `msg_len`, within `msgs`). The fd is open while `socket` is borrowed.
+    // SAFETY: each header points at datagrams borrowed for the call, the
+    // address `to` borrowed for the call, and `iovec`s and control
+    // messages on this stack frame; the kernel only reads them (sendmmsg
+    // writes the headers' `msg_len`, within `msgs`). The fd is open while
+    // `socket` is borrowed.
     let n = unsafe {
         libc::sendmmsg(
             socket.as_raw_fd(),
             msgs.as_mut_ptr(),
-            count as libc::c_uint,
+            m as libc::c_uint,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    match usize::try_from(n) {
+        Ok(sent) => Ok(segments[..sent].iter().sum()),
+        Err(_) => Err((io::Error::last_os_error(), segments[0] > 1)),
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -274,6 +363,37 @@ mod tests {
             assert_eq!(from, tx.local_addr().unwrap());
             assert_eq!(&buf[..n], &p[..], "datagram {i}");
         }
+    }
+
+    /// Runs of datagrams of one size (sent segmented, UDP_SEGMENT, up to
+    /// GSO_MAX_SEGMENT) and of sizes beyond it, over IPv4 and IPv6: each
+    /// arrives on its own, whole, in order.
+    #[tokio::test]
+    async fn runs_of_one_size_arrive_as_separate_datagrams() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let rx = UdpSocket::bind(local).await.unwrap();
+            let tx = UdpSocket::bind(local).await.unwrap();
+            let mut payloads: Vec<Vec<u8>> = Vec::new();
+            for (len, n) in [(100, 7), (1232, 3), (1, 2), (1233, 2), (9000, 2)] {
+                for _ in 0..n {
+                    let tag = u8::try_from(payloads.len()).unwrap();
+                    payloads.push(vec![tag; len]);
+                }
+            }
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            tx.writable().await.unwrap();
+            let mut reported = 0;
+            let full = send_to_all(&tx, rx.local_addr().unwrap(), &refs, |_| reported += 1);
+            assert_eq!((full, reported), (None, payloads.len()));
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            for (i, p) in payloads.iter().enumerate() {
+                let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], &p[..], "datagram {i} over {local}");
+            }
+        }
+        // The segmented sends were taken, not refused and sent one by one.
+        #[cfg(target_os = "linux")]
+        assert!(GSO.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     /// More datagrams than a batch, of growing sizes, in order, with their
