@@ -402,28 +402,35 @@ fn relay(s: &Session, socket: &UdpSocket, client: SocketAddr) -> Vec<(Vec<u8>, A
             return;
         }
         let mut out: [&[u8]; BATCH] = [&[]; BATCH];
-        let mut dests: [Option<Arc<Dest>>; BATCH] = Default::default();
+        // Each reply's server: the session's, or in one-packet mode the
+        // one it came from, which must be one of the service's.
+        let session_dest = s.conn.as_ref().map(|c| &**c.dest());
+        let mut found: [Option<Arc<Dest>>; BATCH] = Default::default();
         let mut count = 0;
         for (data, from) in batch.iter() {
-            let dest = match &s.conn {
-                Some(c) => Some(Arc::clone(c.dest())),
-                // One-packet mode: only the service's servers may answer.
-                None => s.svc.scheduler().dest(from),
-            };
-            if dest.is_some() {
-                out[count] = data;
-                dests[count] = dest;
-                count += 1;
+            if session_dest.is_none() {
+                found[count] = s.svc.scheduler().dest(from);
+                if found[count].is_none() {
+                    continue;
+                }
             }
+            out[count] = data;
+            count += 1;
         }
+        let dest = |i: usize| session_dest.or(found[i].as_deref());
         let full = datagrams::send_to_all(socket, client, &out[..count], |i| {
-            if let Some(dest) = &dests[i] {
-                s.replied(dest, out[i].len());
+            if let Some(d) = dest(i) {
+                s.replied(d, out[i].len());
             }
         });
+        // Rare: the client's socket is full. These wait, owned.
         for i in full.unwrap_or(count)..count {
-            if let Some(dest) = &dests[i] {
-                blocked.push((out[i].to_vec(), Arc::clone(dest)));
+            let owned = match &s.conn {
+                Some(c) => Some(Arc::clone(c.dest())),
+                None => found[i].clone(),
+            };
+            if let Some(d) = owned {
+                blocked.push((out[i].to_vec(), d));
             }
         }
     });

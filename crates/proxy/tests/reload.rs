@@ -277,14 +277,7 @@ async fn a_configmap_symlink_swap_is_seen_by_the_watcher() {
     std::fs::write(dir.join("..v2/rvs.yaml"), doc(y)).unwrap();
     std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    let mut seen = String::new();
-    for _ in 0..100 {
-        seen = fetch_name(v).await;
-        if seen == "y" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let seen = fetch_name_until(v, "y").await;
     assert_eq!(seen, "y", "the watcher did not reload within 2 s");
     assert_eq!(reloader.status().succeeded.load(Ordering::Relaxed), 1);
     stop.cancel();
@@ -322,14 +315,7 @@ async fn the_watcher_reads_the_file_only_when_it_may_have_changed() {
     // A change is still seen.
     std::fs::write(&path, doc(y)).unwrap();
     let v = vip(&p, "q");
-    let mut seen = String::new();
-    for _ in 0..100 {
-        seen = fetch_name(v).await;
-        if seen == "y" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let seen = fetch_name_until(v, "y").await;
     assert_eq!(seen, "y", "the watcher did not reload within 2 s");
     assert_eq!(status.succeeded.load(Ordering::Relaxed), 1);
     stop.cancel();

@@ -160,7 +160,23 @@ async fn bursts_of_datagrams_of_every_size_pass_whole_both_ways() {
     let p = proxy(&yaml("", &[server]));
     let v = vip(&p, "dns");
     let c = client("127.0.0.1").await;
-    let mut buf = vec![0u8; 65_536];
+    // Sends a burst, returns the replies as they came.
+    let burst = async |sent: &[Vec<u8>]| {
+        for d in sent {
+            c.send_to(d, v).await.unwrap();
+        }
+        let mut buf = vec![0u8; 65_536];
+        let mut got = Vec::new();
+        for _ in sent {
+            let (n, from) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut buf))
+                .await
+                .expect("a reply within 5 s")
+                .unwrap();
+            assert_eq!(from, v);
+            got.push(buf[..n].to_vec());
+        }
+        got
+    };
     let rounds = 10;
     let per_round = 16;
     for round in 0..rounds {
@@ -171,18 +187,7 @@ async fn bursts_of_datagrams_of_every_size_pass_whole_both_ways() {
                 vec![u8::try_from((round * per_round + i) % 251).unwrap(); len]
             })
             .collect();
-        for d in &sent {
-            c.send_to(d, v).await.unwrap();
-        }
-        let mut got = Vec::new();
-        for _ in 0..per_round {
-            let (n, from) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut buf))
-                .await
-                .expect("a reply within 5 s")
-                .unwrap();
-            assert_eq!(from, v);
-            got.push(buf[..n].to_vec());
-        }
+        let mut got = burst(&sent).await;
         sent.sort();
         got.sort();
         assert!(
@@ -197,18 +202,7 @@ async fn bursts_of_datagrams_of_every_size_pass_whole_both_ways() {
         let sent: Vec<Vec<u8>> = (0..per_round)
             .map(|i| format!("{round:03}-{i:03}-{}", "x".repeat(90)).into_bytes())
             .collect();
-        for d in &sent {
-            c.send_to(d, v).await.unwrap();
-        }
-        let mut got = Vec::new();
-        for _ in 0..per_round {
-            let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut buf))
-                .await
-                .expect("a reply within 5 s")
-                .unwrap();
-            got.push(buf[..n].to_vec());
-        }
-        assert_eq!(got, sent, "round {round}");
+        assert_eq!(burst(&sent).await, sent, "round {round}");
     }
     let svc = p.service("dns").unwrap();
     svc.flush();

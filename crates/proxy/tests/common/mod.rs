@@ -162,6 +162,20 @@ pub async fn fetch_name(vip: SocketAddr) -> String {
     String::from_utf8(read_all(&mut s).await).unwrap()
 }
 
+/// Fetches names from `vip` until one is `name`, for up to 2 s; the last
+/// name seen.
+pub async fn fetch_name_until(vip: SocketAddr, name: &str) -> String {
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = fetch_name(vip).await;
+        if seen == name {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
+}
+
 /// A deterministic byte stream (xorshift64*), for integrity checks.
 pub struct Stream(u64);
 
