@@ -1,5 +1,6 @@
 //! `rvs run -c FILE` and `rvs check -c FILE`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -49,6 +50,29 @@ pub(crate) fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// The admin address, bound but not yet listening.
+fn bind_admin(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std's and tokio's listeners: a restart need not wait for the
+    // TIME_WAIT connections of the last one.
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+fn listen_admin(s: socket2::Socket) -> std::io::Result<tokio::net::TcpListener> {
+    s.listen(1024)?;
+    tokio::net::TcpListener::from_std(s.into())
+}
+
+fn admin_failed(addr: SocketAddr, e: &std::io::Error) -> ExitCode {
+    error!(listen = %addr, error = %e, "cannot start the admin listener");
+    eprintln!("rvs: admin.listen {addr}: {e}");
+    ExitCode::FAILURE
+}
+
 pub(crate) async fn run(path: &Path, options: Options) -> ExitCode {
     let (text, config) = match load(path) {
         Ok(x) => x,
@@ -56,15 +80,12 @@ pub(crate) async fn run(path: &Path, options: Options) -> ExitCode {
     };
     let services = config.services.len();
     let admin_addr = config.admin.listen;
-    // The admin listener first: a port taken there stops the start before
-    // any service listens.
-    let admin_listener = match tokio::net::TcpListener::bind(admin_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!(listen = %admin_addr, error = %e, "cannot start the admin listener");
-            eprintln!("rvs: admin.listen {admin_addr}: {e}");
-            return ExitCode::FAILURE;
-        }
+    // The admin address is bound first: a port taken there stops the start
+    // before any service listens. It listens only once the services do, so
+    // that a connection to it (a TCP readiness probe) means rvs serves.
+    let admin_socket = match bind_admin(admin_addr) {
+        Ok(s) => s,
+        Err(e) => return admin_failed(admin_addr, &e),
     };
     let proxy = match Proxy::start(config, options) {
         Ok(p) => p,
@@ -73,6 +94,10 @@ pub(crate) async fn run(path: &Path, options: Options) -> ExitCode {
             eprintln!("rvs: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let admin_listener = match listen_admin(admin_socket) {
+        Ok(l) => l,
+        Err(e) => return admin_failed(admin_addr, &e),
     };
     let (mut hup, mut term, mut int) = match (
         signal(SignalKind::hangup()),

@@ -308,3 +308,49 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     signal(&child, "TERM");
     let _ = child.wait();
 }
+
+/// A connection to the admin port (a TCP readiness probe) means every
+/// service listens: the admin socket listens only after they are bound.
+#[test]
+fn the_admin_port_accepts_once_every_service_listens() {
+    let backend = name_backend("up");
+    // Distinct ports: all held until all are chosen.
+    let held: Vec<TcpListener> = (0..301)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut vips: Vec<SocketAddr> = held.iter().map(|l| l.local_addr().unwrap()).collect();
+    drop(held);
+    let admin = vips.pop().unwrap();
+    let mut yaml = format!("admin:\n  listen: \"{admin}\"\nservices:\n");
+    for (i, v) in vips.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  - name: s{i}\n    listen: \"{v}\"\n    real_servers:\n      - address: \"{backend}\"\n"
+        ));
+    }
+    let path = temp_dir("ready").join("rvs.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = rvs()
+        .args(["run", "-c"])
+        .arg(&path)
+        .args(["--workers", "2", "--log-level", "warn"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = wait_for(Duration::from_secs(10), || {
+        TcpStream::connect(admin).is_ok()
+    });
+    let refused: Vec<&SocketAddr> = vips
+        .iter()
+        .filter(|v| TcpStream::connect(v).is_err())
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "the admin port never accepted");
+    assert!(
+        refused.is_empty(),
+        "{} of {} services refused once the admin port accepted, as {:?}",
+        refused.len(),
+        vips.len(),
+        &refused[..refused.len().min(3)]
+    );
+}
