@@ -54,6 +54,13 @@ async fn round_trip(vip: SocketAddr, size: usize, seed: u64) -> Result<(), Strin
     Ok(())
 }
 
+/// A config of one service, `name`, with one real server.
+fn one_server(name: &str, server: SocketAddr) -> String {
+    format!(
+        "services:\n  - name: {name}\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{server}\"\n"
+    )
+}
+
 fn web(scheduler: &str, servers: &[(SocketAddr, u32)], extra_service: Option<&str>) -> String {
     let mut y = format!(
         "services:\n  - name: web\n    listen: 127.0.0.1:0\n    scheduler: {scheduler}\n    real_servers:\n"
@@ -255,11 +262,7 @@ async fn a_configmap_symlink_swap_is_seen_by_the_watcher() {
     let y = name_backend("y").await;
     // The layout kubelet makes: rvs.yaml -> ..data/rvs.yaml, ..data -> ..v1
     let dir = temp_dir("configmap");
-    let doc = |a: SocketAddr| {
-        format!(
-            "services:\n  - name: cm\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{a}\"\n"
-        )
-    };
+    let doc = |a: SocketAddr| one_server("cm", a);
     std::fs::create_dir(dir.join("..v1")).unwrap();
     std::fs::write(dir.join("..v1/rvs.yaml"), doc(x)).unwrap();
     std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
@@ -288,11 +291,7 @@ async fn the_watcher_reads_the_file_only_when_it_may_have_changed() {
     let x = name_backend("x").await;
     let y = name_backend("y").await;
     let dir = temp_dir("quiet");
-    let doc = |a: SocketAddr| {
-        format!(
-            "services:\n  - name: q\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{a}\"\n"
-        )
-    };
+    let doc = |a: SocketAddr| one_server("q", a);
     let path = dir.join("rvs.yaml");
     std::fs::write(&path, doc(x)).unwrap();
     let p = Proxy::start(Config::load(&path).unwrap(), Options::default()).unwrap();
