@@ -14,6 +14,8 @@
 //! - [`service`]: a running service: its spec, its scheduler, its counters.
 //! - `listener`: listening sockets and accept loops (errors back off, never
 //!   end the loop).
+//! - [`inherited`]: listening sockets passed by systemd's socket activation
+//!   (`LISTEN_FDS`), adopted by the services whose addresses they match.
 //! - `tcp`: one connection's life (`tcp::conn`) and byte forwarding
 //!   ([`tcp::forward`], splice(2) through pooled pipes, or a copy).
 //! - `udp`: sessions, one-packet scheduling, the session bound;
@@ -38,7 +40,7 @@
 //! layer 3 (IPVS's DR and TUN modes): the real server always sees rvs as its
 //! peer, and learns the client from the PROXY protocol when asked.
 
-#![deny(unsafe_code)] // allowed in `tcp::info` (one getsockopt(2)) and `datagrams` (recvmmsg(2))
+#![deny(unsafe_code)] // allowed in `tcp::info` (one getsockopt(2)), `datagrams` (recvmmsg(2)) and `inherited` (owning passed descriptors)
 
 pub mod admin;
 mod clock;
@@ -47,6 +49,7 @@ pub mod conns;
 mod datagrams;
 mod drain;
 pub mod health;
+pub mod inherited;
 mod listener;
 pub mod proxy;
 pub mod proxy_proto;
@@ -58,6 +61,7 @@ mod udp;
 mod workers;
 
 pub use config::Config;
+pub use inherited::Inherited;
 pub use proxy::{ApplyError, Options, Proxy};
 pub use service::ServiceRuntime;
 pub use tcp::forward::Mode;

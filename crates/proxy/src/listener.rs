@@ -8,7 +8,9 @@
 //!
 //! With data-plane workers (`crate::workers`), a TCP address is bound
 //! once per worker with SO_REUSEPORT and each worker accepts on its own
-//! socket; UDP sockets are served by the main runtime.
+//! socket; UDP sockets are served by the main runtime. A socket passed by
+//! the service manager ([`crate::inherited`]) is not copied: each worker
+//! accepts on a duplicate of the one socket.
 
 use std::io;
 use std::net::SocketAddr;
@@ -62,6 +64,23 @@ pub(crate) fn bind(proto: Proto, addr: SocketAddr, copies: usize) -> io::Result<
                 at = l.local_addr()?;
                 all.push(l);
             }
+            Ok(Bound::Tcp(all))
+        }
+    }
+}
+
+/// A socket passed to rvs ([`crate::inherited`]), ready to serve: for
+/// TCP, one duplicate per worker (`copies`), all sharing the one socket.
+pub(crate) fn adopt(proto: Proto, socket: Socket, copies: usize) -> io::Result<Bound> {
+    match proto {
+        Proto::Udp => Ok(Bound::Udp(socket.into())),
+        Proto::Tcp => {
+            let first: std::net::TcpListener = socket.into();
+            let mut all = Vec::with_capacity(copies.max(1));
+            for _ in 1..copies.max(1) {
+                all.push(first.try_clone()?);
+            }
+            all.push(first);
             Ok(Bound::Tcp(all))
         }
     }

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::{Config, ConfigError, Proto};
+use crate::inherited::Inherited;
 use crate::listener::{self, Bound, Slot};
 use crate::service::ServiceRuntime;
 use crate::tcp::forward::Mode;
@@ -80,6 +81,8 @@ struct Inner {
     options: Options,
     stop: CancellationToken,
     workers: Workers,
+    /// Sockets passed by the service manager, adopted before binding.
+    inherited: Arc<Inherited>,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +140,16 @@ impl Proxy {
     /// Starts serving `config` (inside a tokio runtime), with
     /// `options.workers` data-plane threads.
     pub fn start(config: Config, options: Options) -> Result<Proxy, ApplyError> {
+        Proxy::start_with(config, options, Arc::new(Inherited::none()))
+    }
+
+    /// As [`Proxy::start`], adopting the `inherited` sockets for the
+    /// addresses they are bound to, now and at every reload.
+    pub fn start_with(
+        config: Config,
+        options: Options,
+        inherited: Arc<Inherited>,
+    ) -> Result<Proxy, ApplyError> {
         let workers = Workers::start(options.workers).map_err(ApplyError::Workers)?;
         let proxy = Proxy {
             inner: Arc::new(Inner {
@@ -152,6 +165,7 @@ impl Proxy {
                 options,
                 stop: CancellationToken::new(),
                 workers,
+                inherited,
             }),
         };
         proxy.apply(config)?;
@@ -218,13 +232,18 @@ impl Proxy {
             }
             let ours = st.closing.contains_key(key);
             let copies = self.inner.workers.sockets_per_address();
-            let bound = bind_after_close(*proto, *addr, ours, copies).map_err(|error| {
-                ApplyError::Bind {
-                    service: (*service).to_owned(),
-                    proto: *proto,
-                    addr: *addr,
-                    error,
+            let bound = match self.inner.inherited.take(*proto, *addr) {
+                Some(passed) => {
+                    info!(service, proto = %proto, listen = %addr, "adopting the socket passed by the service manager");
+                    passed.and_then(|s| listener::adopt(*proto, s, copies))
                 }
+                None => bind_after_close(*proto, *addr, ours, copies),
+            }
+            .map_err(|error| ApplyError::Bind {
+                service: (*service).to_owned(),
+                proto: *proto,
+                addr: *addr,
+                error,
             })?;
             fresh.insert(*key, bound);
         }

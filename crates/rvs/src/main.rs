@@ -5,6 +5,7 @@
 mod daemon;
 mod demo;
 mod replay;
+mod systemd;
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -154,7 +155,19 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Whether this process was started as `rvsadm`: the container image has
+/// one binary, and rvsadm as a link to it.
+fn called_as_rvsadm() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n == "rvsadm"))
+        .unwrap_or(false)
+}
+
 fn main() -> ExitCode {
+    if called_as_rvsadm() {
+        return rvs::ipvsadm::main_from_env();
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::SchedReplay { trace } => sched_replay(trace),
@@ -167,6 +180,14 @@ fn main() -> ExitCode {
             workers,
         } => {
             init_logs(cli.log_level, cli.log_format);
+            // Before the runtime opens a descriptor: see `systemd`.
+            let inherited = match systemd::passed_sockets() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("rvs: socket activation: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let options = Options {
                 forwarding: match forwarding {
                     Forwarding::Auto => Mode::Auto,
@@ -178,7 +199,12 @@ fn main() -> ExitCode {
                 }),
             };
             match runtime() {
-                Ok(rt) => rt.block_on(daemon::run(&config, options)),
+                Ok(rt) => rt.block_on(daemon::run(
+                    &config,
+                    options,
+                    inherited,
+                    systemd::Notifier::from_env(),
+                )),
                 Err(e) => {
                     eprintln!("rvs: cannot start the runtime: {e}");
                     ExitCode::FAILURE

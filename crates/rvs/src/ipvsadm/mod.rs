@@ -32,6 +32,26 @@ pub const SCHEDULERS: [&str; 14] = [
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
 ];
 
+/// `rvsadm` as a process: the arguments and standard streams of this one;
+/// the exit status to return.
+pub fn main_from_env() -> std::process::ExitCode {
+    let mut argv = std::env::args();
+    let program = argv.next().unwrap_or_else(|| "rvsadm".to_owned());
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let code = main(
+        &program,
+        argv.collect(),
+        &mut stdin.lock(),
+        &mut out,
+        &mut stderr.lock(),
+    );
+    let _ = out.flush();
+    std::process::ExitCode::from(code)
+}
+
 /// Runs one `rvsadm` invocation (`argv` without the program name) and
 /// returns its exit status.
 pub fn main(

@@ -2,8 +2,13 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // shared by several test crates
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// A fresh, empty directory of this test process, named after `tag`.
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -16,4 +21,89 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+pub fn rvs() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rvs"))
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A backend thread that writes `name` to each connection and closes it.
+pub fn name_backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(name.as_bytes());
+        }
+    });
+    at
+}
+
+/// A backend that sends `n` bytes slowly, then closes.
+pub fn slow_backend(n: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            thread::spawn(move || {
+                let chunk = vec![b'x'; n / 20];
+                for _ in 0..20 {
+                    if s.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    at
+}
+
+pub fn fetch(vip: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect(vip).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A one-service config; each daemon of a test gets its own admin port, so
+/// that parallel tests do not meet on the default 9180.
+pub fn config(vip: SocketAddr, backend: SocketAddr, admin: SocketAddr) -> String {
+    format!(
+        "global:\n  shutdown_grace: 10s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
+    )
 }
