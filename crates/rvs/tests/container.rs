@@ -1,0 +1,356 @@
+//! deploy/container: the image built by `deploy/container/build.sh` (with
+//! no image registry) runs under podman as a platform would run it —
+//! read-only root, no capability, no new privileges, user 65532, the
+//! configuration mounted read-only from a directory — and carries traffic
+//! to a backend on the host, follows a kubelet-style ConfigMap update of
+//! the mounted directory, and drains a transfer in flight on `podman stop`.
+//! .ci/run (tests/run) installs podman and runc from Debian.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{fetch, free_port, name_backend, root, temp_dir, wait_for};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::thread;
+use std::time::Duration;
+
+const IMAGE: &str = "localhost/rvs:dev";
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("podman {args:?}: {e} (tests/run installs podman and runc)"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The soft limit of `what` in /proc/self/limits ("Max open files"), or
+/// `fallback` when it is unlimited.
+fn soft_limit(what: &str, fallback: u64) -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits.lines().find(|l| l.starts_with(what)).unwrap();
+    line[what.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fallback)
+}
+
+/// The podman options this machine needs to run the image at all, found
+/// by trying: the default runtime, then runc (crun fails on hybrid cgroup
+/// hierarchies), each with podman's default rlimits and then with rlimits
+/// below the current ones (podman's defaults may be above what may be
+/// set): descriptors at the current soft limit, processes at 4096 (rvs
+/// runs a few dozen threads; the sandboxes seen here refuse some values
+/// under their own stated limit).
+fn runnable_options() -> Vec<String> {
+    let ulimits = vec![
+        "--ulimit".to_owned(),
+        format!("nofile={0}:{0}", soft_limit("Max open files", 4096)),
+        "--ulimit".to_owned(),
+        format!("nproc={0}:{0}", soft_limit("Max processes", 4096).min(4096)),
+    ];
+    let runc: Vec<String> = vec!["--runtime".into(), "runc".into()];
+    let tries: Vec<(Vec<String>, &str)> = vec![
+        (vec![], "podman's defaults"),
+        (runc.clone(), "--runtime runc"),
+        (ulimits.clone(), "--ulimit below the current limits"),
+        (
+            [runc, ulimits].concat(),
+            "--runtime runc and --ulimit below the current limits",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (opts, what) in tries {
+        let mut args: Vec<&str> = vec!["run", "--rm"];
+        args.extend(opts.iter().map(String::as_str));
+        args.extend([IMAGE, "--version"]);
+        let out = podman(&args);
+        if out.status.success() && text(&out).contains("rvs ") {
+            println!("podman runs the image with {what}");
+            for (o, why) in &failures {
+                println!("  (not with {o}: {why})");
+            }
+            return opts;
+        }
+        let why = text(&out).lines().last().unwrap_or("").to_owned();
+        failures.push((what.to_owned(), why));
+    }
+    panic!("podman cannot run {IMAGE}: {failures:#?}");
+}
+
+/// A kubelet-style ConfigMap volume: `..TIMESTAMP/rvs.yaml`, `..data`
+/// pointing at it, `rvs.yaml` pointing through `..data`.
+struct ConfigMapDir {
+    dir: std::path::PathBuf,
+    version: usize,
+}
+
+impl ConfigMapDir {
+    fn new(yaml: &str) -> ConfigMapDir {
+        let dir = temp_dir("configmap");
+        let mut c = ConfigMapDir { dir, version: 0 };
+        c.update(yaml);
+        std::os::unix::fs::symlink("..data/rvs.yaml", c.dir.join("rvs.yaml")).unwrap();
+        c
+    }
+
+    /// As the kubelet updates it: a new timestamped directory, a new
+    /// symlink renamed over `..data`, the old directory removed.
+    fn update(&mut self, yaml: &str) {
+        self.version += 1;
+        let old = format!("..2026_12_01_00_00_00.{:09}", self.version - 1);
+        let new = format!("..2026_12_01_00_00_00.{:09}", self.version);
+        std::fs::create_dir(self.dir.join(&new)).unwrap();
+        std::fs::write(self.dir.join(&new).join("rvs.yaml"), yaml).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&new, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        let _ = std::fs::remove_dir_all(self.dir.join(old));
+    }
+}
+
+fn config(vip: SocketAddr, backend: SocketAddr, admin: SocketAddr) -> String {
+    format!(
+        "global:\n  shutdown_grace: 20s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
+    )
+}
+
+/// A backend that sends `chunks` of 64 KiB, 100 ms apart, then closes.
+fn long_backend(chunks: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            thread::spawn(move || {
+                let chunk = vec![b'x'; 65536];
+                for _ in 0..chunks {
+                    if s.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    at
+}
+
+/// Removes the container however the test ends.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "-f", "-t", "0", &self.0]);
+    }
+}
+
+/// A line of /proc/PID/status, its fields after the name.
+fn status_field(pid: &str, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .map(|l| {
+            l[name.len() + 1..]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
+    let build = Command::new(root().join("deploy/container/build.sh"))
+        .output()
+        .expect("deploy/container/build.sh runs");
+    let built = text(&build);
+    assert!(build.status.success(), "build.sh: {built}");
+    // The size goal the README and docs/deploy.md state.
+    let size_line = built
+        .lines()
+        .find(|l| l.starts_with(&format!("{IMAGE}: ")))
+        .unwrap_or_else(|| panic!("build.sh says the size: {built}"));
+    println!("{size_line}");
+    let mb: f64 = size_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(mb <= 10.0, "the image is {mb} MB, above the 10 MB goal");
+    // Empty but for the binary: no shell to run.
+    let inspect = podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.User}} {{.Config.Entrypoint}} {{.Config.Cmd}}",
+        IMAGE,
+    ]);
+    assert_eq!(
+        text(&inspect).trim(),
+        "65532:65532 [/usr/local/bin/rvs] [run -c /etc/rvs/rvs.yaml]"
+    );
+
+    let opts = runnable_options();
+    let no_shell = podman(
+        &[
+            &["run", "--rm"][..],
+            &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+            &["--entrypoint", "/bin/sh", IMAGE, "-c", "true"],
+        ]
+        .concat(),
+    );
+    assert!(!no_shell.status.success(), "the image has a shell");
+    let rvsadm = podman(
+        &[
+            &["run", "--rm"][..],
+            &opts.iter().map(String::as_str).collect::<Vec<_>>(),
+            &["--entrypoint", "/usr/local/bin/rvsadm", IMAGE, "--version"],
+        ]
+        .concat(),
+    );
+    assert!(text(&rvsadm).contains("rvsadm v"), "{}", text(&rvsadm));
+
+    const CHUNKS: usize = 80; // 8 s of transfer
+    let (one, two, long) = (
+        name_backend("one"),
+        name_backend("two"),
+        long_backend(CHUNKS),
+    );
+    let (vip, admin) = (free_port(), free_port());
+    let mut cm = ConfigMapDir::new(&config(vip, one, admin));
+    let name = format!("rvs-test-{}", std::process::id());
+    let volume = format!("{}:/etc/rvs:ro", cm.dir.display());
+    let mut args: Vec<&str> = vec![
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "65532:65532",
+        "--network",
+        "host",
+        "-v",
+        &volume,
+    ];
+    args.extend(opts.iter().map(String::as_str));
+    args.push(IMAGE);
+    let started = podman(&args);
+    assert!(started.status.success(), "{}", text(&started));
+    let container = Container(name.clone());
+    let logs = || text(&podman(&["logs", &name]));
+
+    assert!(
+        wait_for(Duration::from_secs(20), || fetch(vip).as_deref()
+            == Some("one")),
+        "traffic through the container: {}",
+        logs()
+    );
+
+    // The process inside runs as 65532, with no capability and no way to
+    // gain privileges.
+    let pid = text(&podman(&["inspect", "--format", "{{.State.Pid}}", &name]))
+        .trim()
+        .to_owned();
+    assert_eq!(status_field(&pid, "Uid"), "65532 65532 65532 65532");
+    assert_eq!(status_field(&pid, "Gid"), "65532 65532 65532 65532");
+    assert_eq!(status_field(&pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(&pid, "CapPrm"), "0000000000000000");
+    assert_eq!(status_field(&pid, "NoNewPrivs"), "1");
+    let ro = podman(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.ReadonlyRootfs}}",
+        &name,
+    ]);
+    assert_eq!(text(&ro).trim(), "true");
+
+    // rvsadm, the link to rvs in the image, reads the table from inside.
+    let table = podman(&[
+        "exec",
+        &name,
+        "rvsadm",
+        "--admin",
+        &admin.to_string(),
+        "-Ln",
+    ]);
+    assert!(
+        text(&table).contains(&format!("TCP  {vip} wlc"))
+            && text(&table).contains(&format!("-> {one}")),
+        "{}",
+        text(&table)
+    );
+
+    // A kubelet-style update of the mounted directory is picked up.
+    cm.update(&config(vip, two, admin));
+    assert!(
+        wait_for(Duration::from_secs(20), || fetch(vip).as_deref()
+            == Some("two")),
+        "the ConfigMap update: {}",
+        logs()
+    );
+
+    // podman stop (SIGTERM) during a transfer: it completes, rvs exits 0.
+    cm.update(&config(vip, long, admin));
+    assert!(
+        wait_for(Duration::from_secs(20), || logs()
+            .matches("configuration reloaded")
+            .count()
+            >= 2),
+        "{}",
+        logs()
+    );
+    let mut c = TcpStream::connect(vip).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut first = [0u8; 1];
+    c.read_exact(&mut first).unwrap();
+    let reader = thread::spawn(move || {
+        let mut rest = Vec::new();
+        let r = c.read_to_end(&mut rest).map(|_| rest.len() + 1);
+        drop(c); // the client closes its side too: the connection is over
+        r
+    });
+    let stopper = {
+        let name = name.clone();
+        thread::spawn(move || podman(&["stop", "-t", "40", &name]))
+    };
+    // Draining: the listener is closed while the transfer goes on.
+    let refused = wait_for(Duration::from_secs(6), || TcpStream::connect(vip).is_err());
+    let in_flight = !reader.is_finished();
+    let got = reader.join().unwrap();
+    assert_eq!(
+        got.as_ref().ok(),
+        Some(&(CHUNKS * 65536)),
+        "the transfer in flight finished: {got:?} {}",
+        logs()
+    );
+    assert!(
+        refused && in_flight,
+        "new connections refused while the transfer went on"
+    );
+    let stopped = stopper.join().unwrap();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
+    let all = logs();
+    assert_eq!(text(&code).trim(), "0", "{all}");
+    assert!(all.contains("shutting down"), "{all}");
+    assert!(all.contains("all connections closed"), "{all}");
+    drop(container);
+}
