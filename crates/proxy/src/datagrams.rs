@@ -8,7 +8,8 @@
 //! the receiving socket; on a network, in the NIC or just before it. A
 //! kernel that refuses it (before 4.18) turns it off for the process.
 //!
-//! With `tcp::info`, the only `unsafe` code of the crate: the message
+//! One of the crate's three `unsafe` modules (with `tcp::info` and
+//! `inherited`): the message
 //! headers point into buffers that [`Batch`] owns, are built on the stack
 //! for each call and do not outlive it.
 

@@ -186,11 +186,6 @@ impl Inherited {
         })
     }
 
-    /// The passed sockets.
-    pub fn sockets(&self) -> Vec<PassedSocket> {
-        self.lock().iter().map(Passed::public).collect()
-    }
-
     /// The passed sockets that no listener took (yet).
     pub fn unused(&self) -> Vec<PassedSocket> {
         self.lock()
@@ -283,9 +278,9 @@ mod tests {
     #[test]
     fn variables_for_another_process_or_unset_pass_nothing() {
         let none = Inherited::from_listen_fds(None, Some("2"), None, 42).unwrap();
-        assert!(none.sockets().is_empty());
+        assert!(none.unused().is_empty());
         let other = Inherited::from_listen_fds(Some("41"), Some("2"), None, 42).unwrap();
-        assert!(other.sockets().is_empty());
+        assert!(other.unused().is_empty());
     }
 
     #[test]

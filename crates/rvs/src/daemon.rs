@@ -174,10 +174,7 @@ pub(crate) async fn run(
     }
     stop.cancel();
     let grace = proxy.config().global.shutdown_grace;
-    notifier.stopping(&format!(
-        "draining open connections (up to {}s)",
-        grace.as_secs()
-    ));
+    notifier.stopping(&format!("draining open connections (up to {grace:?})"));
     info!(grace = ?grace, "shutting down: no new connections, draining open ones");
     if proxy.shutdown(grace).await {
         info!("all connections closed");

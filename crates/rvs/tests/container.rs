@@ -10,9 +10,12 @@
 
 mod common;
 
-use common::{fetch, free_port, name_backend, root, temp_dir, wait_for};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use common::{
+    config, fetch, free_port, name_backend, output_text, paced_backend, report, root, temp_dir,
+    wait_for,
+};
+use std::io::Read;
+use std::net::TcpStream;
 use std::process::{Command, Output};
 use std::thread;
 use std::time::Duration;
@@ -24,14 +27,6 @@ fn podman(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("podman {args:?}: {e} (tests/run installs podman and runc)"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The soft limit of `what` in /proc/self/limits ("Max open files"), or
@@ -76,14 +71,16 @@ fn runnable_options() -> Vec<String> {
         args.extend(opts.iter().map(String::as_str));
         args.extend([IMAGE, "--version"]);
         let out = podman(&args);
-        if out.status.success() && text(&out).contains("rvs ") {
-            println!("podman runs the image with {what}");
+        if out.status.success() && output_text(&out).contains("rvs ") {
+            report(&format!(
+                "container test: podman runs the image with {what}"
+            ));
             for (o, why) in &failures {
-                println!("  (not with {o}: {why})");
+                report(&format!("  (not with {o}: {why})"));
             }
             return opts;
         }
-        let why = text(&out).lines().last().unwrap_or("").to_owned();
+        let why = output_text(&out).lines().last().unwrap_or("").to_owned();
         failures.push((what.to_owned(), why));
     }
     panic!("podman cannot run {IMAGE}: {failures:#?}");
@@ -120,33 +117,6 @@ impl ConfigMapDir {
     }
 }
 
-fn config(vip: SocketAddr, backend: SocketAddr, admin: SocketAddr) -> String {
-    format!(
-        "global:\n  shutdown_grace: 20s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
-    )
-}
-
-/// A backend that sends `chunks` of 64 KiB, 100 ms apart, then closes.
-fn long_backend(chunks: usize) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let at = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let mut s = s;
-            thread::spawn(move || {
-                let chunk = vec![b'x'; 65536];
-                for _ in 0..chunks {
-                    if s.write_all(&chunk).is_err() {
-                        return;
-                    }
-                    thread::sleep(Duration::from_millis(100));
-                }
-            });
-        }
-    });
-    at
-}
-
 /// Removes the container however the test ends.
 struct Container(String);
 
@@ -176,14 +146,14 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
     let build = Command::new(root().join("deploy/container/build.sh"))
         .output()
         .expect("deploy/container/build.sh runs");
-    let built = text(&build);
+    let built = output_text(&build);
     assert!(build.status.success(), "build.sh: {built}");
     // The size goal the README and docs/deploy.md state.
     let size_line = built
         .lines()
         .find(|l| l.starts_with(&format!("{IMAGE}: ")))
         .unwrap_or_else(|| panic!("build.sh says the size: {built}"));
-    println!("{size_line}");
+    report(&format!("container test: {size_line}"));
     let mb: f64 = size_line
         .split_whitespace()
         .nth(1)
@@ -199,7 +169,7 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
         IMAGE,
     ]);
     assert_eq!(
-        text(&inspect).trim(),
+        output_text(&inspect).trim(),
         "65532:65532 [/usr/local/bin/rvs] [run -c /etc/rvs/rvs.yaml]"
     );
 
@@ -221,13 +191,17 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
         ]
         .concat(),
     );
-    assert!(text(&rvsadm).contains("rvsadm v"), "{}", text(&rvsadm));
+    assert!(
+        output_text(&rvsadm).contains("rvsadm v"),
+        "{}",
+        output_text(&rvsadm)
+    );
 
     const CHUNKS: usize = 80; // 8 s of transfer
     let (one, two, long) = (
         name_backend("one"),
         name_backend("two"),
-        long_backend(CHUNKS),
+        paced_backend(CHUNKS, 65536, Duration::from_millis(100)),
     );
     let (vip, admin) = (free_port(), free_port());
     let mut cm = ConfigMapDir::new(&config(vip, one, admin));
@@ -253,9 +227,9 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
     args.extend(opts.iter().map(String::as_str));
     args.push(IMAGE);
     let started = podman(&args);
-    assert!(started.status.success(), "{}", text(&started));
+    assert!(started.status.success(), "{}", output_text(&started));
     let container = Container(name.clone());
-    let logs = || text(&podman(&["logs", &name]));
+    let logs = || output_text(&podman(&["logs", &name]));
 
     assert!(
         wait_for(Duration::from_secs(20), || fetch(vip).as_deref()
@@ -266,7 +240,7 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
 
     // The process inside runs as 65532, with no capability and no way to
     // gain privileges.
-    let pid = text(&podman(&["inspect", "--format", "{{.State.Pid}}", &name]))
+    let pid = output_text(&podman(&["inspect", "--format", "{{.State.Pid}}", &name]))
         .trim()
         .to_owned();
     assert_eq!(status_field(&pid, "Uid"), "65532 65532 65532 65532");
@@ -280,7 +254,7 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
         "{{.HostConfig.ReadonlyRootfs}}",
         &name,
     ]);
-    assert_eq!(text(&ro).trim(), "true");
+    assert_eq!(output_text(&ro).trim(), "true");
 
     // rvsadm, the link to rvs in the image, reads the table from inside.
     let table = podman(&[
@@ -292,10 +266,10 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
         "-Ln",
     ]);
     assert!(
-        text(&table).contains(&format!("TCP  {vip} wlc"))
-            && text(&table).contains(&format!("-> {one}")),
+        output_text(&table).contains(&format!("TCP  {vip} wlc"))
+            && output_text(&table).contains(&format!("-> {one}")),
         "{}",
-        text(&table)
+        output_text(&table)
     );
 
     // A kubelet-style update of the mounted directory is picked up.
@@ -346,10 +320,10 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
         "new connections refused while the transfer went on"
     );
     let stopped = stopper.join().unwrap();
-    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(stopped.status.success(), "{}", output_text(&stopped));
     let code = podman(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
     let all = logs();
-    assert_eq!(text(&code).trim(), "0", "{all}");
+    assert_eq!(output_text(&code).trim(), "0", "{all}");
     assert!(all.contains("shutting down"), "{all}");
     assert!(all.contains("all connections closed"), "{all}");
     drop(container);

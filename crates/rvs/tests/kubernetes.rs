@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{root, rvs, temp_dir};
+use common::{output_text, root, rvs, temp_dir};
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,20 +34,17 @@ fn output(cmd: &mut Command, what: &str) -> Output {
         .unwrap_or_else(|e| panic!("{cmd:?}: {e} ({what}; tests/run installs it)"))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn kustomize(dir: &Path) -> String {
     let out = output(
         Command::new("kubectl").arg("kustomize").arg(dir),
         "kubectl with kustomize",
     );
-    assert!(out.status.success(), "{}: {}", dir.display(), text(&out));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        dir.display(),
+        output_text(&out)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -59,7 +56,7 @@ fn validate(file: &Path) -> (bool, String) {
             .arg(file),
         "PyPI's kubernetes-validate",
     );
-    (out.status.success(), text(&out))
+    (out.status.success(), output_text(&out))
 }
 
 fn docs(yaml: &str) -> Vec<Value> {
@@ -241,7 +238,7 @@ fn check_pod_template(overlay: &str, deployment: &Value, configs: &[&Value]) -> 
     let path = temp_dir("k8s-config").join(format!("{overlay}-{key}"));
     std::fs::write(&path, &yaml).unwrap();
     let out = output(rvs().arg("check").arg("-c").arg(&path), "rvs");
-    assert!(out.status.success(), "{at}: {}", text(&out));
+    assert!(out.status.success(), "{at}: {}", output_text(&out));
     let config: Value = serde_yaml::from_str(&yaml).unwrap();
     // The admin listener is the metrics port, on the pod's address.
     let admin = s(&config["admin"]["listen"]);

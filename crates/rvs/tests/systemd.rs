@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::{config, fetch, free_port, name_backend, root, signal, temp_dir, wait_for};
+use common::{
+    config, fetch, free_port, name_backend, output_text, report, root, signal, temp_dir, wait_for,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
@@ -27,14 +29,6 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| {
         panic!("{cmd:?}: {e} (Debian's systemd package has it; tests/run installs it)")
     })
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `systemd-analyze verify` looks for the binaries the unit runs: a root
@@ -54,7 +48,7 @@ fn unit_root(rvs_unit: &str) -> std::path::PathBuf {
         .arg("-a")
         .arg("/usr/lib/systemd/system")
         .arg(r.join("usr/lib/systemd")));
-    assert!(copied.status.success(), "{}", text(&copied));
+    assert!(copied.status.success(), "{}", output_text(&copied));
     std::fs::copy(env!("CARGO_BIN_EXE_rvs"), r.join("usr/local/bin/rvs")).unwrap();
     let kill = ["/bin/kill", "/usr/bin/kill"]
         .into_iter()
@@ -83,15 +77,15 @@ fn the_units_pass_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(root().join("deploy/systemd/rvs.service")).unwrap();
     let out = verify(&unit_root(&unit));
     assert!(
-        out.status.success() && text(&out).trim().is_empty(),
+        out.status.success() && output_text(&out).trim().is_empty(),
         "systemd-analyze verify: {}",
-        text(&out)
+        output_text(&out)
     );
     // The check can fail: a misspelt setting is reported.
     let broken = unit.replace("Type=notify", "Type=notfy");
     assert_ne!(broken, unit);
     let out = verify(&unit_root(&broken));
-    assert!(text(&out).contains("notfy"), "{}", text(&out));
+    assert!(output_text(&out).contains("notfy"), "{}", output_text(&out));
     // The unit is what the docs say: notify, reload by SIGHUP after a check.
     for line in [
         "Type=notify",
@@ -121,12 +115,12 @@ fn systemd_analyze_security_rates_the_unit_ok() {
     let out = run(tool("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager"])
         .arg(&unit));
-    let all = text(&out);
+    let all = output_text(&out);
     let verdict = all
         .lines()
         .find(|l| l.contains("Overall exposure level"))
         .unwrap_or_else(|| panic!("no rating: {all}"));
-    println!("{verdict}");
+    report(&format!("systemd test: {}", verdict.trim()));
     let level: f64 = verdict
         .split(": ")
         .nth(1)
@@ -156,7 +150,7 @@ fn systemd_analyze_security_rates_the_unit_ok() {
     let out = run(tool("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager", "--threshold=5"])
         .arg(&bare));
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
 }
 
 /// rvs started by `systemd-socket-activate` with the given listeners.
@@ -301,11 +295,12 @@ fn a_passed_descriptor_that_is_no_socket_is_refused_by_name() {
         env!("CARGO_BIN_EXE_rvs"),
         path.display()
     )));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(
-        text(&out).contains("rvs: socket activation: passed descriptor 3 (web): not a socket"),
+        output_text(&out)
+            .contains("rvs: socket activation: passed descriptor 3 (web): not a socket"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -427,14 +422,14 @@ fn systemd_image() -> String {
                 &suite,
             ])
             .arg(&rootfs));
-        assert!(out.status.success(), "debootstrap: {}", text(&out));
+        assert!(out.status.success(), "debootstrap: {}", output_text(&out));
         std::fs::write(rootfs.join(".complete"), "").unwrap();
     }
     let out = run(Command::new("sh").arg("-c").arg(format!(
         "tar -C {} -c . | podman import - {image}",
         rootfs.display()
     )));
-    assert!(out.status.success(), "podman import: {}", text(&out));
+    assert!(out.status.success(), "podman import: {}", output_text(&out));
     image
 }
 
@@ -442,7 +437,7 @@ fn systemd_image() -> String {
 /// exited 0.
 fn in_container(name: &str, script: &str) -> (bool, String) {
     let out = run(Command::new("podman").args(["exec", name, "sh", "-c", script]));
-    (out.status.success(), text(&out))
+    (out.status.success(), output_text(&out))
 }
 
 struct Removed(String);
@@ -506,7 +501,7 @@ fn the_units_run_under_a_real_systemd() {
     }
     args.extend([image, "/sbin/init".to_owned()]);
     let started = run(Command::new("podman").args(&args));
-    assert!(started.status.success(), "{}", text(&started));
+    assert!(started.status.success(), "{}", output_text(&started));
     let _removed = Removed(name.clone());
     // systemd up; the backend: rvs's demo on 8000 (three HTTP servers).
     let (ok, boot) = in_container(

@@ -1,8 +1,9 @@
 //! The kernel's count of a TCP socket's segments (`TCP_INFO`): what
 //! `ipvsadm --stats` shows as InPkts and OutPkts of a connection.
 //!
-//! The only `unsafe` code of the crate: one `getsockopt(2)` into a
-//! zeroed `tcp_info` of the size the kernel is told.
+//! One of the crate's three `unsafe` modules (with `datagrams` and
+//! `inherited`): one `getsockopt(2)` into a zeroed `tcp_info` of the size
+//! the kernel is told.
 
 #![allow(unsafe_code)]
 

@@ -23,6 +23,13 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A line in the test run's output even when the test passes (the test
+/// harness captures `println!`, not writes to the standard error itself):
+/// what a test found about the machine, a figure it measured.
+pub fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 pub fn rvs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rvs"))
 }
@@ -51,25 +58,41 @@ pub fn name_backend(name: &'static str) -> SocketAddr {
     at
 }
 
-/// A backend that sends `n` bytes slowly, then closes.
+/// A backend that sends `n` bytes slowly (in 20 chunks, 50 ms apart),
+/// then closes.
 pub fn slow_backend(n: usize) -> SocketAddr {
+    paced_backend(20, n / 20, Duration::from_millis(50))
+}
+
+/// A backend that sends `chunks` chunks of `size` bytes, `pause` apart, to
+/// each connection, then closes.
+pub fn paced_backend(chunks: usize, size: usize, pause: Duration) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let at = l.local_addr().unwrap();
     thread::spawn(move || {
         for s in l.incoming().flatten() {
             let mut s = s;
             thread::spawn(move || {
-                let chunk = vec![b'x'; n / 20];
-                for _ in 0..20 {
+                let chunk = vec![b'x'; size];
+                for _ in 0..chunks {
                     if s.write_all(&chunk).is_err() {
                         return;
                     }
-                    thread::sleep(Duration::from_millis(50));
+                    thread::sleep(pause);
                 }
             });
         }
     });
     at
+}
+
+/// A command's standard output and error, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn fetch(vip: SocketAddr) -> Option<String> {
@@ -104,6 +127,6 @@ pub fn signal(child: &Child, sig: &str) {
 /// that parallel tests do not meet on the default 9180.
 pub fn config(vip: SocketAddr, backend: SocketAddr, admin: SocketAddr) -> String {
     format!(
-        "global:\n  shutdown_grace: 10s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
+        "global:\n  shutdown_grace: 20s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
     )
 }
