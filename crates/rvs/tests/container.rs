@@ -11,23 +11,16 @@
 mod common;
 
 use common::{
-    config, fetch, free_port, name_backend, output_text, paced_backend, report, root, temp_dir,
-    wait_for,
+    PodmanContainer, config, fetch, free_port, name_backend, output_text, paced_backend, podman,
+    report, root, temp_dir, wait_for,
 };
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 const IMAGE: &str = "localhost/rvs:dev";
-
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("podman {args:?}: {e} (tests/run installs podman and runc)"))
-}
 
 /// The soft limit of `what` in /proc/self/limits ("Max open files"), or
 /// `fallback` when it is unlimited.
@@ -114,15 +107,6 @@ impl ConfigMapDir {
         std::os::unix::fs::symlink(&new, &tmp).unwrap();
         std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
         let _ = std::fs::remove_dir_all(self.dir.join(old));
-    }
-}
-
-/// Removes the container however the test ends.
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = podman(&["rm", "-f", "-t", "0", &self.0]);
     }
 }
 
@@ -228,7 +212,7 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
     args.push(IMAGE);
     let started = podman(&args);
     assert!(started.status.success(), "{}", output_text(&started));
-    let container = Container(name.clone());
+    let container = PodmanContainer(name.clone());
     let logs = || output_text(&podman(&["logs", &name]));
 
     assert!(

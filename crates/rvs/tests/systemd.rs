@@ -11,7 +11,8 @@
 mod common;
 
 use common::{
-    config, fetch, free_port, name_backend, output_text, report, root, signal, temp_dir, wait_for,
+    PodmanContainer, config, fetch, free_port, name_backend, output_text, podman, report, root,
+    signal, temp_dir, wait_for,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -20,10 +21,6 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn tool(name: &str) -> Command {
-    Command::new(name)
-}
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| {
@@ -66,7 +63,7 @@ fn unit_root(rvs_unit: &str) -> std::path::PathBuf {
 }
 
 fn verify(unit_root: &Path) -> Output {
-    run(tool("systemd-analyze")
+    run(Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", unit_root.display()))
         .args(["rvs.service", "rvs.socket"]))
@@ -112,7 +109,7 @@ const EXPOSURE: &str = "1.6";
 #[test]
 fn systemd_analyze_security_rates_the_unit_ok() {
     let unit = root().join("deploy/systemd/rvs.service");
-    let out = run(tool("systemd-analyze")
+    let out = run(Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager"])
         .arg(&unit));
     let all = output_text(&out);
@@ -147,7 +144,7 @@ fn systemd_analyze_security_rates_the_unit_ok() {
         "[Service]\nType=notify\nExecStart=/usr/local/bin/rvs run -c /etc/rvs/rvs.yaml\n",
     )
     .unwrap();
-    let out = run(tool("systemd-analyze")
+    let out = run(Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager", "--threshold=5"])
         .arg(&bare));
     assert!(!out.status.success(), "{}", output_text(&out));
@@ -161,7 +158,7 @@ fn activated(
     config: &Path,
     log: &Path,
 ) -> Child {
-    let mut cmd = tool("systemd-socket-activate");
+    let mut cmd = Command::new("systemd-socket-activate");
     for l in listen {
         cmd.arg("-l").arg(l.to_string());
     }
@@ -331,7 +328,7 @@ fn the_service_manager_hears_ready_reloading_stopping_and_the_watchdog() {
     let sock = UnixDatagram::bind(&socket_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let child = common::rvs()
+    let mut child = common::rvs()
         .args(["run", "-c"])
         .arg(&path)
         .env("NOTIFY_SOCKET", &socket_path)
@@ -370,7 +367,6 @@ fn the_service_manager_hears_ready_reloading_stopping_and_the_watchdog() {
     signal(&child, "TERM");
     let stopping = until(&sock, &mut seen, |m| m.contains("STOPPING=1"));
     assert!(stopping.contains("STATUS=draining"), "{stopping}");
-    let mut child = child;
     let _ = child.wait();
 }
 
@@ -408,7 +404,7 @@ fn systemd_image() -> String {
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "bookworm".to_owned());
     let image = format!("localhost/rvs-test-systemd:{suite}");
-    let exists = run(Command::new("podman").args(["image", "exists", &image]));
+    let exists = podman(&["image", "exists", &image]);
     if exists.status.success() {
         return image;
     }
@@ -436,18 +432,8 @@ fn systemd_image() -> String {
 /// Runs `script` in the container's shell; its output, and whether it
 /// exited 0.
 fn in_container(name: &str, script: &str) -> (bool, String) {
-    let out = run(Command::new("podman").args(["exec", name, "sh", "-c", script]));
+    let out = podman(&["exec", name, "sh", "-c", script]);
     (out.status.success(), output_text(&out))
-}
-
-struct Removed(String);
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["rm", "-f", "-t", "0", &self.0])
-            .output();
-    }
 }
 
 /// The units as shipped, under a real systemd (PID 1 of a privileged
@@ -500,9 +486,9 @@ fn the_units_run_under_a_real_systemd() {
         args.push(mount(&from, to));
     }
     args.extend([image, "/sbin/init".to_owned()]);
-    let started = run(Command::new("podman").args(&args));
+    let started = podman(&args);
     assert!(started.status.success(), "{}", output_text(&started));
-    let _removed = Removed(name.clone());
+    let _removed = PodmanContainer(name.clone());
     // systemd up; the backend: rvs's demo on 8000 (three HTTP servers).
     let (ok, boot) = in_container(
         &name,

@@ -86,6 +86,23 @@ pub fn paced_backend(chunks: usize, size: usize, pause: Duration) -> SocketAddr 
     at
 }
 
+/// `podman ARGS`, run to its end.
+pub fn podman<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("podman: {e} (tests/run installs podman and runc)"))
+}
+
+/// A podman container, removed however the test ends.
+pub struct PodmanContainer(pub String);
+
+impl Drop for PodmanContainer {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "-f", "-t", "0", &self.0]);
+    }
+}
+
 /// A command's standard output and error, as text.
 pub fn output_text(o: &std::process::Output) -> String {
     format!(
