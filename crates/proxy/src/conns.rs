@@ -214,6 +214,22 @@ impl ConnTable {
         self.len() == 0
     }
 
+    /// Ends the TCP connections whose real server is one of `gone`
+    /// (`expire_nodest_conn`): each is reset by its own task. Returns how
+    /// many were told.
+    pub(crate) fn expire_dests(&self, gone: &[Arc<Dest>]) -> usize {
+        let mut n = 0;
+        for i in 0..SHARDS {
+            for c in self.shard(i).values() {
+                if c.proto == Proto::Tcp && gone.iter().any(|d| Arc::ptr_eq(d, &c.dest)) {
+                    c.counters.expire();
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Flushes every live connection's new bytes into the totals.
     pub(crate) fn flush(&self, stats: &ServiceStats) {
         for i in 0..SHARDS {

@@ -44,6 +44,7 @@
 
 pub mod admin;
 mod clock;
+pub mod discovery;
 pub mod config;
 pub mod conns;
 mod datagrams;

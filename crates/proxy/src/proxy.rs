@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use crate::config::{Config, ConfigError, Proto};
+use crate::config::{Config, ConfigError, Proto, Target};
+use crate::discovery::{self, EntryState};
 use crate::inherited::Inherited;
 use crate::listener::{self, Bound, Slot};
 use crate::service::ServiceRuntime;
@@ -70,7 +71,7 @@ pub struct Proxy {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     state: Mutex<State>,
     config: ArcSwap<Config>,
     /// Configurations applied, the first included.
@@ -83,11 +84,15 @@ struct Inner {
     workers: Workers,
     /// Sockets passed by the service manager, adopted before binding.
     inherited: Arc<Inherited>,
+    /// Wakes DNS discovery when the configuration changed.
+    discovery_wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     services: HashMap<String, Arc<ServiceRuntime>>,
+    /// What DNS discovery found, by service and entry.
+    discovered: HashMap<String, HashMap<Target, EntryState>>,
     /// Listening sockets by protocol and configured address.
     slots: HashMap<(Proto, SocketAddr), Arc<Slot>>,
     /// Addresses whose listener was stopped lately: its task closes the
@@ -166,11 +171,16 @@ impl Proxy {
                 stop: CancellationToken::new(),
                 workers,
                 inherited,
+                discovery_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         proxy.apply(config)?;
         tokio::spawn(timers(
             Arc::downgrade(&proxy.inner),
+            proxy.inner.stop.clone(),
+        ));
+        tokio::spawn(crate::discovery::task::run(
+            proxy.downgrade(),
             proxy.inner.stop.clone(),
         ));
         Ok(proxy)
@@ -247,18 +257,34 @@ impl Proxy {
             })?;
             fresh.insert(*key, bound);
         }
-        // Phase 2: nothing below fails.
+        // Phase 2: nothing below fails. A service whose running form
+        // (its discovered servers in place) did not change is not touched:
+        // a reload costs what changed.
         let mut services = HashMap::new();
         for spec in &config.services {
+            let found = st.discovered.get(&spec.name);
+            let running =
+                discovery::expand(spec, |i| found.and_then(|f| f.get(&spec.discovery[i].target)));
             let rt = match st.services.remove(&spec.name) {
                 Some(rt) => {
-                    rt.update(spec.clone());
+                    rt.set_globals(&config.global);
+                    if *rt.spec() != running {
+                        rt.update(running);
+                    }
                     rt
                 }
-                None => ServiceRuntime::new(spec.clone()),
+                None => ServiceRuntime::new(running),
             };
             services.insert(spec.name.clone(), rt);
         }
+        // Forget what was found for entries no longer configured.
+        st.discovered.retain(|name, found| {
+            let Some(spec) = config.services.iter().find(|s| &s.name == name) else {
+                return false;
+            };
+            found.retain(|t, _| spec.discovery.iter().any(|d| &d.target == t));
+            !found.is_empty()
+        });
         let mut slots = HashMap::new();
         for (key, service) in &wanted {
             let target = Arc::clone(&services[*service]);
@@ -305,13 +331,128 @@ impl Proxy {
             rt.retire();
         }
         for rt in services.values() {
-            rt.set_access_log(config.global.access_log);
+            rt.set_globals(&config.global);
         }
         st.slots = slots;
         st.services = services;
         self.inner.config.store(Arc::new(config));
         self.inner.generation.fetch_add(1, Relaxed);
+        self.inner.discovery_wake.notify_one();
         Ok(())
+    }
+
+    /// A handle that does not keep the proxy alive.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The proxy behind a weak handle, while it runs.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Proxy> {
+        weak.upgrade().map(|inner| Proxy { inner })
+    }
+
+    /// Told each time a configuration is applied.
+    pub(crate) fn config_changes(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.discovery_wake)
+    }
+
+    /// Applies one resolution of `target` for `service`: when the servers
+    /// in force change, that service alone is updated, as a reload would
+    /// update it. Returns what to log.
+    pub(crate) fn apply_resolution(
+        &self,
+        service: &str,
+        target: &Target,
+        answer: discovery::Answer,
+        now: std::time::Instant,
+    ) -> Option<(discovery::Event, usize, usize, bool)> {
+        let mut st = lock(&self.inner.state);
+        let config = self.inner.config.load();
+        let spec = config.service(service)?;
+        spec.discovery.iter().find(|d| &d.target == target)?;
+        let hold = config.global.dns.hold_nx;
+        let entry = st
+            .discovered
+            .entry(service.to_owned())
+            .or_default()
+            .entry(target.clone())
+            .or_default();
+        let (changed, event) = entry.update(answer, spec.proto, hold, now);
+        let (servers, leaving) = (entry.servers(), entry.leaving());
+        if changed {
+            self.rerun(&st, spec);
+        }
+        Some((event, servers, leaving, changed))
+    }
+
+    /// Drops the servers that left DNS and have no connection left; true
+    /// when some wait still.
+    pub(crate) fn sweep_leaving(&self) -> bool {
+        let mut st = lock(&self.inner.state);
+        let config = self.inner.config.load();
+        let mut waiting = false;
+        let mut changed: Vec<String> = Vec::new();
+        let State {
+            services,
+            discovered,
+            ..
+        } = &mut *st;
+        for (name, found) in discovered.iter_mut() {
+            let Some(rt) = services.get(name) else {
+                continue;
+            };
+            let idle = |a: SocketAddr| {
+                rt.scheduler()
+                    .dest(a)
+                    .is_none_or(|d| d.active_conns() == 0 && d.inactive_conns() == 0)
+            };
+            let mut any = false;
+            for e in found.values_mut().filter(|e| e.has_leaving()) {
+                any |= e.sweep(idle);
+                waiting |= e.has_leaving();
+            }
+            if any {
+                changed.push(name.clone());
+            }
+        }
+        for name in changed {
+            if let Some(spec) = config.service(&name) {
+                info!(service = %name, "real servers that left DNS have no connection left: removed");
+                self.rerun(&st, spec);
+            }
+        }
+        waiting
+    }
+
+    /// Updates one running service to its file form `spec` with what was
+    /// found for it.
+    fn rerun(&self, st: &State, spec: &crate::config::ServiceSpec) {
+        let Some(rt) = st.services.get(&spec.name) else {
+            return;
+        };
+        let found = st.discovered.get(&spec.name);
+        let running =
+            discovery::expand(spec, |i| found.and_then(|f| f.get(&spec.discovery[i].target)));
+        if *rt.spec() != running {
+            rt.update(running);
+        }
+    }
+
+    /// What DNS discovery says of each entry of `service`: the entry, the
+    /// servers in force, those leaving, resolutions by result, whether a
+    /// good answer ever came, and the failure in progress with its age.
+    pub fn discovery_status(&self, service: &str) -> Vec<crate::discovery::EntryView> {
+        let st = lock(&self.inner.state);
+        let config = self.inner.config.load();
+        let Some(spec) = config.service(service) else {
+            return Vec::new();
+        };
+        let found = st.discovered.get(service);
+        let now = std::time::Instant::now();
+        spec.discovery
+            .iter()
+            .map(|d| crate::discovery::EntryView::of(&d.target, found.and_then(|f| f.get(&d.target)), now))
+            .collect()
     }
 
     /// `ipvsadm -Z`: zeroes the tables' counters of one service, or of all.

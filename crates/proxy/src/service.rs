@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
-use rvs_sched::{Dest, DestUpdate, Service};
+use rvs_sched::{Dest, Service};
 use tracing::{info, warn};
 
 use crate::config::{RealServerSpec, ServiceSpec};
@@ -36,6 +36,8 @@ pub struct ServiceRuntime {
     /// When each refusal reason was last logged ([`crate::clock`] ns).
     refusal_logged: [AtomicU64; Refusal::ALL.len()],
     access_log: AtomicBool,
+    /// `global.expire_nodest_conn`.
+    expire_nodest: AtomicBool,
     /// Health of the real servers; it decides the scheduler's table.
     pub(crate) health: Health,
 }
@@ -165,39 +167,23 @@ fn new_scheduler(spec: &ServiceSpec) -> Service {
     Service::new(spec.sched, crate::clock::now())
 }
 
-/// Brings the scheduler's servers to `want`: deletes those gone, edits
-/// those changed, adds the new ones in file order (each at the head of the
-/// list, as keepalived's adds do). Unchanged servers keep their counters.
-/// Linear in the servers (a thousand going down at once is a thousand
-/// calls).
-fn sync_dests(sched: &Service, want: &[RealServerSpec]) {
-    let wanted: hashbrown::HashSet<SocketAddr> = want.iter().map(|w| w.address).collect();
-    let mut have: HashMap<SocketAddr, Arc<Dest>> = HashMap::new();
-    for d in sched.dests() {
-        if wanted.contains(&d.addr()) {
-            have.insert(d.addr(), d);
-        } else {
-            // Cannot fail: the server was just listed.
-            let _ = sched.del_dest(d.addr());
-        }
+/// Brings the scheduler's servers to `want`, in one step
+/// ([`Service::set_dests`]): the list is `want` reversed, which is what
+/// IPVS holds after keepalived added `want` in order (each add links at the
+/// head), and it stays a function of `want` alone whatever came before, so
+/// that replicas given the same servers build the same sh, dh and mh
+/// tables. Unchanged servers keep their counters. Returns the servers that
+/// left the list.
+fn sync_dests(sched: &Service, want: &[RealServerSpec]) -> Vec<Arc<Dest>> {
+    let list: Vec<(SocketAddr, rvs_sched::DestParams)> =
+        want.iter().rev().map(|w| (w.address, w.params)).collect();
+    let before = sched.dests();
+    if let Err(e) = sched.set_dests(&list) {
+        // The table is checked with the configuration: not expected.
+        warn!(error = %e, "the scheduler refused the table; it stays as it was");
+        return Vec::new();
     }
-    for w in want {
-        match have.get(&w.address) {
-            Some(d) if d.params() == w.params => {}
-            Some(_) => {
-                let update = DestUpdate {
-                    weight: Some(w.params.weight),
-                    u_threshold: Some(w.params.u_threshold),
-                    l_threshold: Some(w.params.l_threshold),
-                };
-                // Cannot fail: the parameters were validated with the config.
-                let _ = sched.edit_dest(w.address, update);
-            }
-            None => {
-                let _ = sched.add_dest(w.address, w.params);
-            }
-        }
-    }
+    before.into_iter().filter(|d| !d.is_available()).collect()
 }
 
 impl ServiceRuntime {
@@ -213,6 +199,7 @@ impl ServiceRuntime {
             view: View::new(Totals::default()),
             refusal_logged: Default::default(),
             access_log: AtomicBool::new(false),
+            expire_nodest: AtomicBool::new(false),
             health: Health::default(),
         });
         rt.reconcile_health(None);
@@ -330,14 +317,27 @@ impl ServiceRuntime {
     /// `fresh` scheduler is filled first and then takes over, so that no
     /// connection meets an empty one.
     pub(crate) fn sync_table(&self, table: &[RealServerSpec], fresh: Option<Service>) {
-        match fresh {
+        let gone = match fresh {
             Some(s) => {
                 sync_dests(&s, table);
                 self.sched.store(Arc::new(s));
+                Vec::new()
             }
             None => sync_dests(&self.sched.load(), table),
-        }
+        };
         self.refresh_dests();
+        if !gone.is_empty() && self.expire_nodest() {
+            // UDP sessions see it at their next datagram; TCP is told here.
+            let n = self.conns.expire_dests(&gone);
+            if n > 0 {
+                info!(service = %self.name, connections = n, "expire_nodest_conn: resetting the connections of real servers that left");
+            }
+        }
+    }
+
+    /// Whether the flows of a real server that left end (`global.expire_nodest_conn`).
+    pub fn expire_nodest(&self) -> bool {
+        self.expire_nodest.load(Relaxed)
     }
 
     /// A removed service: its checks stop (its connections drain).
@@ -415,8 +415,10 @@ impl ServiceRuntime {
         self.access_log.load(Relaxed)
     }
 
-    pub(crate) fn set_access_log(&self, on: bool) {
-        self.access_log.store(on, Relaxed);
+    /// Takes the process-wide settings it follows.
+    pub(crate) fn set_globals(&self, g: &crate::config::Global) {
+        self.access_log.store(g.access_log, Relaxed);
+        self.expire_nodest.store(g.expire_nodest_conn, Relaxed);
     }
 
     /// The access log line of a connection that ended `how`.

@@ -79,6 +79,9 @@ pub struct ServiceStats {
     pub evictions: AtomicU64,
     /// UDP sessions ended by their idle timeout.
     pub expired: AtomicU64,
+    /// TCP connections reset and UDP sessions ended because their real
+    /// server left the table (`expire_nodest_conn`).
+    pub expired_nodest: AtomicU64,
 }
 
 impl ServiceStats {

@@ -73,6 +73,14 @@ impl Session {
         }
     }
 
+    /// Whether its real server left the table and, under
+    /// `expire_nodest_conn`, the session must end.
+    fn server_gone(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| !c.dest().is_available() && self.svc.expire_nodest())
+    }
+
     /// Counts a reply of `n` bytes from `dest`, sent to the client.
     fn replied(&self, dest: &Dest, n: usize) {
         self.touch();
@@ -223,8 +231,16 @@ async fn datagram(
 ) {
     let n = data.len();
     let session = match table.map.get(&client) {
-        Some(s) => Arc::clone(s),
-        None => {
+        Some(s) if !s.server_gone() => Arc::clone(s),
+        found => {
+            if found.is_some()
+                && let Some(old) = table.map.remove(&client)
+            {
+                // expire_nodest_conn: its server left; this datagram
+                // is scheduled again.
+                old.end("expired_nodest");
+                old.svc.stats.expired_nodest.fetch_add(1, Relaxed);
+            }
             let svc = slot.target.load_full();
             match open(&svc, socket, slot, client, table, tracker).await {
                 Some(s) => s,

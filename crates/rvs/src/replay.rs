@@ -244,7 +244,14 @@ impl Replay {
         allow(
             obj,
             "service",
-            &["scheduler", "proto", "persistent", "netmask", "flags"],
+            &[
+                "scheduler",
+                "proto",
+                "persistent",
+                "netmask",
+                "flags",
+                "expire_quiescent_template",
+            ],
         )?;
         let scheduler = match obj.get("scheduler") {
             Some(v) => string(v, "scheduler")?
@@ -285,11 +292,21 @@ impl Replay {
             timeout: Duration::from_secs(u64::from(persistent)),
             netmask,
         });
+        let expire_quiescent_template = match obj.get("expire_quiescent_template") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(format!(
+                    "expire_quiescent_template must be true or false, not {other}"
+                ));
+            }
+        };
         let cfg = ServiceConfig {
             scheduler,
             flags,
             persistence,
             seed: REPLAY_SEED,
+            expire_quiescent_template,
         };
         self.svc = Some(Svc {
             svc: Service::new(cfg, self.now),

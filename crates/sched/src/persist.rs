@@ -168,10 +168,14 @@ impl Templates {
         self.by_key.get(key)?.first().copied().map(Found)
     }
 
-    /// The server of a template, if `ip_vs_check_template()` accepts it.
-    pub(crate) fn valid_dest(&self, f: Found) -> Option<Arc<Dest>> {
+    /// The server of a template, if `ip_vs_check_template()` accepts it:
+    /// still in the list and, with `expire_quiescent_template`
+    /// (`quiescent_expires`), not at weight 0.
+    pub(crate) fn valid_dest(&self, f: Found, quiescent_expires: bool) -> Option<Arc<Dest>> {
         let t = self.all.get(&f.0)?;
-        t.ctl.dest.is_available().then(|| Arc::clone(&t.ctl.dest))
+        let d = &t.ctl.dest;
+        let usable = d.is_available() && !(quiescent_expires && d.weight() == 0);
+        usable.then(|| Arc::clone(d))
     }
 
     /// `ip_vs_check_template()` failing: rehash under port 65535.

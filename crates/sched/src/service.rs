@@ -25,6 +25,10 @@ pub struct ServiceConfig {
     pub persistence: Option<Persistence>,
     /// Seed of the random numbers twos draws.
     pub seed: u64,
+    /// IPVS's `expire_quiescent_template` sysctl: a persistence template
+    /// whose server has weight 0 is invalidated at its next use, and the
+    /// client scheduled again (`ip_vs_check_template()`).
+    pub expire_quiescent_template: bool,
 }
 
 impl ServiceConfig {
@@ -35,6 +39,7 @@ impl ServiceConfig {
             flags: SchedFlags::default(),
             persistence: None,
             seed: 0,
+            expire_quiescent_template: false,
         }
     }
 }
@@ -177,6 +182,72 @@ impl Service {
         Ok(())
     }
 
+    /// Makes the list exactly `want` (head first), in one step: servers
+    /// already in the list keep their counters (and are edited when their
+    /// parameters differ), servers not in `want` are unlinked as by
+    /// [`Service::del_dest`], new ones are linked (revived from the trash
+    /// when still referenced). The table is rebuilt once. Nothing changes
+    /// when the list already is `want`.
+    ///
+    /// This is how a control plane that owns the whole list (a config file,
+    /// DNS discovery) keeps the list order a function of its own order,
+    /// whatever the history of changes: replicas that agree on `want` build
+    /// the same sh, dh and mh tables. Single changes (`ipvsadm -a`) use
+    /// [`Service::add_dest`], which links at the head as IPVS does.
+    pub fn set_dests(&self, want: &[(SocketAddr, DestParams)]) -> Result<(), SchedError> {
+        let mut seen = hashbrown::HashSet::with_capacity(want.len());
+        for (addr, p) in want {
+            check(p)?;
+            if !seen.insert(*addr) {
+                return Err(SchedError::DestExists(*addr));
+            }
+        }
+        let inner = &*self.inner;
+        let mut st = lock(&inner.state);
+        let view = inner.view.load_full();
+        let same = view.dests.len() == want.len()
+            && view
+                .dests
+                .iter()
+                .zip(want)
+                .all(|(d, (a, p))| d.addr() == *a && d.params() == *p);
+        if same {
+            return Ok(());
+        }
+        let mut have: HashMap<SocketAddr, &Arc<Dest>> =
+            view.dests.iter().map(|d| (d.addr(), d)).collect();
+        let mut dests = Vec::with_capacity(want.len());
+        for (addr, params) in want {
+            let dest = match have.remove(addr) {
+                Some(d) => {
+                    if d.params() != *params {
+                        d.apply(*params, false);
+                    }
+                    Arc::clone(d)
+                }
+                None => {
+                    let d = st
+                        .trash
+                        .remove(addr)
+                        .and_then(|w| w.upgrade())
+                        .unwrap_or_else(|| Arc::new(Dest::new(*addr)));
+                    d.apply(*params, true);
+                    d
+                }
+            };
+            dests.push(dest);
+        }
+        st.trash.retain(|_, w| w.strong_count() > 0);
+        for d in have.into_values() {
+            d.unlink();
+            st.trash.insert(d.addr(), Arc::downgrade(d));
+        }
+        let new = Arc::new(View::new(inner.cfg.scheduler, dests, &view.table));
+        st.pick.replaced(&view.dests, &new);
+        inner.view.store(new);
+        Ok(())
+    }
+
     /// The servers in list order (the head of the list first, as
     /// `ipvsadm -L` shows them).
     pub fn dests(&self) -> Vec<Arc<Dest>> {
@@ -240,7 +311,11 @@ impl Service {
             vport: dst.port(),
         };
         let found = t.lookup(&key);
-        let (dest, tpl) = match found.and_then(|f| t.valid_dest(f).map(|d| (d, f))) {
+        let quiescent_expires = inner.cfg.expire_quiescent_template;
+        let (dest, tpl) = match found.and_then(|f| {
+            t.valid_dest(f, quiescent_expires)
+                .map(|d| (d, f))
+        }) {
             Some(hit) => hit,
             None => {
                 if let Some(f) = found {

@@ -102,6 +102,7 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
             let down = health.get(&d.addr()).is_some_and(|h| !h.up);
             json!({
                 "address": d.addr().to_string(),
+                "discovered_by": discovered_by(&spec, d.addr()),
                 "weight": d.weight(),
                 "u_threshold": params.u_threshold,
                 "l_threshold": params.l_threshold,
@@ -125,6 +126,7 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
         }
         real_servers.push(json!({
             "address": r.address.to_string(),
+            "discovered_by": discovered_by(&spec, r.address),
             "weight": r.params.weight,
             "u_threshold": r.params.u_threshold,
             "l_threshold": r.params.l_threshold,
@@ -179,6 +181,28 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
         "real_servers": real_servers,
         "config": OutService::new(&spec, &config.global.timeouts),
     });
+    if !spec.discovery.is_empty() {
+        v["discovery"] = p
+            .discovery_status(svc.name())
+            .iter()
+            .map(|e| {
+                json!({
+                    "entry": e.target,
+                    "state": e.state(),
+                    "servers": e.servers,
+                    "leaving": e.leaving,
+                    "resolutions": crate::discovery::RESULT_NAMES
+                        .iter()
+                        .zip(e.by_result)
+                        .map(|(k, n)| ((*k).to_owned(), json!(n)))
+                        .collect::<serde_json::Map<String, Value>>(),
+                    "error": e.failing.as_ref().map(|(why, _)| why),
+                    "failing_for": e.failing.as_ref().map(|(_, d)| d.as_secs_f64()),
+                })
+            })
+            .collect();
+    }
+    v["expired_nodest"] = json!(svc.stats.expired_nodest.load(std::sync::atomic::Ordering::Relaxed));
     if spec.proto == Proto::Udp {
         v["udp"] = json!({
             "sessions": svc.conns.len(),
@@ -187,6 +211,13 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
         });
     }
     v
+}
+
+/// The entry (`dns:NAME:PORT`, `srv:NAME`) that found the real server at
+/// `addr`, if DNS did.
+fn discovered_by(spec: &crate::config::ServiceSpec, addr: SocketAddr) -> Option<String> {
+    let r = spec.real_servers.iter().find(|r| r.address == addr)?;
+    Some(spec.discovery.get(r.discovered?)?.target.to_string())
 }
 
 /// `available`, `quiescent` (weight 0) or `overloaded` (over its upper

@@ -237,6 +237,7 @@ pub(super) fn add_real_server(p: &Proxy, name: &str, body: &[u8]) -> Result<Valu
             checks: None,
             alpha: None,
             inhibit_on_failure: None,
+            discovered: None,
         });
         Ok(())
     })?;

@@ -159,6 +159,10 @@ struct Families {
     svc_templates: Family,
     svc_quorum: Family,
     svc_sorry: Family,
+    svc_expired_nodest: Family,
+    dns_resolutions: Family,
+    dns_servers: Family,
+    dns_failing: Family,
     udp_sessions: Family,
     udp_datagrams: Family,
     udp_evictions: Family,
@@ -222,6 +226,22 @@ impl Families {
             svc_sorry: F::gauge(
                 "rvs_service_sorry_server_active",
                 "1 while the sorry server takes the service's connections.",
+            ),
+            svc_expired_nodest: F::counter(
+                "rvs_service_expired_nodest_total",
+                "TCP connections reset and UDP sessions ended because their real server left the table (global.expire_nodest_conn).",
+            ),
+            dns_resolutions: F::counter(
+                "rvs_dns_resolutions_total",
+                "Resolutions of a dns: or srv: real-server entry, by result (ok, nxdomain, no_records, failed).",
+            ),
+            dns_servers: F::gauge(
+                "rvs_dns_servers",
+                "Real servers in force for a dns: or srv: entry, those leaving included.",
+            ),
+            dns_failing: F::gauge(
+                "rvs_dns_failing",
+                "1 while the last answer for a dns: or srv: entry was not good (the servers in force stay).",
             ),
             udp_sessions: F::gauge("rvs_udp_sessions", "Live UDP sessions."),
             udp_datagrams: F::counter(
@@ -305,6 +325,10 @@ impl Families {
             self.svc_templates,
             self.svc_quorum,
             self.svc_sorry,
+            self.svc_expired_nodest,
+            self.dns_resolutions,
+            self.dns_servers,
+            self.dns_failing,
             self.udp_sessions,
             self.udp_datagrams,
             self.udp_evictions,
@@ -373,6 +397,20 @@ impl RvsCollector {
                     .sorry_server
                     .is_some_and(|a| dests.iter().any(|d| d.addr() == a));
             f.svc_sorry.add(&s, if sorry_on { 1.0 } else { 0.0 });
+            f.svc_expired_nodest
+                .add(&s, svc.stats.expired_nodest.load(Relaxed) as f64);
+            if !spec.discovery.is_empty() {
+                for e in self.proxy.discovery_status(name) {
+                    let l = [("service", name), ("entry", e.target.as_str())];
+                    for (result, n) in crate::discovery::RESULT_NAMES.iter().zip(e.by_result) {
+                        f.dns_resolutions
+                            .add(&[l[0], l[1], ("result", result)], n as f64);
+                    }
+                    f.dns_servers.add(&l, e.servers as f64);
+                    f.dns_failing
+                        .add(&l, if e.failing.is_some() { 1.0 } else { 0.0 });
+                }
+            }
             let health = svc.health();
             for r in &spec.real_servers {
                 let addr = r.address.to_string();

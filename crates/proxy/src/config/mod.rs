@@ -49,6 +49,79 @@ pub struct Global {
     /// The timeouts of services that do not set their own (`ipvsadm
     /// --set` changes these and every service's).
     pub timeouts: Timeouts,
+    /// How `dns:` and `srv:` real servers are resolved.
+    pub dns: DnsSettings,
+    /// IPVS's `expire_nodest_conn`: the flows of a real server that left
+    /// the table end (UDP: rescheduled at their next datagram; TCP: reset).
+    pub expire_nodest_conn: bool,
+    /// IPVS's `expire_quiescent_template`: a persistence template whose
+    /// real server has weight 0 ends at its next use.
+    pub expire_quiescent_template: bool,
+}
+
+/// DNS discovery settings (`global.dns`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The name servers asked; empty: those of /etc/resolv.conf.
+    pub resolvers: Vec<SocketAddr>,
+    /// How often every name is resolved again.
+    pub interval: Duration,
+    /// How long a name that resolved keeps its servers once it answers
+    /// NXDOMAIN or no address (HAProxy's `hold nx`).
+    pub hold_nx: Duration,
+    /// How long one query waits for an answer.
+    pub timeout: Duration,
+}
+
+impl Default for DnsSettings {
+    fn default() -> DnsSettings {
+        DnsSettings {
+            resolvers: Vec::new(),
+            interval: Duration::from_secs(5),
+            hold_nx: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a `dns:` or `srv:` real-server entry names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// Every A and AAAA record of `host`, at `port`.
+    Dns {
+        /// The name.
+        host: String,
+        /// The port of every server.
+        port: u16,
+    },
+    /// Every SRV record of `name` of the lowest priority: target, port and
+    /// weight from the record.
+    Srv {
+        /// The SRV name (`_service._proto.name`).
+        name: String,
+    },
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Dns { host, port } => write!(f, "dns:{host}:{port}"),
+            Target::Srv { name } => write!(f, "srv:{name}"),
+        }
+    }
+}
+
+/// A `dns:` or `srv:` entry of a service's `real_servers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// What is resolved.
+    pub target: Target,
+    /// What each server found gets: weight (SRV: the record's), thresholds,
+    /// checks, `alpha`, `inhibit_on_failure`. Its address means nothing.
+    pub template: RealServerSpec,
+    /// Its place among the file's `real_servers` entries: the servers it
+    /// finds stand there, ordered by address and port.
+    pub position: usize,
 }
 
 /// The admin listener (`admin:`).
@@ -122,8 +195,11 @@ pub struct ServiceSpec {
     pub udp: UdpSettings,
     /// Health checking, quorum and the sorry server.
     pub health: HealthSpec,
-    /// Real servers, in file order.
+    /// Real servers, in file order. While running, the servers that
+    /// `discovery` found stand among them at their entry's place.
     pub real_servers: Vec<RealServerSpec>,
+    /// The `dns:` and `srv:` entries of `real_servers`.
+    pub discovery: Vec<Discovery>,
 }
 
 /// Health checking of a service's real servers, with keepalived's meaning.
@@ -303,6 +379,9 @@ impl Acl {
 pub struct UdpSettings {
     /// One-packet scheduling: each datagram scheduled on its own.
     pub ops: bool,
+    /// With `proxy_protocol`, the header goes before every datagram (true)
+    /// or a session's first one only.
+    pub proxy_protocol_every: bool,
     /// Sessions at once, at most; the idlest is evicted beyond.
     pub max_sessions: usize,
 }
@@ -320,9 +399,48 @@ pub struct RealServerSpec {
     pub alpha: Option<bool>,
     /// Its own `inhibit_on_failure`.
     pub inhibit_on_failure: Option<bool>,
+    /// Found by `discovery[i]` of its service (`None`: written in the
+    /// file, or added through the API).
+    pub discovered: Option<usize>,
+}
+
+/// A `real_servers` entry as the file has it.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry<'a> {
+    /// `address:`.
+    Static(&'a RealServerSpec),
+    /// `dns:` or `srv:`.
+    Discovery(&'a Discovery),
 }
 
 impl ServiceSpec {
+    /// The `real_servers` entries in file order: the servers written with
+    /// an address, and the `dns:`/`srv:` entries at their places.
+    pub fn entries(&self) -> Vec<Entry<'_>> {
+        let mut statics = self
+            .real_servers
+            .iter()
+            .filter(|r| r.discovered.is_none())
+            .map(Entry::Static);
+        let mut out = Vec::with_capacity(self.real_servers.len() + self.discovery.len());
+        let mut pending = self.discovery.iter().peekable();
+        loop {
+            match pending.peek() {
+                Some(d) if d.position <= out.len() => {
+                    out.push(Entry::Discovery(d));
+                    pending.next();
+                }
+                _ => match statics.next() {
+                    Some(e) => out.push(e),
+                    None => {
+                        out.extend(pending.map(Entry::Discovery));
+                        return out;
+                    }
+                },
+            }
+        }
+    }
+
     /// The checks of real server `r`: its own, else the service's.
     pub fn checks_of<'a>(&'a self, r: &'a RealServerSpec) -> &'a [HealthCheck] {
         r.checks.as_deref().unwrap_or(&self.health.checks)
@@ -394,12 +512,14 @@ impl Config {
     /// or JSON), as the admin API receives it; `source` names it in errors.
     /// Timeouts it leaves out are this configuration's global ones.
     pub fn parse_service(&self, text: &str, source: &str) -> Result<ServiceSpec, ConfigError> {
-        validate::parse_service(text, &self.global.timeouts).map_err(|problems| {
+        let mut spec = validate::parse_service(text, &self.global.timeouts).map_err(|problems| {
             ConfigError::Invalid {
                 file: source.to_owned(),
                 problems,
             }
-        })
+        })?;
+        spec.sched.expire_quiescent_template = self.global.expire_quiescent_template;
+        Ok(spec)
     }
 
     /// This configuration with its services replaced, checked whole as a

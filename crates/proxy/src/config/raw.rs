@@ -26,6 +26,20 @@ pub(crate) struct RawGlobal {
     pub(crate) access_log: bool,
     #[serde(default)]
     pub(crate) timeouts: RawTimeouts,
+    pub(crate) dns: Option<RawDns>,
+    #[serde(default)]
+    pub(crate) expire_nodest_conn: bool,
+    #[serde(default)]
+    pub(crate) expire_quiescent_template: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub(crate) resolvers: Option<Vec<Addr>>,
+    pub(crate) interval: Option<Dur>,
+    pub(crate) hold_nx: Option<Dur>,
+    pub(crate) timeout: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,12 +158,15 @@ pub(crate) struct RawUdp {
     #[serde(default)]
     pub(crate) ops: bool,
     pub(crate) max_sessions: Option<u32>,
+    pub(crate) proxy_protocol_every: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRealServer {
-    pub(crate) address: Addr,
+    pub(crate) address: Option<Addr>,
+    pub(crate) dns: Option<String>,
+    pub(crate) srv: Option<String>,
     pub(crate) weight: Option<i64>,
     pub(crate) u_threshold: Option<u32>,
     pub(crate) l_threshold: Option<u32>,

@@ -13,8 +13,8 @@ use rvs_sched::{
 use super::locate::Positions;
 use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService, RawTimeouts};
 use super::{
-    Acl, Admin, Config, Global, Problem, Proto, ProxyVersion, RealServerSpec, ServiceSpec,
-    Timeouts, UdpSettings,
+    Acl, Admin, Config, Discovery, DnsSettings, Global, Problem, Proto, ProxyVersion,
+    RealServerSpec, ServiceSpec, Target, Timeouts, UdpSettings,
 };
 
 /// Defaults, as ipvsadm's where it has one.
@@ -155,6 +155,9 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
             "global.timeouts",
             problems,
         ),
+        dns: dns(raw.global.dns.unwrap_or_default(), problems),
+        expire_nodest_conn: raw.global.expire_nodest_conn,
+        expire_quiescent_template: raw.global.expire_quiescent_template,
     };
     let token = match (raw.admin.token, raw.admin.token_file) {
         (Some(_), Some(_)) => {
@@ -200,7 +203,8 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
                 ),
             ));
         }
-        let spec = service(s, &base, &global.timeouts, problems);
+        let mut spec = service(s, &base, &global.timeouts, problems);
+        spec.sched.expire_quiescent_template = global.expire_quiescent_template;
         for (j, addr) in spec.listen.iter().enumerate() {
             if let Some(other) = listeners.insert((spec.proto, *addr), spec.name.clone()) {
                 problems.push(at(
@@ -219,6 +223,74 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
         admin,
         services,
     }
+}
+
+/// `global.dns`.
+fn dns(raw: super::raw::RawDns, problems: &mut Vec<At>) -> DnsSettings {
+    let d = DnsSettings::default();
+    let resolvers: Vec<SocketAddr> = raw
+        .resolvers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.0)
+        .collect();
+    let at_least = |v: Option<super::values::Dur>, def: Duration, min: Duration, key: &str, problems: &mut Vec<At>| {
+        let v = v.map_or(def, |v| v.0);
+        if v < min {
+            problems.push(at(
+                format!("global.dns.{key}"),
+                format!("must be at least {}", super::values::Dur(min)),
+            ));
+        }
+        v.max(min)
+    };
+    DnsSettings {
+        resolvers,
+        interval: at_least(raw.interval, d.interval, Duration::from_millis(100), "interval", problems),
+        hold_nx: raw.hold_nx.map_or(d.hold_nx, |v| v.0),
+        timeout: at_least(raw.timeout, d.timeout, Duration::from_millis(10), "timeout", problems),
+    }
+}
+
+/// A host name as DNS has it: labels of letters, digits, `-` and `_`,
+/// dot-separated, an optional final dot.
+fn host_name(name: &str) -> Result<(), String> {
+    if name.parse::<IpAddr>().is_ok() {
+        return Err(format!("{name:?} is an address, not a name: write it as address: IP:PORT"));
+    }
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() || bare.len() > 253 {
+        return Err(format!("{name:?} is not a host name"));
+    }
+    for label in bare.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(format!(
+                "{name:?} is not a host name: labels of letters, digits, '-' and '_', separated by dots"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `dns: NAME:PORT`.
+fn dns_target(text: &str) -> Result<Target, String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} has no port: write NAME:PORT, as web.default.svc.cluster.local:8080"));
+    };
+    let port: u16 = match port.parse() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(format!("{port:?} is not a port (1 to 65535)")),
+    };
+    host_name(host)?;
+    Ok(Target::Dns {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 /// Timeouts as written, each one absent taken from `inherited`.
@@ -369,8 +441,12 @@ fn service(
             });
         }
     };
-    tcp_only("proxy_protocol", s.proxy_protocol.is_some(), problems);
-    tcp_only("accept_proxy_protocol", s.accept_proxy_protocol, problems);
+    if proto == Proto::Udp && s.proxy_protocol == Some(RawProxyVersion::V1) {
+        problems.push(at(
+            format!("{base}.proxy_protocol"),
+            "v1 cannot carry UDP: a UDP service sends v2",
+        ));
+    }
     tcp_only("max_connections", s.max_connections.is_some(), problems);
     if s.udp.is_some() && proto == Proto::Tcp {
         problems.push(At {
@@ -385,13 +461,72 @@ fn service(
         problems.push(at(format!("{base}.udp.max_sessions"), "must be 1 or more"));
     }
     let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut targets: HashMap<Target, usize> = HashMap::new();
     let mut real_servers = Vec::with_capacity(s.real_servers.len());
+    let mut discovery = Vec::new();
     for (j, r) in s.real_servers.into_iter().enumerate() {
         let rbase = format!("{base}.real_servers[{j}]");
-        if let Some(first) = seen.insert(r.address.0, j) {
+        let named = [
+            ("address", r.address.is_some()),
+            ("dns", r.dns.is_some()),
+            ("srv", r.srv.is_some()),
+        ];
+        let given: Vec<&str> = named.iter().filter(|(_, g)| *g).map(|(k, _)| *k).collect();
+        if given.len() != 1 {
+            problems.push(at(
+                rbase.clone(),
+                if given.is_empty() {
+                    "a real server needs address: IP:PORT, dns: NAME:PORT or srv: _service._proto.NAME".to_owned()
+                } else {
+                    format!("give one of address, dns and srv, not {}", given.join(" and "))
+                },
+            ));
+            continue;
+        }
+        let target = if let Some(d) = &r.dns {
+            match dns_target(d) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    problems.push(at(format!("{rbase}.dns"), e));
+                    continue;
+                }
+            }
+        } else if let Some(name) = &r.srv {
+            if let Err(e) = host_name(name) {
+                problems.push(at(format!("{rbase}.srv"), e));
+                continue;
+            }
+            if r.weight.is_some() {
+                problems.push(At {
+                    path: format!("{rbase}.weight"),
+                    key: true,
+                    reason: "an srv entry takes each server's weight from its record".into(),
+                });
+            }
+            Some(Target::Srv { name: name.clone() })
+        } else {
+            None
+        };
+        let address = match (&target, &r.address) {
+            (_, Some(a)) => a.0,
+            (Some(Target::Dns { port, .. }), None) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port),
+            _ => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+        };
+        if target.is_none()
+            && let Some(first) = seen.insert(address, j)
+        {
             problems.push(at(
                 format!("{rbase}.address"),
-                format!("{} is already real_servers[{first}]", r.address.0),
+                format!("{address} is already real_servers[{first}]"),
+            ));
+        }
+        if let Some(t) = &target
+            && let Some(first) = targets.insert(t.clone(), j)
+        {
+            let key = if r.dns.is_some() { "dns" } else { "srv" };
+            problems.push(at(
+                format!("{rbase}.{key}"),
+                format!("{t} is already real_servers[{first}]"),
             ));
         }
         let weight = r.weight.unwrap_or(1);
@@ -419,13 +554,22 @@ fn service(
             ));
         }
         let checks = super::health::checks(r.health_check, r.health_checks, &rbase, problems);
-        real_servers.push(RealServerSpec {
-            address: r.address.0,
+        let spec = RealServerSpec {
+            address,
             params,
             checks,
             alpha: r.alpha,
             inhibit_on_failure: r.inhibit_on_failure,
-        });
+            discovered: None,
+        };
+        match target {
+            Some(target) => discovery.push(Discovery {
+                target,
+                template: spec,
+                position: j,
+            }),
+            None => real_servers.push(spec),
+        }
     }
     ServiceSpec {
         name: s.name,
@@ -436,6 +580,8 @@ fn service(
             flags,
             persistence,
             seed: 0,
+            // The global setting, set by the caller.
+            expire_quiescent_template: false,
         },
         timeouts,
         connect_retries,
@@ -452,14 +598,18 @@ fn service(
         health,
         udp: UdpSettings {
             ops: udp.ops,
+            proxy_protocol_every: udp.proxy_protocol_every.unwrap_or(true),
             max_sessions: max_sessions.max(1) as usize,
         },
         real_servers,
+        discovery,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::super::{Config, ConfigError};
 
     fn errors(text: &str) -> Vec<String> {
@@ -547,7 +697,7 @@ services:
         assert_eq!(
             errors(&GOOD.replace("weight: 2", "wieght: 2")),
             [
-                "rvs.yaml:9:9: services[0].real_servers[1].wieght: unknown field `wieght`, expected one of `address`, `weight`, `u_threshold`, `l_threshold`, `health_check`, `health_checks`, `alpha`, `inhibit_on_failure`"
+                "rvs.yaml:9:9: services[0].real_servers[1].wieght: unknown field `wieght`, expected one of `address`, `dns`, `srv`, `weight`, `u_threshold`, `l_threshold`, `health_check`, `health_checks`, `alpha`, `inhibit_on_failure`"
             ]
         );
         assert_eq!(
@@ -613,10 +763,40 @@ services:
             errors(&flags),
             ["rvs.yaml:5:13: services[0].flags[0]: flag sh-port belongs to sh, not to wrr"]
         );
-        let udp_proxy = GOOD.replace("scheduler: wrr", "proto: udp\n    proxy_protocol: v2");
+        let udp_proxy = GOOD.replace("scheduler: wrr", "proto: udp\n    proxy_protocol: v1");
         assert_eq!(
             errors(&udp_proxy),
-            ["rvs.yaml:5:5: services[0].proxy_protocol: only TCP services have this"]
+            ["rvs.yaml:5:21: services[0].proxy_protocol: v1 cannot carry UDP: a UDP service sends v2"]
         );
+        let v2 = GOOD.replace("scheduler: wrr", "proto: udp\n    proxy_protocol: v2");
+        assert_eq!(errors(&v2), Vec::<String>::new());
+    }
+
+    #[test]
+    fn discovery_entries_are_checked() {
+        let e = errors("services:\n  - name: s\n    listen: 127.0.0.1:1\n    real_servers:\n      - dns: web.test\n      - dns: \"bad name!:80\"\n      - { address: 127.0.0.1:7, srv: _x._tcp.test }\n      - { srv: _x._tcp.test, weight: 2 }\n      - { weight: 2 }\n      - dns: 10.0.0.1:80\n      - dns: a.test:80\n      - dns: a.test:80\n");
+        assert_eq!(
+            e,
+            [
+                "rvs.yaml:5:14: services[0].real_servers[0].dns: \"web.test\" has no port: write NAME:PORT, as web.default.svc.cluster.local:8080",
+                "rvs.yaml:6:14: services[0].real_servers[1].dns: \"bad name!\" is not a host name: labels of letters, digits, '-' and '_', separated by dots",
+                "rvs.yaml:7:9: services[0].real_servers[2]: give one of address, dns and srv, not address and srv",
+                "rvs.yaml:8:30: services[0].real_servers[3].weight: an srv entry takes each server's weight from its record",
+                "rvs.yaml:9:9: services[0].real_servers[4]: a real server needs address: IP:PORT, dns: NAME:PORT or srv: _service._proto.NAME",
+                "rvs.yaml:10:14: services[0].real_servers[5].dns: \"10.0.0.1\" is an address, not a name: write it as address: IP:PORT",
+                "rvs.yaml:12:14: services[0].real_servers[7].dns: dns:a.test:80 is already real_servers[6]",
+            ]
+        );
+        let ok = Config::parse("global:\n  dns: { resolvers: [\"127.0.0.1:5353\"], interval: 1s }\n  expire_nodest_conn: true\n  expire_quiescent_template: true\nservices:\n  - name: s\n    listen: 127.0.0.1:1\n    scheduler: rr\n    persistence: { timeout: 60s }\n    real_servers:\n      - address: 127.0.0.1:2\n      - dns: web.test:80\n        weight: 3\n      - srv: _http._tcp.api.test.\n", "t").unwrap();
+        let s = &ok.services[0];
+        assert_eq!(s.real_servers.len(), 1);
+        assert_eq!(s.discovery.len(), 2);
+        assert_eq!(s.discovery[0].position, 1);
+        assert_eq!(s.discovery[0].template.params.weight, 3);
+        assert!(s.sched.expire_quiescent_template, "the global sysctl reaches the scheduler");
+        assert!(ok.global.expire_nodest_conn);
+        assert_eq!(ok.global.dns.resolvers, ["127.0.0.1:5353".parse::<std::net::SocketAddr>().unwrap()]);
+        assert_eq!(ok.global.dns.interval, std::time::Duration::from_secs(1));
+        assert_eq!(Config::parse(&ok.to_yaml(), "again").unwrap(), ok, "written back, read again");
     }
 }

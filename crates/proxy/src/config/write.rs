@@ -14,7 +14,8 @@ use super::health::defaults as hd;
 use super::validate::defaults;
 use super::values::Dur;
 use super::{
-    CheckKind, Config, HealthCheck, Proto, ProxyVersion, RealServerSpec, ServiceSpec, Timeouts,
+    CheckKind, Config, DnsSettings, Entry, HealthCheck, Proto, ProxyVersion, RealServerSpec,
+    ServiceSpec, Target, Timeouts,
 };
 
 #[derive(Serialize)]
@@ -32,6 +33,21 @@ struct OutGlobal {
     access_log: bool,
     #[serde(skip_serializing_if = "OutTimeouts::is_empty")]
     timeouts: OutTimeouts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<OutDns>,
+    #[serde(skip_serializing_if = "is_false")]
+    expire_nodest_conn: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    expire_quiescent_template: bool,
+}
+
+#[derive(Serialize)]
+struct OutDns {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    resolvers: Vec<String>,
+    interval: String,
+    hold_nx: String,
+    timeout: String,
 }
 
 #[derive(Serialize)]
@@ -291,12 +307,20 @@ struct OutUdp {
     #[serde(skip_serializing_if = "is_false")]
     ops: bool,
     max_sessions: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_protocol_every: Option<bool>,
 }
 
 #[derive(Serialize)]
 struct OutRealServer {
-    address: String,
-    weight: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    srv: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<i32>,
     #[serde(skip_serializing_if = "is_zero")]
     u_threshold: u32,
     #[serde(skip_serializing_if = "is_zero")]
@@ -366,6 +390,7 @@ impl<'a> OutService<'a> {
             udp: (s.proto == Proto::Udp).then_some(OutUdp {
                 ops: s.udp.ops,
                 max_sessions: s.udp.max_sessions,
+                proxy_protocol_every: (!s.udp.proxy_protocol_every).then_some(false),
             }),
             health_check: checks.0,
             health_checks: checks.1,
@@ -379,7 +404,25 @@ impl<'a> OutService<'a> {
             quorum: (s.health.quorum != hd::QUORUM).then_some(s.health.quorum),
             hysteresis: s.health.hysteresis,
             slow_start: s.health.slow_start.map(duration),
-            real_servers: s.real_servers.iter().map(real_server).collect(),
+            real_servers: s
+                .entries()
+                .into_iter()
+                .map(|e| match e {
+                    Entry::Static(r) => real_server(r),
+                    Entry::Discovery(d) => {
+                        let mut out = real_server(&d.template);
+                        out.address = None;
+                        match &d.target {
+                            Target::Dns { host, port } => out.dns = Some(format!("{host}:{port}")),
+                            Target::Srv { name } => {
+                                out.srv = Some(name.clone());
+                                out.weight = None;
+                            }
+                        }
+                        out
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -392,8 +435,10 @@ fn real_server(r: &RealServerSpec) -> OutRealServer {
         Some(c) => out_checks(c),
     };
     OutRealServer {
-        address: r.address.to_string(),
-        weight: r.params.weight,
+        address: Some(r.address.to_string()),
+        dns: None,
+        srv: None,
+        weight: Some(r.params.weight),
         u_threshold: r.params.u_threshold,
         l_threshold: r.params.l_threshold,
         health_check,
@@ -411,6 +456,14 @@ impl Config {
                 shutdown_grace: duration(self.global.shutdown_grace),
                 access_log: self.global.access_log,
                 timeouts: OutTimeouts::diff(&self.global.timeouts, &Timeouts::DEFAULT),
+                dns: (self.global.dns != DnsSettings::default()).then(|| OutDns {
+                    resolvers: self.global.dns.resolvers.iter().map(ToString::to_string).collect(),
+                    interval: duration(self.global.dns.interval),
+                    hold_nx: duration(self.global.dns.hold_nx),
+                    timeout: duration(self.global.dns.timeout),
+                }),
+                expire_nodest_conn: self.global.expire_nodest_conn,
+                expire_quiescent_template: self.global.expire_quiescent_template,
             },
             admin: (self.admin.listen != defaults::ADMIN).then(|| OutAdmin {
                 listen: self.admin.listen.to_string(),

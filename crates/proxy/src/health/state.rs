@@ -238,6 +238,7 @@ pub(crate) fn effective<'h>(
             checks: None,
             alpha: None,
             inhibit_on_failure: None,
+            discovered: None,
         }],
         _ => live,
     }

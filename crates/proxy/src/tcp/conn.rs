@@ -159,6 +159,13 @@ pub(crate) async fn serve(
             reset(&server);
             "idle_timeout"
         }
+        End::Expired => {
+            debug!(service = %svc.name(), client = %who, server = %conn.addr(), "real server gone: reset (expire_nodest_conn)");
+            svc.stats.expired_nodest.fetch_add(1, Relaxed);
+            reset(&client);
+            reset(&server);
+            "expired_nodest"
+        }
         End::Failed(e) => {
             debug!(service = %svc.name(), client = %who, server = %conn.addr(), error = %e, "connection failed");
             reset(&client);

@@ -56,9 +56,18 @@ pub(crate) struct Counters {
     pub(crate) to_server: AtomicU64,
     pub(crate) to_client: AtomicU64,
     last: AtomicU64,
+    /// Told when the connection must end (its real server left the table
+    /// under `expire_nodest_conn`). One permit: the connection's task is its
+    /// only waiter, and a permit given before it waits is kept for it.
+    expire: tokio::sync::Notify,
 }
 
 impl Counters {
+    /// Ends the connection: its task resets both sides.
+    pub(crate) fn expire(&self) {
+        self.expire.notify_one();
+    }
+
     /// Records activity now.
     pub(crate) fn touch(&self) {
         self.last.store(clock::now().as_nanos(), Relaxed);
@@ -77,6 +86,8 @@ pub(crate) enum End {
     Closed,
     /// No traffic for the idle timeout.
     Timeout,
+    /// Its real server left the table (`expire_nodest_conn`).
+    Expired,
     /// A socket failed (a reset, typically).
     Failed(io::Error),
 }
@@ -100,6 +111,7 @@ pub(crate) async fn run(
         r = &mut up => (true, r),
         r = &mut down => (false, r),
         () = idle(c, tcp) => return End::Timeout,
+        () = c.expire.notified() => return End::Expired,
     };
     if let Err(e) = res {
         return End::Failed(e);
@@ -118,11 +130,13 @@ pub(crate) async fn run(
         tokio::select! {
             r = &mut down => r,
             () = idle(c, tcpfin) => return End::Timeout,
+            () = c.expire.notified() => return End::Expired,
         }
     } else {
         tokio::select! {
             r = &mut up => r,
             () = idle(c, tcpfin) => return End::Timeout,
+            () = c.expire.notified() => return End::Expired,
         }
     };
     match res {

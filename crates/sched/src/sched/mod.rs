@@ -238,6 +238,17 @@ impl PickState {
         self.reindex(&view.dests);
     }
 
+    /// The list was replaced whole: `old` is the list before (its servers
+    /// that left are unlinked, with no position), `view` the list after.
+    pub(crate) fn replaced(&mut self, old: &[Arc<Dest>], view: &View) {
+        match self {
+            PickState::Rr(rr) => rr.replaced(old),
+            PickState::Wrr(w) => w.dest_changed(&view.dests),
+            _ => {}
+        }
+        self.reindex(&view.dests);
+    }
+
     /// The server at `pos` was edited.
     pub(crate) fn updated(&mut self, pos: usize, view: &View) {
         if let PickState::Wrr(w) = self {

@@ -42,6 +42,21 @@ impl Rr {
         }
     }
 
+    /// The list was replaced whole (`old` is the list before; its servers
+    /// now carry their new positions, or none): the pointer follows the
+    /// server it pointed at, or, when that one left, the nearest server
+    /// before it that stayed, as a run of `ip_vs_rr_del_dest()` would.
+    pub(crate) fn replaced(&mut self, old: &[Arc<Dest>]) {
+        self.last = self.last.and_then(|p| {
+            old.get(..=p.min(old.len().saturating_sub(1)))?
+                .iter()
+                .rev()
+                .map(|d| d.pos())
+                .find(|&pos| pos != crate::dest::NO_POS)
+                .map(|pos| pos as usize)
+        });
+    }
+
     /// The server at `pos` was unlinked.
     pub(crate) fn unlinked(&mut self, pos: usize) {
         self.last = match self.last {
