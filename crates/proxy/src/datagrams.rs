@@ -291,6 +291,36 @@ fn send_now(socket: &UdpSocket, to: &socket2::SockAddr, datagrams: &[&[u8]]) -> 
     socket.try_send_to(datagrams[0], to).map(|_| 1)
 }
 
+/// Sends `header` and then `data` as one datagram (to the socket's peer,
+/// or to `to`), gathered by sendmsg(2) rather than copied together: how a
+/// PROXY v2 header goes before a client's datagram.
+pub(crate) async fn send_prefixed(
+    socket: &UdpSocket,
+    header: &[u8],
+    data: &[u8],
+    to: Option<SocketAddr>,
+) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags, sendmsg, sendmsg_addr};
+    use std::io::IoSlice;
+    use tokio::io::Interest;
+    loop {
+        socket.writable().await?;
+        let iov = [IoSlice::new(header), IoSlice::new(data)];
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            let mut control = SendAncillaryBuffer::default();
+            match to {
+                Some(a) => sendmsg_addr(socket, &a, &iov, &mut control, SendFlags::empty()),
+                None => sendmsg(socket, &iov, &mut control, SendFlags::empty()),
+            }
+            .map_err(io::Error::from)
+        });
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -48,25 +48,87 @@ pub fn encode_v1(src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
 
 /// Appends a v2 header (command PROXY, TCP) to `out`.
 pub fn encode_v2(src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
-    let (s, d) = same_family(src, dst);
-    out.extend_from_slice(&SIG_V2);
-    out.push(0x21); // version 2, command PROXY
-    match (s.ip(), d.ip()) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            out.push(0x11); // TCP over IPv4
-            out.extend_from_slice(&12u16.to_be_bytes());
-            out.extend_from_slice(&a.octets());
-            out.extend_from_slice(&b.octets());
-        }
-        (a, b) => {
-            out.push(0x21); // TCP over IPv6
-            out.extend_from_slice(&36u16.to_be_bytes());
-            out.extend_from_slice(&v6(a).octets());
-            out.extend_from_slice(&v6(b).octets());
+    let h = V2Header::new(src, dst, Transport::Tcp);
+    out.extend_from_slice(h.as_bytes());
+}
+
+/// The transport a v2 header names (the low nibble of its family byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `STREAM`: 0x11 over IPv4, 0x21 over IPv6.
+    Tcp,
+    /// `DGRAM`: 0x12 over IPv4, 0x22 over IPv6.
+    Udp,
+}
+
+/// A v2 header with addresses, kept inline (at most 52 bytes): a UDP
+/// session keeps its own, and one-packet scheduling writes one per datagram
+/// without allocating.
+#[derive(Clone, Copy, Debug)]
+pub struct V2Header {
+    buf: [u8; 52],
+    len: u8,
+}
+
+impl V2Header {
+    /// The header of a flow from `src` to `dst`. Mixed families are written
+    /// as IPv6 with the IPv4 address mapped.
+    pub fn new(src: SocketAddr, dst: SocketAddr, transport: Transport) -> V2Header {
+        let (s, d) = same_family(src, dst);
+        let mut buf = [0u8; 52];
+        buf[..12].copy_from_slice(&SIG_V2);
+        buf[12] = 0x21; // version 2, command PROXY
+        let proto = match transport {
+            Transport::Tcp => 0x1,
+            Transport::Udp => 0x2,
+        };
+        let at = match (s.ip(), d.ip()) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                buf[13] = 0x10 | proto;
+                buf[14..16].copy_from_slice(&12u16.to_be_bytes());
+                buf[16..20].copy_from_slice(&a.octets());
+                buf[20..24].copy_from_slice(&b.octets());
+                24
+            }
+            (a, b) => {
+                buf[13] = 0x20 | proto;
+                buf[14..16].copy_from_slice(&36u16.to_be_bytes());
+                buf[16..32].copy_from_slice(&v6(a).octets());
+                buf[32..48].copy_from_slice(&v6(b).octets());
+                48
+            }
+        };
+        buf[at..at + 2].copy_from_slice(&s.port().to_be_bytes());
+        buf[at + 2..at + 4].copy_from_slice(&d.port().to_be_bytes());
+        V2Header {
+            buf,
+            len: (at + 4) as u8,
         }
     }
-    out.extend_from_slice(&s.port().to_be_bytes());
-    out.extend_from_slice(&d.port().to_be_bytes());
+
+    /// The header's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// A datagram that may start with a v2 header (`accept_proxy_protocol` on a
+/// UDP service): `Ok(None)` when it does not start with the v2 signature;
+/// else the header's addresses (`None` for LOCAL or an unspecified family)
+/// and the header's length, which the payload follows. A datagram that
+/// starts with the signature but holds no valid header is an error.
+pub fn split_v2_datagram(
+    data: &[u8],
+) -> Result<Option<(Option<(SocketAddr, SocketAddr)>, usize)>, HeaderError> {
+    if data.len() < 12 || data[..12] != SIG_V2 {
+        return Ok(None);
+    }
+    if data.len() < 16 {
+        return Err(HeaderError::Invalid("v2 header is truncated"));
+    }
+    let len = 16 + usize::from(u16::from_be_bytes([data[14], data[15]]));
+    let addrs = parse_v2(data)?;
+    Ok(Some((addrs, len)))
 }
 
 fn v6(ip: IpAddr) -> Ipv6Addr {
@@ -233,6 +295,29 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn v2_udp_headers_name_dgram_and_split_from_their_payload() {
+        let h = V2Header::new(a("192.0.2.1:5000"), a("198.51.100.2:53"), Transport::Udp);
+        let b = h.as_bytes();
+        assert_eq!(b.len(), 28);
+        assert_eq!(&b[12..16], &[0x21, 0x12, 0, 12]);
+        let mut dgram = b.to_vec();
+        dgram.extend_from_slice(b"query");
+        let (addrs, len) = split_v2_datagram(&dgram).unwrap().unwrap();
+        assert_eq!(addrs, Some((a("192.0.2.1:5000"), a("198.51.100.2:53"))));
+        assert_eq!(&dgram[len..], b"query");
+        let h6 = V2Header::new(a("[2001:db8::1]:5000"), a("[2001:db8::2]:53"), Transport::Udp);
+        assert_eq!(&h6.as_bytes()[12..16], &[0x21, 0x22, 0, 36]);
+        assert_eq!(h6.as_bytes().len(), 52);
+        assert!(split_v2_datagram(b"plain dns query").unwrap().is_none());
+        let mut bad = b[..20].to_vec();
+        bad[13] = 0x12;
+        assert!(split_v2_datagram(&bad).is_err(), "truncated");
+        let mut tcp = Vec::new();
+        encode_v2(a("192.0.2.1:5000"), a("198.51.100.2:80"), &mut tcp);
+        assert_eq!(tcp[13], 0x11, "TCP keeps STREAM");
     }
 
     #[test]

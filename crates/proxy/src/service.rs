@@ -290,6 +290,12 @@ impl ServiceRuntime {
         self.spec.load_full()
     }
 
+    /// Whether clients' PROXY headers are read (`accept_proxy_protocol`),
+    /// without taking a reference to the spec.
+    pub(crate) fn accepts_proxy_protocol(&self) -> bool {
+        self.spec.load().accept_proxy_protocol
+    }
+
     /// The scheduler.
     pub fn scheduler(&self) -> Arc<Service> {
         self.sched.load_full()

@@ -42,6 +42,7 @@ use crate::config::Proto;
 use crate::conns::{ConnState, LiveConn};
 use crate::datagrams::{self, BATCH, Batch};
 use crate::listener::Slot;
+use crate::proxy_proto::{self, Transport, V2Header};
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
 
@@ -55,6 +56,12 @@ struct Session {
     /// one-packet mode.
     live: Option<Arc<LiveConn>>,
     started: Instant,
+    /// The PROXY v2 header sent before its datagrams, when the service
+    /// sends one.
+    header: Option<V2Header>,
+    /// The header goes before every datagram (else the first only).
+    header_every: bool,
+    header_sent: AtomicBool,
     last: AtomicU64,
     referenced: AtomicBool,
     stop: CancellationToken,
@@ -71,6 +78,12 @@ impl Session {
         if let Some(live) = &self.live {
             live.counters.touch();
         }
+    }
+
+    /// The header to send before this datagram, if one goes.
+    fn header_now(&self) -> Option<&V2Header> {
+        let h = self.header.as_ref()?;
+        (self.header_every || !self.header_sent.swap(true, Relaxed)).then_some(h)
     }
 
     /// Whether its real server left the table and, under
@@ -229,6 +242,23 @@ async fn datagram(
     data: &[u8],
     client: SocketAddr,
 ) {
+    // A PROXY v2 header from a balancer in front: its source is the client
+    // (for a new session's scheduling, ACL and persistence); it is
+    // stripped. The session stays keyed by the datagram's own source.
+    let (data, who) = if slot.target.load().accepts_proxy_protocol() {
+        match proxy_proto::split_v2_datagram(data) {
+            Ok(None) => (data, client),
+            Ok(Some((addrs, len))) => (&data[len..], addrs.map_or(client, |(src, _)| src)),
+            Err(e) => {
+                let svc = slot.target.load();
+                debug!(service = %svc.name(), %client, error = %e, "udp: datagram dropped: bad PROXY header");
+                svc.refuse(Refusal::ProxyHeader, client, slot.local, Instant::now());
+                return;
+            }
+        }
+    } else {
+        (data, client)
+    };
     let n = data.len();
     let session = match table.map.get(&client) {
         Some(s) if !s.server_gone() => Arc::clone(s),
@@ -242,7 +272,7 @@ async fn datagram(
                 old.svc.stats.expired_nodest.fetch_add(1, Relaxed);
             }
             let svc = slot.target.load_full();
-            match open(&svc, socket, slot, client, table, tracker).await {
+            match open(&svc, socket, slot, client, who, table, tracker).await {
                 Some(s) => s,
                 None => return,
             }
@@ -259,14 +289,17 @@ async fn datagram(
                 in_pkts: 1,
                 ..Traffic::default()
             });
-            let _ = session.up.send(data).await;
+            let _ = match session.header_now() {
+                Some(h) => datagrams::send_prefixed(&session.up, h.as_bytes(), data, None).await,
+                None => session.up.send(data).await,
+            };
         }
         _ => {
             // One-packet scheduling: this datagram alone is scheduled,
             // counted, sent and released.
             svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
             let sched = svc.scheduler();
-            match sched.schedule(client, slot.local, clock::now()) {
+            match sched.schedule(who, slot.local, clock::now()) {
                 Some(conn) => {
                     svc.stats.conns.fetch_add(1, Relaxed);
                     conn.dest().add_traffic(Traffic {
@@ -274,21 +307,31 @@ async fn datagram(
                         in_bytes: n as u64,
                         ..Traffic::default()
                     });
-                    let _ = session.up.send_to(data, conn.addr()).await;
+                    // Each datagram may go elsewhere: each carries a header.
+                    let _ = match session.header {
+                        Some(h) => {
+                            datagrams::send_prefixed(&session.up, h.as_bytes(), data, Some(conn.addr()))
+                                .await
+                        }
+                        None => session.up.send_to(data, conn.addr()).await,
+                    };
                 }
                 None => {
-                    svc.refuse_unscheduled(client, slot.local, Instant::now());
+                    svc.refuse_unscheduled(who, slot.local, Instant::now());
                 }
             }
         }
     }
 }
 
-/// Opens a session for a new client; `None` when it is refused.
+/// Opens a session for the datagrams of `peer`, whose client is `client`
+/// (the PROXY header's source, or the peer itself); `None` when it is
+/// refused.
 async fn open(
     svc: &Arc<ServiceRuntime>,
     socket: &Arc<UdpSocket>,
     slot: &Slot,
+    peer: SocketAddr,
     client: SocketAddr,
     table: &mut Table,
     tracker: &TaskTracker,
@@ -353,17 +396,22 @@ async fn open(
         conn,
         live: registered.as_ref().map(|r| Arc::clone(&r.conn)),
         started,
+        header: spec
+            .proxy_protocol
+            .map(|_| V2Header::new(client, slot.local, Transport::Udp)),
+        header_every: spec.udp.proxy_protocol_every,
+        header_sent: AtomicBool::new(false),
         last: AtomicU64::new(clock::now().as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),
         held: std::sync::Mutex::new(Some((open, registered))),
     });
-    table.insert(client, Arc::clone(&session));
+    table.insert(peer, Arc::clone(&session));
     tracker.spawn(replies(
         Arc::downgrade(&session),
         session.stop.clone(),
         Arc::clone(socket),
-        client,
+        peer,
     ));
     Some(session)
 }
