@@ -385,6 +385,39 @@ impl Proxy {
         Some((event, servers, leaving, changed))
     }
 
+    /// Edits a server that DNS discovery found (`rvsadm -e`, `-d`): `edit`
+    /// gets its running parameters and says what to do. The edit lasts
+    /// until a resolution changes the server's record. `None` when no
+    /// discovered server of `service` has that address.
+    pub(crate) fn edit_discovered<E>(
+        &self,
+        service: &str,
+        addr: SocketAddr,
+        edit: impl FnOnce(rvs_sched::DestParams) -> Result<discovery::Override, E>,
+    ) -> Option<Result<(), E>> {
+        let mut st = lock(&self.inner.state);
+        let config = self.inner.config.load();
+        let spec = config.service(service)?;
+        let rt = st.services.get(service)?;
+        let running = rt.spec();
+        let r = running
+            .real_servers
+            .iter()
+            .find(|r| r.address == addr && r.discovered.is_some())?;
+        let target = &spec.discovery.get(r.discovered?)?.target;
+        let o = match edit(r.params) {
+            Ok(o) => o,
+            Err(e) => return Some(Err(e)),
+        };
+        let entry = st.discovered.get_mut(service)?.get_mut(target)?;
+        if !entry.has(addr) {
+            return None;
+        }
+        entry.edit(addr, o);
+        self.rerun(&st, spec);
+        Some(Ok(()))
+    }
+
     /// Drops the servers that left DNS and have no connection left; true
     /// when some wait still.
     pub(crate) fn sweep_leaving(&self) -> bool {

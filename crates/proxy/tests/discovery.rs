@@ -378,3 +378,31 @@ async fn replicas_started_before_and_after_a_change_agree() {
     }
     assert_eq!(spread.len(), 5, "every server takes some clients: {spread:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_edits_of_a_discovered_server_last_until_its_record_changes() {
+    let port = port().await;
+    let dns = Dnsmasq::start("edits", &["127.0.0.11 web.test", "127.0.0.12 web.test"], &[]);
+    let p = proxy(&format!(
+        "{}services:\n  - name: web\n    listen: 127.0.0.1:0\n    scheduler: wrr\n    real_servers:\n      - dns: web.test:{port}\n",
+        dns.global("100ms", "")
+    ));
+    let (a, b) = (format!("127.0.0.11:{port}"), format!("127.0.0.12:{port}"));
+    wait_table(&p, "web", &[(&a, 1), (&b, 1)]).await;
+    let adm = admin(&p).await;
+    let (st, body) = http(adm, "PATCH", &format!("/api/v1/services/web/real_servers/{b}"), Some("{\"weight\": 5}"), None).await;
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = http(adm, "DELETE", &format!("/api/v1/services/web/real_servers/{a}"), None, None).await;
+    assert_eq!(st, 200, "{body}");
+    wait_table(&p, "web", &[(&b, 5)]).await;
+    // Resolutions with the same answer leave the edits in force.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(table(&p, "web"), [(b.clone(), 5)]);
+    let (st, _) = http(adm, "PATCH", &format!("/api/v1/services/web/real_servers/{b}"), Some("{\"u_threshold\": 1, \"l_threshold\": 2}"), None).await;
+    assert_eq!(st, 422, "thresholds out of order are refused");
+    // a's record goes and comes back: a is back, as DNS says.
+    dns.set_hosts(&["127.0.0.12 web.test"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    dns.set_hosts(&["127.0.0.11 web.test", "127.0.0.12 web.test"]);
+    wait_table(&p, "web", &[(&a, 1), (&b, 5)]).await;
+}

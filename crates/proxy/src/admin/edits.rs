@@ -16,6 +16,7 @@ use tracing::info;
 use super::ApiError;
 use super::api::no_such_service;
 use crate::config::{Config, ServiceSpec};
+use crate::discovery::Override;
 use crate::proxy::{ApplyError, Proxy};
 use rvs_sched::DestParams;
 
@@ -213,6 +214,21 @@ fn weight(w: i64) -> Result<i32, ApiError> {
     }
 }
 
+/// The thresholds' order, as the file's check has it.
+fn thresholds(p: DestParams) -> Result<(), ApiError> {
+    if p.l_threshold > p.u_threshold {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "l_threshold {} is above u_threshold {} (a lower threshold needs an upper one above it)",
+                p.l_threshold, p.u_threshold
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/services/NAME/real_servers`.
 pub(super) fn add_real_server(p: &Proxy, name: &str, body: &[u8]) -> Result<Value, ApiError> {
     let new: NewRealServer = parse(body)?;
@@ -256,6 +272,19 @@ pub(super) fn edit_real_server(
     let addr = address(addr)?;
     let e: RealServerEdit = parse(body)?;
     let w = e.weight.map(weight).transpose()?;
+    let discovered = p.edit_discovered(name, addr, |cur| {
+        let params = DestParams {
+            weight: w.unwrap_or(cur.weight),
+            u_threshold: e.u_threshold.unwrap_or(cur.u_threshold),
+            l_threshold: e.l_threshold.unwrap_or(cur.l_threshold),
+        };
+        thresholds(params).map(|()| Override::Params(params))
+    });
+    if let Some(done) = discovered {
+        done?;
+        info!(service = %name, real_server = %addr, "admin: discovered real server edited (until its DNS record changes)");
+        return Ok(json!({ "edited": addr.to_string() }));
+    }
     edit(p, |c| {
         let r = find_real_server(c, name, addr)?;
         if let Some(w) = w {
@@ -276,6 +305,11 @@ pub(super) fn edit_real_server(
 /// `DELETE /api/v1/services/NAME/real_servers/ADDR`.
 pub(super) fn delete_real_server(p: &Proxy, name: &str, addr: &str) -> Result<Value, ApiError> {
     let addr = address(addr)?;
+    if let Some(done) = p.edit_discovered(name, addr, |_| Ok::<_, ApiError>(Override::Deleted)) {
+        done?;
+        info!(service = %name, real_server = %addr, "admin: discovered real server deleted (until its DNS record changes)");
+        return Ok(json!({ "deleted": addr.to_string() }));
+    }
     edit(p, |c| {
         let s = find(c, name)?;
         let before = s.real_servers.len();
@@ -293,6 +327,14 @@ pub(super) fn delete_real_server(p: &Proxy, name: &str, addr: &str) -> Result<Va
 /// that it takes no new connections while its open ones finish.
 pub(super) fn drain(p: &Proxy, name: &str, addr: &str) -> Result<Value, ApiError> {
     let addr = address(addr)?;
+    let discovered = p.edit_discovered(name, addr, |cur| {
+        Ok::<_, ApiError>(Override::Params(DestParams { weight: 0, ..cur }))
+    });
+    if let Some(done) = discovered {
+        done?;
+        info!(service = %name, real_server = %addr, "admin: discovered real server drained (until its DNS record changes)");
+        return Ok(json!({ "drained": addr.to_string() }));
+    }
     edit(p, |c| {
         find_real_server(c, name, addr)?.params.weight = 0;
         Ok(())

@@ -78,6 +78,16 @@ pub(crate) struct Member {
     leaving: bool,
 }
 
+/// An edit made through the API (rvsadm) to a discovered server: it lasts
+/// until a resolution changes that server's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Override {
+    /// `rvsadm -e`: weight and thresholds.
+    Params(rvs_sched::DestParams),
+    /// `rvsadm -d`.
+    Deleted,
+}
+
 /// What the log should say after an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -98,6 +108,8 @@ pub(crate) struct EntryState {
     answer: Vec<Found>,
     /// The servers in force, by address.
     members: BTreeMap<SocketAddr, Member>,
+    /// Edits made through the API, by address.
+    overrides: BTreeMap<SocketAddr, Override>,
     /// Since when answers fail, and why.
     failing: Option<(Instant, String)>,
     /// Whether a good answer ever came.
@@ -162,9 +174,26 @@ impl EntryState {
         if found == self.answer {
             return (false, event);
         }
+        // An edit lasts until the server's record changes.
+        let old = &self.answer;
+        self.overrides.retain(|a, _| {
+            let was = old.iter().find(|f| f.addr == *a);
+            let now = found.iter().find(|f| f.addr == *a);
+            was.is_some() && was == now
+        });
         let changed = self.set_members(&found, proto);
         self.answer = found;
         (changed, event)
+    }
+
+    /// Whether `addr` is one of its servers.
+    pub(crate) fn has(&self, addr: SocketAddr) -> bool {
+        self.members.contains_key(&addr)
+    }
+
+    /// Records an edit of one of its servers.
+    pub(crate) fn edit(&mut self, addr: SocketAddr, o: Override) {
+        self.overrides.insert(addr, o);
     }
 
     /// Makes `found` the servers in force: those gone leave (TCP: as
@@ -304,7 +333,8 @@ pub(crate) fn expand<'a>(
                     continue;
                 };
                 for (addr, m) in &st.members {
-                    if !seen.insert(*addr) {
+                    let edit = st.overrides.get(addr);
+                    if edit == Some(&Override::Deleted) || !seen.insert(*addr) {
                         continue;
                     }
                     let mut r = d.template.clone();
@@ -312,6 +342,9 @@ pub(crate) fn expand<'a>(
                     r.discovered = Some(i);
                     if let Some(w) = m.weight {
                         r.params.weight = w;
+                    }
+                    if let Some(Override::Params(p)) = edit {
+                        r.params = *p;
                     }
                     if m.leaving {
                         r.params.weight = 0;
