@@ -40,14 +40,14 @@
 //! layer 3 (IPVS's DR and TUN modes): the real server always sees rvs as its
 //! peer, and learns the client from the PROXY protocol when asked.
 
-#![deny(unsafe_code)] // allowed in `tcp::info` (one getsockopt(2)), `datagrams` (recvmmsg(2)) and `inherited` (owning passed descriptors)
+#![deny(unsafe_code)] // allowed in `tcp::info` (one getsockopt(2)), `datagrams` (recvmmsg(2)), `inherited` (owning passed descriptors) and `reload::release_memory` (malloc_trim(3))
 
 pub mod admin;
 mod clock;
-pub mod discovery;
 pub mod config;
 pub mod conns;
 mod datagrams;
+pub mod discovery;
 mod drain;
 pub mod health;
 pub mod inherited;

@@ -263,8 +263,9 @@ impl Proxy {
         let mut services = HashMap::new();
         for spec in &config.services {
             let found = st.discovered.get(&spec.name);
-            let running =
-                discovery::expand(spec, |i| found.and_then(|f| f.get(&spec.discovery[i].target)));
+            let running = discovery::expand(spec, |i| {
+                found.and_then(|f| f.get(&spec.discovery[i].target))
+            });
             let rt = match st.services.remove(&spec.name) {
                 Some(rt) => {
                     rt.set_globals(&config.global);
@@ -358,8 +359,10 @@ impl Proxy {
 
     /// Applies one resolution of `target` for `service`: when the servers
     /// in force change, that service alone is updated, as a reload would
-    /// update it. Returns what to log.
-    pub(crate) fn apply_resolution(
+    /// update it. Returns what to log, the servers in force and leaving,
+    /// and whether they changed; `None` when the service has no such entry.
+    /// The discovery loop calls it; public for the churn benchmark.
+    pub fn apply_resolution(
         &self,
         service: &str,
         target: &Target,
@@ -464,8 +467,9 @@ impl Proxy {
             return;
         };
         let found = st.discovered.get(&spec.name);
-        let running =
-            discovery::expand(spec, |i| found.and_then(|f| f.get(&spec.discovery[i].target)));
+        let running = discovery::expand(spec, |i| {
+            found.and_then(|f| f.get(&spec.discovery[i].target))
+        });
         if *rt.spec() != running {
             rt.update(running);
         }
@@ -484,7 +488,13 @@ impl Proxy {
         let now = std::time::Instant::now();
         spec.discovery
             .iter()
-            .map(|d| crate::discovery::EntryView::of(&d.target, found.and_then(|f| f.get(&d.target)), now))
+            .map(|d| {
+                crate::discovery::EntryView::of(
+                    &d.target,
+                    found.and_then(|f| f.get(&d.target)),
+                    now,
+                )
+            })
             .collect()
     }
 

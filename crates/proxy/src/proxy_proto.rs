@@ -308,7 +308,11 @@ mod tests {
         let (addrs, len) = split_v2_datagram(&dgram).unwrap().unwrap();
         assert_eq!(addrs, Some((a("192.0.2.1:5000"), a("198.51.100.2:53"))));
         assert_eq!(&dgram[len..], b"query");
-        let h6 = V2Header::new(a("[2001:db8::1]:5000"), a("[2001:db8::2]:53"), Transport::Udp);
+        let h6 = V2Header::new(
+            a("[2001:db8::1]:5000"),
+            a("[2001:db8::2]:53"),
+            Transport::Udp,
+        );
         assert_eq!(&h6.as_bytes()[12..16], &[0x21, 0x22, 0, 36]);
         assert_eq!(h6.as_bytes().len(), 52);
         assert!(split_v2_datagram(b"plain dns query").unwrap().is_none());

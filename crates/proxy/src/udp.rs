@@ -310,8 +310,13 @@ async fn datagram(
                     // Each datagram may go elsewhere: each carries a header.
                     let _ = match session.header {
                         Some(h) => {
-                            datagrams::send_prefixed(&session.up, h.as_bytes(), data, Some(conn.addr()))
-                                .await
+                            datagrams::send_prefixed(
+                                &session.up,
+                                h.as_bytes(),
+                                data,
+                                Some(conn.addr()),
+                            )
+                            .await
                         }
                         None => session.up.send_to(data, conn.addr()).await,
                     };

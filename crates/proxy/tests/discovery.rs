@@ -113,7 +113,11 @@ async fn addresses_added_removed_and_changed_while_traffic_flows() {
     ] {
         line_backend(ip, port, name).await;
     }
-    let dns = Dnsmasq::start("churn", &["127.0.0.11 web.test", "127.0.0.12 web.test"], &[]);
+    let dns = Dnsmasq::start(
+        "churn",
+        &["127.0.0.11 web.test", "127.0.0.12 web.test"],
+        &[],
+    );
     let p = proxy(&format!(
         "{}services:\n  - name: web\n    listen: 127.0.0.1:0\n    scheduler: rr\n    real_servers:\n      - dns: web.test:{port}\n        weight: 2\n",
         dns.global("200ms", "")
@@ -122,10 +126,17 @@ async fn addresses_added_removed_and_changed_while_traffic_flows() {
     let (a, b) = (format!("127.0.0.11:{port}"), format!("127.0.0.12:{port}"));
     let (c, d) = (format!("127.0.0.13:{port}"), format!("127.0.0.14:{port}"));
     wait_table(&p, "web", &[(&a, 2), (&b, 2)]).await;
-    assert_eq!(names(v, 4).await, BTreeMap::from([("a".into(), 2), ("b".into(), 2)]));
+    assert_eq!(
+        names(v, 4).await,
+        BTreeMap::from([("a".into(), 2), ("b".into(), 2)])
+    );
 
     // Added: the next resolution brings c.
-    dns.set_hosts(&["127.0.0.11 web.test", "127.0.0.12 web.test", "127.0.0.13 web.test"]);
+    dns.set_hosts(&[
+        "127.0.0.11 web.test",
+        "127.0.0.12 web.test",
+        "127.0.0.13 web.test",
+    ]);
     wait_table(&p, "web", &[(&a, 2), (&b, 2), (&c, 2)]).await;
     assert_eq!(names(v, 3).await.len(), 3);
 
@@ -143,7 +154,10 @@ async fn addresses_added_removed_and_changed_while_traffic_flows() {
     dns.set_hosts(&["127.0.0.11 web.test", "127.0.0.13 web.test"]);
     wait_table(&p, "web", &[(&a, 2), (&b, 0), (&c, 2)]).await;
     let seen = names(v, 6).await;
-    assert!(!seen.contains_key("b"), "quiescent b takes no new connection: {seen:?}");
+    assert!(
+        !seen.contains_key("b"),
+        "quiescent b takes no new connection: {seen:?}"
+    );
     held.get_mut().write_all(b"still here\n").await.unwrap();
     let mut echo = String::new();
     held.read_line(&mut echo).await.unwrap();
@@ -166,10 +180,22 @@ async fn addresses_added_removed_and_changed_while_traffic_flows() {
     // Changed: a is replaced by d.
     dns.set_hosts(&["127.0.0.14 web.test", "127.0.0.13 web.test"]);
     wait_table(&p, "web", &[(&c, 2), (&d, 2)]).await;
-    assert_eq!(names(v, 4).await, BTreeMap::from([("c".into(), 2), ("d".into(), 2)]));
+    assert_eq!(
+        names(v, 4).await,
+        BTreeMap::from([("c".into(), 2), ("d".into(), 2)])
+    );
     // Unchanged servers kept their counters through every change.
-    let cd = p.service("web").unwrap().scheduler().dest(c.parse().unwrap()).unwrap();
-    assert!(cd.conns_total() >= 3, "c counted since it came: {}", cd.conns_total());
+    let cd = p
+        .service("web")
+        .unwrap()
+        .scheduler()
+        .dest(c.parse().unwrap())
+        .unwrap();
+    assert!(
+        cd.conns_total() >= 3,
+        "c counted since it came: {}",
+        cd.conns_total()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +203,11 @@ async fn srv_records_give_targets_ports_and_weights_of_the_lowest_priority() {
     let port = port().await;
     line_backend("127.0.0.11", port, "a").await;
     line_backend("127.0.0.12", port, "b").await;
-    let hosts = ["127.0.0.11 a.test", "127.0.0.12 b.test", "127.0.0.13 c.test"];
+    let hosts = [
+        "127.0.0.11 a.test",
+        "127.0.0.12 b.test",
+        "127.0.0.13 c.test",
+    ];
     let srv = |wa: u16| {
         vec![
             format!("_x._tcp.api.test,a.test,{port},0,{wa}"),
@@ -199,7 +229,10 @@ async fn srv_records_give_targets_ports_and_weights_of_the_lowest_priority() {
     let (a, b) = (format!("127.0.0.11:{port}"), format!("127.0.0.12:{port}"));
     wait_table(&p, "api", &[(&a, 3), (&b, 1)]).await;
     let v = vip(&p, "api");
-    assert_eq!(names(v, 8).await, BTreeMap::from([("a".into(), 6), ("b".into(), 2)]));
+    assert_eq!(
+        names(v, 8).await,
+        BTreeMap::from([("a".into(), 6), ("b".into(), 2)])
+    );
     // Weight 0 in the record: quiescent.
     let records = srv(0);
     dns.restart(&records.iter().map(String::as_str).collect::<Vec<_>>());
@@ -231,7 +264,12 @@ async fn a_resolver_that_stops_answering_keeps_the_servers_and_says_so() {
         panic!("the entry never showed as failing");
     }
     .await;
-    assert!(failing["discovery"][0]["resolutions"]["failed"].as_u64().unwrap() >= 1);
+    assert!(
+        failing["discovery"][0]["resolutions"]["failed"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     assert!(failing["discovery"][0]["error"].as_str().unwrap().len() > 3);
     // Well past several intervals: the server stays and serves.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -271,7 +309,10 @@ async fn aaaa_records_are_real_servers_too() {
     wait_table(
         &p,
         "web",
-        &[(&format!("127.0.0.11:{port}"), 1), (&format!("[::1]:{port}"), 1)],
+        &[
+            (&format!("127.0.0.11:{port}"), 1),
+            (&format!("[::1]:{port}"), 1),
+        ],
     )
     .await;
     assert_eq!(
@@ -295,12 +336,21 @@ async fn a_name_that_never_resolved_has_no_server_until_it_does_and_nxdomain_hol
     let j = get_json(adm, "/api/v1/services/web").await;
     assert_eq!(j["discovery"][0]["servers"], 0);
     assert_eq!(j["discovery"][0]["error"], "NXDOMAIN");
-    assert!(j["discovery"][0]["resolutions"]["nxdomain"].as_u64().unwrap() >= 1);
+    assert!(
+        j["discovery"][0]["resolutions"]["nxdomain"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     // Refused: reset at once, nothing read.
     if let Ok(mut s) = TcpStream::connect(vip(&p, "web")).await {
         assert!(read_all(&mut s).await.is_empty(), "no server: refused");
     }
-    let refused = p.service("web").unwrap().stats.refused(rvs_proxy::stats::Refusal::NoServer);
+    let refused = p
+        .service("web")
+        .unwrap()
+        .stats
+        .refused(rvs_proxy::stats::Refusal::NoServer);
     assert!(refused >= 1, "counted as no_server");
     // It appears.
     dns.set_hosts(&["127.0.0.11 later.test"]);
@@ -334,14 +384,28 @@ fn get_json_sync_failing(p: &rvs_proxy::Proxy) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_started_before_and_after_a_change_agree() {
     let port = port().await;
-    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14", "127.0.0.15"];
+    let ips = [
+        "127.0.0.11",
+        "127.0.0.12",
+        "127.0.0.13",
+        "127.0.0.14",
+        "127.0.0.15",
+    ];
     for (i, ip) in ips.iter().enumerate() {
         line_backend(ip, port, &format!("s{i}")).await;
     }
-    let hosts = |list: &[&str]| list.iter().map(|ip| format!("{ip} web.test")).collect::<Vec<_>>();
+    let hosts = |list: &[&str]| {
+        list.iter()
+            .map(|ip| format!("{ip} web.test"))
+            .collect::<Vec<_>>()
+    };
     let first: Vec<&str> = vec![ips[0], ips[1], ips[3], ips[4]];
     let h = hosts(&first);
-    let dns = Dnsmasq::start("agree", &h.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let dns = Dnsmasq::start(
+        "agree",
+        &h.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
     let yaml = format!(
         "{}services:\n  - name: web\n    listen: 127.0.0.1:0\n    scheduler: mh\n    real_servers:\n      - dns: web.test:{port}\n      - address: 127.0.0.1:9\n        weight: 0\n",
         dns.global("200ms", "")
@@ -360,11 +424,17 @@ async fn replicas_started_before_and_after_a_change_agree() {
     wait_table(&early, "web", &w).await;
     let late = proxy(&yaml);
     wait_table(&late, "web", &w).await;
-    assert_eq!(table(&early, "web"), table(&late, "web"), "the same list, in the same order");
+    assert_eq!(
+        table(&early, "web"),
+        table(&late, "web"),
+        "the same list, in the same order"
+    );
     let (ve, vl) = (vip(&early, "web"), vip(&late, "web"));
     let mut spread = BTreeMap::new();
     for i in 0..200u32 {
-        let from: IpAddr = format!("127.1.{}.{}", i / 250, 1 + i % 250).parse().unwrap();
+        let from: IpAddr = format!("127.1.{}.{}", i / 250, 1 + i % 250)
+            .parse()
+            .unwrap();
         let get = |v| async move {
             let s = connect_from(from, v).await.unwrap();
             let mut r = BufReader::new(s);
@@ -376,13 +446,21 @@ async fn replicas_started_before_and_after_a_change_agree() {
         assert_eq!(e, l, "client {from}");
         *spread.entry(e).or_insert(0) += 1;
     }
-    assert_eq!(spread.len(), 5, "every server takes some clients: {spread:?}");
+    assert_eq!(
+        spread.len(),
+        5,
+        "every server takes some clients: {spread:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_edits_of_a_discovered_server_last_until_its_record_changes() {
     let port = port().await;
-    let dns = Dnsmasq::start("edits", &["127.0.0.11 web.test", "127.0.0.12 web.test"], &[]);
+    let dns = Dnsmasq::start(
+        "edits",
+        &["127.0.0.11 web.test", "127.0.0.12 web.test"],
+        &[],
+    );
     let p = proxy(&format!(
         "{}services:\n  - name: web\n    listen: 127.0.0.1:0\n    scheduler: wrr\n    real_servers:\n      - dns: web.test:{port}\n",
         dns.global("100ms", "")
@@ -390,15 +468,36 @@ async fn api_edits_of_a_discovered_server_last_until_its_record_changes() {
     let (a, b) = (format!("127.0.0.11:{port}"), format!("127.0.0.12:{port}"));
     wait_table(&p, "web", &[(&a, 1), (&b, 1)]).await;
     let adm = admin(&p).await;
-    let (st, body) = http(adm, "PATCH", &format!("/api/v1/services/web/real_servers/{b}"), Some("{\"weight\": 5}"), None).await;
+    let (st, body) = http(
+        adm,
+        "PATCH",
+        &format!("/api/v1/services/web/real_servers/{b}"),
+        Some("{\"weight\": 5}"),
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
-    let (st, body) = http(adm, "DELETE", &format!("/api/v1/services/web/real_servers/{a}"), None, None).await;
+    let (st, body) = http(
+        adm,
+        "DELETE",
+        &format!("/api/v1/services/web/real_servers/{a}"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
     wait_table(&p, "web", &[(&b, 5)]).await;
     // Resolutions with the same answer leave the edits in force.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(table(&p, "web"), [(b.clone(), 5)]);
-    let (st, _) = http(adm, "PATCH", &format!("/api/v1/services/web/real_servers/{b}"), Some("{\"u_threshold\": 1, \"l_threshold\": 2}"), None).await;
+    let (st, _) = http(
+        adm,
+        "PATCH",
+        &format!("/api/v1/services/web/real_servers/{b}"),
+        Some("{\"u_threshold\": 1, \"l_threshold\": 2}"),
+        None,
+    )
+    .await;
     assert_eq!(st, 422, "thresholds out of order are refused");
     // a's record goes and comes back: a is back, as DNS says.
     dns.set_hosts(&["127.0.0.12 web.test"]);

@@ -73,7 +73,10 @@ fn udp_yaml(global: &str, check: &str, servers: &[SocketAddr]) -> String {
 async fn ask(c: &UdpSocket, vip: SocketAddr, i: usize) -> String {
     udp_ask(c, vip, format!("q{i}").as_bytes())
         .await
-        .map_or_else(|| "-".to_owned(), |r| r.split(':').next().unwrap().to_owned())
+        .map_or_else(
+            || "-".to_owned(),
+            |r| r.split(':').next().unwrap().to_owned(),
+        )
 }
 
 /// One client source port: its session is on `first`; the change is made;
@@ -85,7 +88,11 @@ async fn session_moves(
 ) -> (String, usize) {
     let v = vip(p, "u");
     let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    assert_eq!(ask(&c, v, 0).await, "x", "the session starts on x (rr's head)");
+    assert_eq!(
+        ask(&c, v, 0).await,
+        "x",
+        "the session starts on x (rr's head)"
+    );
     change.await;
     let before = first.got.load(Relaxed);
     let after = ask(&c, v, 1).await;
@@ -106,11 +113,19 @@ async fn a_removed_server_s_udp_session_is_rescheduled_only_with_the_knob() {
         };
         let (after, to_x) = session_moves(&p, &x, removed).await;
         if on {
-            assert_eq!((after.as_str(), to_x), ("y", 0), "rescheduled, nothing to x");
+            assert_eq!(
+                (after.as_str(), to_x),
+                ("y", 0),
+                "rescheduled, nothing to x"
+            );
             let svc = p.service("u").unwrap();
             assert_eq!(svc.stats.expired_nodest.load(Relaxed), 1);
         } else {
-            assert_eq!((after.as_str(), to_x), ("x", 2), "today's behaviour: it stays");
+            assert_eq!(
+                (after.as_str(), to_x),
+                ("x", 2),
+                "today's behaviour: it stays"
+            );
         }
     }
 }
@@ -123,11 +138,21 @@ async fn a_health_failed_server_s_udp_session_is_rescheduled_only_with_the_knob(
         let x = udp_server("127.0.0.1", 0, "x").await;
         let p = proxy(&udp_yaml(&knob(on), check, &[y.addr, x.addr]));
         let svc = p.service("u").unwrap();
-        assert!(eventually(Duration::from_secs(5), || svc.health().values().all(|h| h.checks_run > 0)).await);
+        assert!(
+            eventually(Duration::from_secs(5), || svc
+                .health()
+                .values()
+                .all(|h| h.checks_run > 0))
+            .await
+        );
         let failed = async {
             x.mute.store(true, Relaxed);
             assert!(
-                eventually(Duration::from_secs(5), || svc.scheduler().dest(x.addr).is_none()).await,
+                eventually(Duration::from_secs(5), || svc
+                    .scheduler()
+                    .dest(x.addr)
+                    .is_none())
+                .await,
                 "x failed its check and left the table"
             );
         };
@@ -135,7 +160,10 @@ async fn a_health_failed_server_s_udp_session_is_rescheduled_only_with_the_knob(
         if on {
             assert_eq!((after.as_str(), to_x), ("y", 0));
         } else {
-            assert_eq!(after, "-", "x is silent: today's session keeps sending there");
+            assert_eq!(
+                after, "-",
+                "x is silent: today's session keeps sending there"
+            );
             assert_eq!(to_x, 2);
         }
     }
@@ -157,11 +185,19 @@ async fn a_server_gone_from_dns_loses_its_udp_session_only_with_the_knob() {
             "{global}services:\n  - name: u\n    proto: udp\n    listen: 127.0.0.1:0\n    scheduler: rr\n    real_servers:\n      - dns: u.test:{port}\n"
         ));
         let svc = p.service("u").unwrap();
-        assert!(eventually(Duration::from_secs(5), || svc.scheduler().dests().len() == 2).await);
+        assert!(
+            eventually(Duration::from_secs(5), || svc.scheduler().dests().len()
+                == 2)
+            .await
+        );
         let gone = async {
             dns.set_hosts(&["127.0.0.11 u.test"]);
             assert!(
-                eventually(Duration::from_secs(5), || svc.scheduler().dest(x.addr).is_none()).await,
+                eventually(Duration::from_secs(5), || svc
+                    .scheduler()
+                    .dest(x.addr)
+                    .is_none())
+                .await,
                 "a UDP server leaves at once"
             );
         };
@@ -180,7 +216,10 @@ async fn a_removed_server_s_tcp_connections_are_reset_only_with_the_knob() {
         let x = echo_backend().await;
         let y = echo_backend().await;
         let yaml = |servers: &[SocketAddr]| {
-            let mut s = format!("{}services:\n  - name: t\n    listen: 127.0.0.1:0\n    scheduler: rr\n    real_servers:\n", knob(on));
+            let mut s = format!(
+                "{}services:\n  - name: t\n    listen: 127.0.0.1:0\n    scheduler: rr\n    real_servers:\n",
+                knob(on)
+            );
             for a in servers {
                 s.push_str(&format!("      - address: \"{a}\"\n"));
             }
@@ -198,12 +237,16 @@ async fn a_removed_server_s_tcp_connections_are_reset_only_with_the_knob() {
         let r = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut got)).await;
         if on {
             let r = r.expect("ended at once, not by a timeout");
-            assert!(
-                r.is_err() || got.is_empty(),
-                "reset: {r:?} {got:?}"
-            );
+            assert!(r.is_err() || got.is_empty(), "reset: {r:?} {got:?}");
             let svc = p.service("t").unwrap();
-            assert!(eventually(Duration::from_secs(2), || svc.stats.expired_nodest.load(Relaxed) == 1).await);
+            assert!(
+                eventually(Duration::from_secs(2), || svc
+                    .stats
+                    .expired_nodest
+                    .load(Relaxed)
+                    == 1)
+                .await
+            );
         } else {
             assert!(r.is_err(), "still open: the read waits");
             assert_eq!(&got, b"pong", "and still forwarding");
@@ -228,10 +271,16 @@ async fn a_template_on_a_quiescent_server_expires_only_with_the_knob() {
         p.apply(Config::parse(&yaml(0), "t").unwrap()).unwrap();
         let next = fetch_name(v).await;
         if on {
-            assert_eq!(next, "y", "the template on quiescent x expired: scheduled again");
+            assert_eq!(
+                next, "y",
+                "the template on quiescent x expired: scheduled again"
+            );
             assert_eq!(fetch_name(v).await, "y", "a new template on y");
         } else {
-            assert_eq!(next, "x", "IPVS's default: the template keeps the client on x");
+            assert_eq!(
+                next, "x",
+                "IPVS's default: the template keeps the client on x"
+            );
         }
     }
 }

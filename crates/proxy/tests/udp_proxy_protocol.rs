@@ -129,7 +129,10 @@ async fn the_first_datagram_only_when_asked() {
     let v = vip(&p, "u");
     let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let me = c.local_addr().unwrap();
-    assert_eq!(ask(&c, v, "one").await, format!("fam=0x12 src={me} dst={v} data=one"));
+    assert_eq!(
+        ask(&c, v, "one").await,
+        format!("fam=0x12 src={me} dst={v} data=one")
+    );
     assert_eq!(ask(&c, v, "two").await, "none data=two");
     assert_eq!(ask(&c, v, "three").await, "none data=three");
 }
@@ -144,7 +147,10 @@ async fn over_ipv6_the_family_byte_is_0x22() {
     let v = vip(&p, "u");
     let c = UdpSocket::bind("[::1]:0").await.unwrap();
     let me = c.local_addr().unwrap();
-    assert_eq!(ask(&c, v, "six").await, format!("fam=0x22 src={me} dst={v} data=six"));
+    assert_eq!(
+        ask(&c, v, "six").await,
+        format!("fam=0x22 src={me} dst={v} data=six")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,11 +183,17 @@ async fn a_rvs_behind_a_rvs_learns_the_client_and_drops_bad_headers() {
     }
     let conns = back.service("back").unwrap().conns.list();
     assert_eq!(conns.len(), 1);
-    assert_eq!(conns[0].client, me, "the back rvs's session is the client's");
+    assert_eq!(
+        conns[0].client, me,
+        "the back rvs's session is the client's"
+    );
     // A datagram straight to the back rvs with no header is served as it is.
     let direct = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let dme = direct.local_addr().unwrap();
-    assert_eq!(ask(&direct, bv, "plain").await, format!("fam=0x12 src={dme} dst={bv} data=plain"));
+    assert_eq!(
+        ask(&direct, bv, "plain").await,
+        format!("fam=0x12 src={dme} dst={bv} data=plain")
+    );
     // The signature with a broken header: dropped and counted.
     let bad = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut d = b"\r\n\r\n\x00\r\nQUIT\n\x21\x12\x00\x0c".to_vec();
@@ -189,9 +201,17 @@ async fn a_rvs_behind_a_rvs_learns_the_client_and_drops_bad_headers() {
     bad.send_to(&d, bv).await.unwrap();
     let mut buf = [0u8; 256];
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), bad.recv_from(&mut buf)).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(500), bad.recv_from(&mut buf))
+            .await
+            .is_err(),
         "no answer: dropped"
     );
     let svc = back.service("back").unwrap();
-    assert!(eventually(Duration::from_secs(2), || svc.stats.refused(Refusal::ProxyHeader) == 1).await);
+    assert!(
+        eventually(Duration::from_secs(2), || svc
+            .stats
+            .refused(Refusal::ProxyHeader)
+            == 1)
+        .await
+    );
 }

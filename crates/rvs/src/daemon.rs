@@ -48,6 +48,13 @@ pub(crate) fn check(path: &Path) -> ExitCode {
                     format!(": {}", names.join(", "))
                 }
             );
+            let entries: usize = c.services.iter().map(|s| s.discovery.len()).sum();
+            if entries > 0 {
+                println!(
+                    "{entries} dns/srv entr{} checked, not resolved: `rvs run` resolves them (and starts even when they do not resolve yet)",
+                    if entries == 1 { "y" } else { "ies" }
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -312,21 +312,19 @@ impl Service {
         };
         let found = t.lookup(&key);
         let quiescent_expires = inner.cfg.expire_quiescent_template;
-        let (dest, tpl) = match found.and_then(|f| {
-            t.valid_dest(f, quiescent_expires)
-                .map(|d| (d, f))
-        }) {
-            Some(hit) => hit,
-            None => {
-                if let Some(f) = found {
-                    t.invalidate(f);
+        let (dest, tpl) =
+            match found.and_then(|f| t.valid_dest(f, quiescent_expires).map(|d| (d, f))) {
+                Some(hit) => hit,
+                None => {
+                    if let Some(f) = found {
+                        t.invalidate(f);
+                    }
+                    let dest =
+                        self.pick_and_bind(client, dst, now, Counted::Template, Skip::default())?;
+                    let f = t.create(key, Arc::clone(&dest), p.timeout);
+                    (dest, f)
                 }
-                let dest =
-                    self.pick_and_bind(client, dst, now, Counted::Template, Skip::default())?;
-                let f = t.create(key, Arc::clone(&dest), p.timeout);
-                (dest, f)
-            }
-        };
+            };
         self.bind(&dest, Counted::Inactive);
         let ctl = t.control(tpl, now);
         drop(t);

@@ -202,7 +202,11 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
             })
             .collect();
     }
-    v["expired_nodest"] = json!(svc.stats.expired_nodest.load(std::sync::atomic::Ordering::Relaxed));
+    v["expired_nodest"] = json!(
+        svc.stats
+            .expired_nodest
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     if spec.proto == Proto::Udp {
         v["udp"] = json!({
             "sessions": svc.conns.len(),

@@ -512,12 +512,13 @@ impl Config {
     /// or JSON), as the admin API receives it; `source` names it in errors.
     /// Timeouts it leaves out are this configuration's global ones.
     pub fn parse_service(&self, text: &str, source: &str) -> Result<ServiceSpec, ConfigError> {
-        let mut spec = validate::parse_service(text, &self.global.timeouts).map_err(|problems| {
-            ConfigError::Invalid {
-                file: source.to_owned(),
-                problems,
-            }
-        })?;
+        let mut spec =
+            validate::parse_service(text, &self.global.timeouts).map_err(|problems| {
+                ConfigError::Invalid {
+                    file: source.to_owned(),
+                    problems,
+                }
+            })?;
         spec.sched.expire_quiescent_template = self.global.expire_quiescent_template;
         Ok(spec)
     }

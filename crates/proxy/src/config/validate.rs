@@ -234,7 +234,11 @@ fn dns(raw: super::raw::RawDns, problems: &mut Vec<At>) -> DnsSettings {
         .into_iter()
         .map(|a| a.0)
         .collect();
-    let at_least = |v: Option<super::values::Dur>, def: Duration, min: Duration, key: &str, problems: &mut Vec<At>| {
+    let at_least = |v: Option<super::values::Dur>,
+                    def: Duration,
+                    min: Duration,
+                    key: &str,
+                    problems: &mut Vec<At>| {
         let v = v.map_or(def, |v| v.0);
         if v < min {
             problems.push(at(
@@ -246,9 +250,21 @@ fn dns(raw: super::raw::RawDns, problems: &mut Vec<At>) -> DnsSettings {
     };
     DnsSettings {
         resolvers,
-        interval: at_least(raw.interval, d.interval, Duration::from_millis(100), "interval", problems),
+        interval: at_least(
+            raw.interval,
+            d.interval,
+            Duration::from_millis(100),
+            "interval",
+            problems,
+        ),
         hold_nx: raw.hold_nx.map_or(d.hold_nx, |v| v.0),
-        timeout: at_least(raw.timeout, d.timeout, Duration::from_millis(10), "timeout", problems),
+        timeout: at_least(
+            raw.timeout,
+            d.timeout,
+            Duration::from_millis(10),
+            "timeout",
+            problems,
+        ),
     }
 }
 
@@ -256,7 +272,9 @@ fn dns(raw: super::raw::RawDns, problems: &mut Vec<At>) -> DnsSettings {
 /// dot-separated, an optional final dot.
 fn host_name(name: &str) -> Result<(), String> {
     if name.parse::<IpAddr>().is_ok() {
-        return Err(format!("{name:?} is an address, not a name: write it as address: IP:PORT"));
+        return Err(format!(
+            "{name:?} is an address, not a name: write it as address: IP:PORT"
+        ));
     }
     let bare = name.strip_suffix('.').unwrap_or(name);
     if bare.is_empty() || bare.len() > 253 {
@@ -280,7 +298,9 @@ fn host_name(name: &str) -> Result<(), String> {
 /// `dns: NAME:PORT`.
 fn dns_target(text: &str) -> Result<Target, String> {
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} has no port: write NAME:PORT, as web.default.svc.cluster.local:8080"));
+        return Err(format!(
+            "{text:?} has no port: write NAME:PORT, as web.default.svc.cluster.local:8080"
+        ));
     };
     let port: u16 = match port.parse() {
         Ok(p) if p > 0 => p,
@@ -509,7 +529,9 @@ fn service(
         };
         let address = match (&target, &r.address) {
             (_, Some(a)) => a.0,
-            (Some(Target::Dns { port, .. }), None) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port),
+            (Some(Target::Dns { port, .. }), None) => {
+                SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port)
+            }
             _ => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
         };
         if target.is_none()
@@ -766,7 +788,9 @@ services:
         let udp_proxy = GOOD.replace("scheduler: wrr", "proto: udp\n    proxy_protocol: v1");
         assert_eq!(
             errors(&udp_proxy),
-            ["rvs.yaml:5:21: services[0].proxy_protocol: v1 cannot carry UDP: a UDP service sends v2"]
+            [
+                "rvs.yaml:5:21: services[0].proxy_protocol: v1 cannot carry UDP: a UDP service sends v2"
+            ]
         );
         let v2 = GOOD.replace("scheduler: wrr", "proto: udp\n    proxy_protocol: v2");
         assert_eq!(errors(&v2), Vec::<String>::new());
@@ -774,7 +798,9 @@ services:
 
     #[test]
     fn discovery_entries_are_checked() {
-        let e = errors("services:\n  - name: s\n    listen: 127.0.0.1:1\n    real_servers:\n      - dns: web.test\n      - dns: \"bad name!:80\"\n      - { address: 127.0.0.1:7, srv: _x._tcp.test }\n      - { srv: _x._tcp.test, weight: 2 }\n      - { weight: 2 }\n      - dns: 10.0.0.1:80\n      - dns: a.test:80\n      - dns: a.test:80\n");
+        let e = errors(
+            "services:\n  - name: s\n    listen: 127.0.0.1:1\n    real_servers:\n      - dns: web.test\n      - dns: \"bad name!:80\"\n      - { address: 127.0.0.1:7, srv: _x._tcp.test }\n      - { srv: _x._tcp.test, weight: 2 }\n      - { weight: 2 }\n      - dns: 10.0.0.1:80\n      - dns: a.test:80\n      - dns: a.test:80\n",
+        );
         assert_eq!(
             e,
             [
@@ -793,10 +819,20 @@ services:
         assert_eq!(s.discovery.len(), 2);
         assert_eq!(s.discovery[0].position, 1);
         assert_eq!(s.discovery[0].template.params.weight, 3);
-        assert!(s.sched.expire_quiescent_template, "the global sysctl reaches the scheduler");
+        assert!(
+            s.sched.expire_quiescent_template,
+            "the global sysctl reaches the scheduler"
+        );
         assert!(ok.global.expire_nodest_conn);
-        assert_eq!(ok.global.dns.resolvers, ["127.0.0.1:5353".parse::<std::net::SocketAddr>().unwrap()]);
+        assert_eq!(
+            ok.global.dns.resolvers,
+            ["127.0.0.1:5353".parse::<std::net::SocketAddr>().unwrap()]
+        );
         assert_eq!(ok.global.dns.interval, std::time::Duration::from_secs(1));
-        assert_eq!(Config::parse(&ok.to_yaml(), "again").unwrap(), ok, "written back, read again");
+        assert_eq!(
+            Config::parse(&ok.to_yaml(), "again").unwrap(),
+            ok,
+            "written back, read again"
+        );
     }
 }

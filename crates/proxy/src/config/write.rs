@@ -457,7 +457,13 @@ impl Config {
                 access_log: self.global.access_log,
                 timeouts: OutTimeouts::diff(&self.global.timeouts, &Timeouts::DEFAULT),
                 dns: (self.global.dns != DnsSettings::default()).then(|| OutDns {
-                    resolvers: self.global.dns.resolvers.iter().map(ToString::to_string).collect(),
+                    resolvers: self
+                        .global
+                        .dns
+                        .resolvers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                     interval: duration(self.global.dns.interval),
                     hold_nx: duration(self.global.dns.hold_nx),
                     timeout: duration(self.global.dns.timeout),

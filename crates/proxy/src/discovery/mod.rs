@@ -40,14 +40,16 @@ pub(crate) use resolve::Resolver;
 /// A server found in an answer: its address and, for SRV, the record's
 /// weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Found {
-    pub(crate) addr: SocketAddr,
-    pub(crate) weight: Option<i32>,
+pub struct Found {
+    /// Its address and port.
+    pub addr: SocketAddr,
+    /// The SRV record's weight (`None` for A and AAAA).
+    pub weight: Option<i32>,
 }
 
 /// What one resolution of a name gave.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Answer {
+pub enum Answer {
     /// These servers (never empty).
     Servers(Vec<Found>),
     /// The name does not exist (NXDOMAIN).
@@ -90,7 +92,7 @@ pub(crate) enum Override {
 
 /// What the log should say after an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Event {
+pub enum Event {
     /// Nothing to say.
     None,
     /// Answers fail since now; the servers in force stay.
@@ -423,10 +425,20 @@ mod tests {
         let now = Instant::now();
         let hold = Duration::from_secs(30);
         let mut a = EntryState::default();
-        a.update(found(&["10.0.0.7:80", "10.0.0.1:80", "10.0.0.3:80"]), Proto::Tcp, hold, now);
+        a.update(
+            found(&["10.0.0.7:80", "10.0.0.1:80", "10.0.0.3:80"]),
+            Proto::Tcp,
+            hold,
+            now,
+        );
         let mut b = EntryState::default();
         b.update(found(&["10.0.0.3:80"]), Proto::Tcp, hold, now);
-        b.update(found(&["10.0.0.3:80", "10.0.0.7:80", "10.0.0.1:80"]), Proto::Tcp, hold, now);
+        b.update(
+            found(&["10.0.0.3:80", "10.0.0.7:80", "10.0.0.1:80"]),
+            Proto::Tcp,
+            hold,
+            now,
+        );
         let ea = expand(&s, |i| (i == 0).then_some(&a));
         let eb = expand(&s, |i| (i == 0).then_some(&b));
         assert_eq!(addrs(&ea), addrs(&eb), "history does not matter");
@@ -450,7 +462,12 @@ mod tests {
         let now = Instant::now();
         let hold = Duration::from_secs(30);
         let mut t = EntryState::default();
-        t.update(found(&["10.0.0.5:80", "10.0.0.2:80"]), Proto::Tcp, hold, now);
+        t.update(
+            found(&["10.0.0.5:80", "10.0.0.2:80"]),
+            Proto::Tcp,
+            hold,
+            now,
+        );
         let (changed, _) = t.update(found(&["10.0.0.2:80"]), Proto::Tcp, hold, now);
         assert!(changed);
         assert_eq!(t.servers(), 2);
@@ -467,10 +484,20 @@ mod tests {
         let mut t2 = EntryState::default();
         t2.update(found(&["10.0.0.1:80"]), Proto::Tcp, hold, now);
         t2.update(found(&["10.0.0.2:80"]), Proto::Tcp, hold, now);
-        t2.update(found(&["10.0.0.1:80", "10.0.0.2:80"]), Proto::Tcp, hold, now);
+        t2.update(
+            found(&["10.0.0.1:80", "10.0.0.2:80"]),
+            Proto::Tcp,
+            hold,
+            now,
+        );
         assert_eq!(t2.leaving(), 0);
         let mut u = EntryState::default();
-        u.update(found(&["10.0.0.1:80", "10.0.0.2:80"]), Proto::Udp, hold, now);
+        u.update(
+            found(&["10.0.0.1:80", "10.0.0.2:80"]),
+            Proto::Udp,
+            hold,
+            now,
+        );
         u.update(found(&["10.0.0.2:80"]), Proto::Udp, hold, now);
         assert_eq!((u.servers(), u.leaving()), (1, 0));
     }
@@ -498,9 +525,19 @@ mod tests {
         let (changed, ev) = e.update(Answer::NxDomain, Proto::Udp, hold, t1);
         assert!(!changed);
         assert_eq!(ev, Event::Failing("NXDOMAIN".into()));
-        let (changed, _) = e.update(Answer::NxDomain, Proto::Udp, hold, t1 + Duration::from_secs(29));
+        let (changed, _) = e.update(
+            Answer::NxDomain,
+            Proto::Udp,
+            hold,
+            t1 + Duration::from_secs(29),
+        );
         assert!(!changed, "within the hold");
-        let (changed, ev) = e.update(Answer::NxDomain, Proto::Udp, hold, t1 + Duration::from_secs(30));
+        let (changed, ev) = e.update(
+            Answer::NxDomain,
+            Proto::Udp,
+            hold,
+            t1 + Duration::from_secs(30),
+        );
         assert!(changed);
         assert_eq!(ev, Event::Emptied("NXDOMAIN".into()));
         assert_eq!(e.servers(), 0);

@@ -11,9 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
@@ -48,7 +46,8 @@ impl Resolver {
             hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| format!("/etc/resolv.conf: {e} (set global.dns.resolvers)"))?
         } else {
-            let mut c = ResolverConfig::from_parts(None, Vec::new(), Vec::<NameServerConfig>::new());
+            let mut c =
+                ResolverConfig::from_parts(None, Vec::new(), Vec::<NameServerConfig>::new());
             for a in &settings.resolvers {
                 c.add_name_server(NameServerConfig::new(*a, Protocol::Udp));
                 c.add_name_server(NameServerConfig::new(*a, Protocol::Tcp));

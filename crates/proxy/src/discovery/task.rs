@@ -36,12 +36,18 @@ pub(crate) async fn run(proxy: Weak<Inner>, stop: CancellationToken) {
         let mut targets: BTreeMap<Target, Vec<String>> = BTreeMap::new();
         for s in &config.services {
             for d in &s.discovery {
-                targets.entry(d.target.clone()).or_default().push(s.name.clone());
+                targets
+                    .entry(d.target.clone())
+                    .or_default()
+                    .push(s.name.clone());
             }
         }
         let due = Instant::now() >= next;
         if due && !targets.is_empty() {
-            if resolver.as_ref().is_none_or(|r| *r.settings() != config.global.dns) {
+            if resolver
+                .as_ref()
+                .is_none_or(|r| *r.settings() != config.global.dns)
+            {
                 resolver = match Resolver::new(&config.global.dns) {
                     Ok(r) => {
                         resolver_error = None;
@@ -113,7 +119,11 @@ async fn resolve_all(r: &Resolver, targets: impl Iterator<Item = Target>) -> Vec
     out
 }
 
-fn log(service: &str, target: &Target, (event, servers, leaving, changed): (Event, usize, usize, bool)) {
+fn log(
+    service: &str,
+    target: &Target,
+    (event, servers, leaving, changed): (Event, usize, usize, bool),
+) {
     match event {
         Event::None => {}
         Event::Failing(why) => {
