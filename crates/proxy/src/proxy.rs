@@ -210,7 +210,8 @@ impl Proxy {
     }
 
     /// Edits the running configuration: `edit` changes a copy of it, which
-    /// is checked whole ([`Config::with_services`]) and applied, or nothing
+    /// is checked as a file would be ([`Config::check_edit`]: what changed
+    /// is read back, names and addresses across services) and applied, or nothing
     /// changes. Edits and reloads do not interleave. The edit lasts until
     /// the next reload of the file.
     pub fn edit<T, E: From<ApplyError>>(
@@ -218,10 +219,10 @@ impl Proxy {
         edit: impl FnOnce(&mut Config) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut st = lock(&self.inner.state);
-        let mut draft = Config::clone(&self.inner.config.load());
+        let running = self.inner.config.load_full();
+        let mut draft = Config::clone(&running);
         let out = edit(&mut draft)?;
-        let services = std::mem::take(&mut draft.services);
-        let checked = draft.with_services(services).map_err(ApplyError::Invalid)?;
+        let checked = running.check_edit(draft).map_err(ApplyError::Invalid)?;
         self.apply_locked(&mut st, checked)?;
         Ok(out)
     }

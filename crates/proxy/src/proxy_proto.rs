@@ -112,14 +112,16 @@ impl V2Header {
     }
 }
 
+/// The source and destination a header names; `None` for LOCAL, UNKNOWN or
+/// an unspecified family (the connection's own addresses stand).
+pub type Addresses = Option<(SocketAddr, SocketAddr)>;
+
 /// A datagram that may start with a v2 header (`accept_proxy_protocol` on a
 /// UDP service): `Ok(None)` when it does not start with the v2 signature;
 /// else the header's addresses (`None` for LOCAL or an unspecified family)
 /// and the header's length, which the payload follows. A datagram that
 /// starts with the signature but holds no valid header is an error.
-pub fn split_v2_datagram(
-    data: &[u8],
-) -> Result<Option<(Option<(SocketAddr, SocketAddr)>, usize)>, HeaderError> {
+pub fn split_v2_datagram(data: &[u8]) -> Result<Option<(Addresses, usize)>, HeaderError> {
     if data.len() < 12 || data[..12] != SIG_V2 {
         return Ok(None);
     }

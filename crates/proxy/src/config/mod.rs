@@ -537,4 +537,71 @@ impl Config {
         checked.admin = self.admin.clone();
         Ok(checked)
     }
+
+    /// An edit of this (running) configuration, `draft`, checked as
+    /// [`Config::with_services`] checks it, at the cost of what changed:
+    /// services equal to running ones were checked when they came and are
+    /// kept as they are; each changed or new service is written out and
+    /// read back alone; then names and addresses are checked across
+    /// services. An edit of the global settings checks everything.
+    pub fn check_edit(&self, draft: Config) -> Result<Config, ConfigError> {
+        if draft.global != self.global {
+            return draft.with_services(draft.services.clone());
+        }
+        let running: std::collections::HashMap<&str, &ServiceSpec> =
+            self.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        let mut problems = Vec::new();
+        let mut services = Vec::with_capacity(draft.services.len());
+        let mut names = std::collections::HashSet::new();
+        let mut listeners: std::collections::HashMap<(Proto, SocketAddr), &str> =
+            std::collections::HashMap::new();
+        for s in &draft.services {
+            let checked = if running.get(s.name.as_str()).is_some_and(|r| *r == s) {
+                s.clone()
+            } else {
+                let text = write::service_yaml(s, &self.global.timeouts);
+                match self.parse_service(&text, "edited configuration") {
+                    Ok(c) => c,
+                    Err(ConfigError::Invalid { problems: p, .. }) => {
+                        problems.extend(p);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            services.push(checked);
+        }
+        for s in &services {
+            if !names.insert(s.name.as_str()) {
+                problems.push(Problem {
+                    line: 1,
+                    column: 1,
+                    reason: format!("service name {:?} is used twice", s.name),
+                });
+            }
+            for a in &s.listen {
+                if let Some(other) = listeners.insert((s.proto, *a), s.name.as_str()) {
+                    problems.push(Problem {
+                        line: 1,
+                        column: 1,
+                        reason: format!(
+                            "{} {a} is already the address of service {other:?}",
+                            s.proto
+                        ),
+                    });
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: "edited configuration".into(),
+                problems,
+            });
+        }
+        Ok(Config {
+            global: self.global.clone(),
+            admin: self.admin.clone(),
+            services,
+        })
+    }
 }

@@ -448,6 +448,11 @@ fn real_server(r: &RealServerSpec) -> OutRealServer {
     }
 }
 
+/// One service in the file's form, alone (as the admin API takes one).
+pub(crate) fn service_yaml(s: &ServiceSpec, global: &Timeouts) -> String {
+    serde_yaml::to_string(&OutService::new(s, global)).unwrap_or_default()
+}
+
 impl Config {
     /// The configuration in the file's form (YAML), without the admin token.
     pub fn to_yaml(&self) -> String {

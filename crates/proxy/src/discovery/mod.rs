@@ -4,8 +4,8 @@
 //!
 //! This module holds what is decided without I/O: each entry's state (the
 //! last good answer, the servers in force, the failure in progress) and how
-//! a new answer changes it ([`EntryState::update`]), and where the servers
-//! stand in the service's list ([`expand`]). `resolve` asks DNS; `task`
+//! a new answer changes it (`EntryState::update`), and where the servers
+//! stand in the service's list (`expand`). `resolve` asks DNS; `task`
 //! resolves every name each `global.dns.interval` and applies what changed
 //! to that one service, through the reload's own path
 //! ([`crate::Proxy`]'s `apply_resolution`).
@@ -273,7 +273,7 @@ pub struct EntryView {
     pub leaving: usize,
     /// Whether a good answer ever came.
     pub resolved: bool,
-    /// Resolutions by result ([`RESULTS`]).
+    /// Resolutions by result ([`RESULT_NAMES`]).
     pub by_result: [u64; 4],
     /// Why answers fail now, and since how long.
     pub failing: Option<(String, Duration)>,

@@ -58,7 +58,13 @@ impl Dnsmasq {
             } else {
                 self.addr.port()
             };
-            let mut cmd = Command::new("dnsmasq");
+            // /usr/sbin is not on every user's PATH.
+            let program = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+                "/usr/sbin/dnsmasq"
+            } else {
+                "dnsmasq"
+            };
+            let mut cmd = Command::new(program);
             cmd.args([
                 "--keep-in-foreground",
                 "--no-daemon",
