@@ -176,6 +176,9 @@ async fn run(services: usize, servers: usize) {
         ms(parse_first),
         ms(start)
     );
+    println!();
+    println!("| change | median ms | p90 ms |");
+    println!("|---|---:|---:|");
     let vip = proxy.local_addrs("s0")[0];
     let rss_started = rss_mb();
 
@@ -233,6 +236,27 @@ async fn run(services: usize, servers: usize) {
         "| one service's DNS answer changes | {} | {} |",
         ms(d50),
         ms(d90)
+    );
+    // An API edit (rvsadm -e): one server's weight, flipped.
+    let mut edits = Vec::new();
+    let last = format!("s{}", services - 1);
+    for i in 0..20 {
+        let t = Instant::now();
+        proxy
+            .edit(|c| {
+                if let Some(s) = c.services.iter_mut().find(|s| s.name == last) {
+                    s.real_servers[0].params.weight = 1 + (i % 2);
+                }
+                Ok::<_, rvs_proxy::proxy::ApplyError>(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        edits.push(t.elapsed());
+    }
+    let (e50, e90, _, _) = stats(edits);
+    println!(
+        "| one real server's weight edited through the API (rvsadm -e) | {} | {} |",
+        ms(e50),
+        ms(e90)
     );
 
     // 3. Latency through s0: idle, with discovery changes, with reloads.
