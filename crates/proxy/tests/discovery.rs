@@ -278,8 +278,15 @@ async fn a_resolver_that_stops_answering_keeps_the_servers_and_says_so() {
     let (_, scrape) = http(adm, "GET", "/metrics", None, None).await;
     let series = format!("rvs_dns_failing{{service=\"web\",entry=\"dns:web.test:{port}\"}}");
     assert_eq!(sample(&scrape, &series), Some(1.0), "{scrape}");
-    let (_, page) = http(adm, "GET", "/", None, None).await;
-    assert!(page.contains("failing for"), "the status page says so");
+    // The status page, rendered by a browser, says so.
+    let dom = rendered_status_page(adm).await;
+    assert!(
+        dom.contains(&format!(
+            "class=\"dns failing\" data-entry=\"dns:web.test:{port}\""
+        )),
+        "{dom}"
+    );
+    assert!(dom.contains("(the servers in force stay)"), "{dom}");
     dns.restart(&[]);
     let ok = async {
         for _ in 0..100 {
@@ -371,6 +378,46 @@ async fn a_name_that_never_resolved_has_no_server_until_it_does_and_nxdomain_hol
         "removed after the hold: {:?}",
         gone_at.elapsed()
     );
+}
+
+/// The status page as headless Chromium renders it (its DOM after the
+/// page's script ran).
+async fn rendered_status_page(admin: SocketAddr) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "rvs-chromium-{}-{}",
+        std::process::id(),
+        admin.port()
+    ));
+    tokio::task::spawn_blocking(move || {
+        let chromium = ["chromium", "chromium-browser", "google-chrome"]
+            .into_iter()
+            .find(|c| {
+                std::process::Command::new(c)
+                    .arg("--version")
+                    .output()
+                    .is_ok()
+            })
+            .expect("chromium runs (tests/run installs Debian's chromium package)");
+        let out = std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", dir.display()))
+            .arg(format!("http://{admin}/"))
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
 }
 
 fn get_json_sync_failing(p: &rvs_proxy::Proxy) -> bool {
@@ -504,4 +551,33 @@ async fn api_edits_of_a_discovered_server_last_until_its_record_changes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     dns.set_hosts(&["127.0.0.11 web.test", "127.0.0.12 web.test"]);
     wait_table(&p, "web", &[(&a, 1), (&b, 5)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_entry_s_health_checks_apply_to_each_discovered_server() {
+    let port = port().await;
+    line_backend("127.0.0.11", port, "a").await;
+    // Nothing listens on 127.0.0.12 at that port: its check fails.
+    let dns = Dnsmasq::start(
+        "checks",
+        &["127.0.0.11 web.test", "127.0.0.12 web.test"],
+        &[],
+    );
+    let p = proxy(&format!(
+        "{}services:\n  - name: web\n    listen: 127.0.0.1:0\n    real_servers:\n      - dns: web.test:{port}\n        health_check: {{ type: tcp, delay_loop: 100ms, connect_timeout: 200ms, retry: 0, warmup: 0s }}\n",
+        dns.global("200ms", "")
+    ));
+    let a = format!("127.0.0.11:{port}");
+    let b: SocketAddr = format!("127.0.0.12:{port}").parse().unwrap();
+    let svc = p.service("web").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || svc
+            .health()
+            .get(&b)
+            .is_some_and(|h| !h.up))
+        .await,
+        "b is checked and down"
+    );
+    wait_table(&p, "web", &[(&a, 1)]).await;
+    assert!(svc.health().values().all(|h| h.checked));
 }
