@@ -15,7 +15,7 @@ use common::{
     report, root, temp_dir, wait_for,
 };
 use std::io::Read;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
@@ -265,13 +265,30 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
         logs()
     );
 
+    // DNS discovery in the static binary of an empty image (no C library
+    // name service, no /etc/hosts entry for the name): a dnsmasq on the
+    // host's loopback names the backend.
+    let dns = Dnsmasq::start(&temp_dir("dns"), &format!("{} backend.test", one.ip()));
+    cm.update(&format!(
+        "global:\n  shutdown_grace: 20s\n  dns: {{ resolvers: [\"{}\"], interval: 1s }}\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - dns: backend.test:{}\n",
+        dns.addr,
+        one.port()
+    ));
+    assert!(
+        wait_for(Duration::from_secs(20), || fetch(vip).as_deref()
+            == Some("one")),
+        "a dns: real server resolved inside the image: {}",
+        logs()
+    );
+    drop(dns);
+
     // podman stop (SIGTERM) during a transfer: it completes, rvs exits 0.
     cm.update(&config(vip, long, admin));
     assert!(
         wait_for(Duration::from_secs(20), || logs()
             .matches("configuration reloaded")
             .count()
-            >= 2),
+            >= 3),
         "{}",
         logs()
     );
@@ -311,4 +328,57 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
     assert!(all.contains("shutting down"), "{all}");
     assert!(all.contains("all connections closed"), "{all}");
     drop(container);
+}
+
+/// A dnsmasq on the host's loopback answering from one hosts line (Debian's
+/// dnsmasq-base, installed by tests/run), stopped when dropped.
+struct Dnsmasq {
+    addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl Dnsmasq {
+    fn start(dir: &std::path::Path, hosts_line: &str) -> Dnsmasq {
+        let hosts = dir.join("hosts");
+        std::fs::write(&hosts, format!("{hosts_line}\n")).unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let program = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+            "/usr/sbin/dnsmasq"
+        } else {
+            "dnsmasq"
+        };
+        let child = std::process::Command::new(program)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--local=/test/",
+                "--pid-file=",
+                "--user=root",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq runs (tests/run installs dnsmasq-base)");
+        Dnsmasq {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
