@@ -270,3 +270,35 @@ fn the_admin_port_accepts_once_every_service_listens() {
         &refused[..refused.len().min(3)]
     );
 }
+
+/// A file of 200 KB of nested brackets kept `rvs check` busy for 29 s of
+/// CPU (the scanner's work grows with the square of the depth); it is now
+/// refused before parsing, with the place where the limit was passed.
+#[test]
+fn a_deeply_nested_file_is_refused_at_once() {
+    let dir = temp_dir("deep");
+    for (name, text) in [
+        (
+            "flow.yaml",
+            format!("services: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
+        (
+            "items.yaml",
+            format!("services:\n  {}x\n", "- ".repeat(100_000)),
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let t = Instant::now();
+        let out = rvs().arg("check").arg("-c").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}:", path.display()))
+                && stderr.contains("nested deeper than 64 levels"),
+            "{stderr}"
+        );
+        // Milliseconds now; the bound only catches a return to seconds.
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+}

@@ -63,8 +63,9 @@ fn text(body: &[u8]) -> Result<&str, ApiError> {
 
 /// A body in JSON (or YAML) into `T`, refusing unknown keys.
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_yaml::from_str(text(body)?)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+    let t = text(body)?;
+    Config::check_depth(t).map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    serde_yaml::from_str(t).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
 fn parse_service(config: &Config, body: &[u8]) -> Result<ServiceSpec, ApiError> {

@@ -10,6 +10,7 @@
 //!
 //! Every key is documented in docs/configuration.md.
 
+mod depth;
 mod health;
 mod locate;
 pub(crate) use health::defaults as health_defaults;
@@ -493,6 +494,18 @@ impl Config {
             reason: e.to_string(),
         })?;
         Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Refuses YAML nested deeper than a configuration can be, in one
+    /// linear pass: `Err` names the line and column (for the admin API's
+    /// bodies, which are not configurations but are YAML too).
+    pub fn check_depth(text: &str) -> Result<(), String> {
+        depth::check(text).map_err(|(line, column)| {
+            format!(
+                "{line}:{column}: nested deeper than {} levels",
+                depth::MAX_DEPTH
+            )
+        })
     }
 
     /// Checks `text`; `file` names it in errors.

@@ -69,8 +69,19 @@ pub(crate) fn parse_service(text: &str, inherited: &Timeouts) -> Result<ServiceS
     place(text, problems).map(|()| spec)
 }
 
-/// serde's half: the text into raw types, or the one error placed.
+/// serde's half: the text into raw types, or the one error placed. Deep
+/// nesting is refused first, in one linear pass (`depth`).
 fn deserialize<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<Problem>> {
+    if let Err((line, column)) = super::depth::check(text) {
+        return Err(vec![Problem {
+            line,
+            column,
+            reason: format!(
+                "nested deeper than {} levels: refused before parsing (a configuration needs about 8)",
+                super::depth::MAX_DEPTH
+            ),
+        }]);
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     match serde_path_to_error::deserialize(de) {
         Ok(raw) => Ok(raw),
