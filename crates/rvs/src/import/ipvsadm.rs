@@ -47,6 +47,31 @@ fn id_of(c: &Command) -> Option<Id> {
 }
 
 /// Reads `text` (the rules of `file`).
+/// The first host name given to `-t`, `-u` or `-r` (and their long forms)
+/// that is neither an address nor a name `names` knows.
+fn unresolved_host(words: &[String], names: &Names) -> Option<String> {
+    let takes_address = |w: &str| {
+        matches!(
+            w,
+            "-t" | "-u" | "-r" | "--tcp-service" | "--udp-service" | "--real-server"
+        )
+    };
+    words.windows(2).find_map(|pair| {
+        if !takes_address(&pair[0]) {
+            return None;
+        }
+        let arg = pair[1].as_str();
+        if arg.starts_with('[') {
+            return None; // IPv6: an address, never a name
+        }
+        let host = arg.rsplit_once(':').map_or(arg, |(h, _)| h);
+        let known = host.parse::<std::net::IpAddr>().is_ok()
+            || host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            || names.v4_of(host).is_some();
+        (!known).then(|| host.to_owned())
+    })
+}
+
 pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportError> {
     let mut table: Vec<Svc> = Vec::new();
     let mut imp = Imported {
@@ -72,10 +97,22 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
         if words.is_empty() {
             continue;
         }
-        let c = args::parse("ipvsadm", &words, names).map_err(|e| ImportError::Syntax {
-            file: file.to_owned(),
-            line,
-            reason: e.message.lines().next().unwrap_or("").to_owned(),
+        let c = args::parse("ipvsadm", &words, names).map_err(|e| {
+            let mut reason = e.message.lines().next().unwrap_or("").to_owned();
+            // ipvsadm's words, and the name it could not resolve.
+            if reason.contains("address")
+                && reason.starts_with("illegal")
+                && let Some(host) = unresolved_host(&words, names)
+            {
+                reason.push_str(&format!(
+                    ": host {host:?} does not resolve (names are looked up in /etc/hosts)"
+                ));
+            }
+            ImportError::Syntax {
+                file: file.to_owned(),
+                line,
+                reason,
+            }
         })?;
         let id = id_of(&c);
         let at = |table: &[Svc]| id.and_then(|id| table.iter().position(|s| s.id == id));
@@ -341,5 +378,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert_eq!(e, "r:2: illegal weight specified");
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_is_named() {
+        let names = Names::from_text("10.0.0.5 web1\n", "http 80/tcp\n");
+        let e = |rules: &str| import(rules, "r", &names).unwrap_err().to_string();
+        assert_eq!(
+            e("-A -t vip.example:80\n"),
+            "r:1: illegal virtual server address[:port] specified: host \"vip.example\" does not resolve (names are looked up in /etc/hosts)"
+        );
+        assert_eq!(
+            e("-A -t 10.0.0.1:80\n-a -t 10.0.0.1:80 -r nothere:80\n"),
+            "r:2: illegal real server address[:port] specified: host \"nothere\" does not resolve (names are looked up in /etc/hosts)"
+        );
+        // A known name is fine; a malformed address keeps ipvsadm's words.
+        assert!(import("-A -t web1:http\n", "r", &names).is_ok());
+        assert_eq!(
+            e("-A -t 80\n"),
+            "r:1: illegal virtual server address[:port] specified"
+        );
     }
 }

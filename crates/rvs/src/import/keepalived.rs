@@ -85,11 +85,12 @@ pub fn import(path: &Path) -> Result<Imported, ImportError> {
 /// Reads keepalived.conf at `path` for `config_id`.
 pub fn import_with(path: &Path, config_id: &str) -> Result<Imported, ImportError> {
     let mut params: HashMap<String, String> = HashMap::new();
-    let mut lines = Vec::new();
-    read_file(path, config_id, &mut params, &mut lines, 0)?;
-    let nodes = parse(&tokenize(&lines))?;
+    let mut read = Read::default();
+    read_file(path, config_id, &mut params, &mut read, 0)?;
+    let nodes = parse(&tokenize(&read.lines))?;
     let mut imp = Imported {
         source: format!("{} (keepalived)", path.display()),
+        notes: read.notes,
         ..Imported::default()
     };
     Converter::default().convert(&nodes, &mut imp)?;
@@ -99,19 +100,20 @@ pub fn import_with(path: &Path, config_id: &str) -> Result<Imported, ImportError
 /// Reads `text` as the content of `file` (for tests and standard input).
 pub fn import_text(text: &str, file: &str, config_id: &str) -> Result<Imported, ImportError> {
     let mut params = HashMap::new();
-    let mut lines = Vec::new();
+    let mut read = Read::default();
     read_text(
         text,
         file,
         Path::new("."),
         config_id,
         &mut params,
-        &mut lines,
+        &mut read,
         0,
     )?;
-    let nodes = parse(&tokenize(&lines))?;
+    let nodes = parse(&tokenize(&read.lines))?;
     let mut imp = Imported {
         source: format!("{file} (keepalived)"),
+        notes: read.notes,
         ..Imported::default()
     };
     Converter::default().convert(&nodes, &mut imp)?;
@@ -120,11 +122,19 @@ pub fn import_text(text: &str, file: &str, config_id: &str) -> Result<Imported, 
 
 const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// What reading the files gives: their lines, with includes expanded, and
+/// what the reader should know of the reading itself.
+#[derive(Default)]
+struct Read {
+    lines: Vec<Line>,
+    notes: Vec<Note>,
+}
+
 fn read_file(
     path: &Path,
     config_id: &str,
     params: &mut HashMap<String, String>,
-    out: &mut Vec<Line>,
+    out: &mut Read,
     depth: usize,
 ) -> Result<(), ImportError> {
     let text = std::fs::read_to_string(path).map_err(|error| ImportError::Read {
@@ -208,7 +218,7 @@ fn read_text(
     dir: &Path,
     config_id: &str,
     params: &mut HashMap<String, String>,
-    out: &mut Vec<Line>,
+    out: &mut Read,
     depth: usize,
 ) -> Result<(), ImportError> {
     let raw: Vec<&str> = text.lines().collect();
@@ -272,12 +282,21 @@ fn read_text(
                 } else {
                     dir.join(pattern)
                 };
-                for f in glob(&full) {
+                let files = glob(&full);
+                if files.is_empty() {
+                    // keepalived logs it too, and goes on.
+                    out.notes.push(Note {
+                        file: file.to_owned(),
+                        line,
+                        text: format!("include {pattern}: no file matches: nothing included"),
+                    });
+                }
+                for f in files {
                     read_file(&f, config_id, params, out, depth + 1)?;
                 }
                 continue;
             }
-            out.push(Line {
+            out.lines.push(Line {
                 file: file.to_owned(),
                 line,
                 text: piece.to_owned(),
@@ -1338,6 +1357,31 @@ mod tests {
     }
 
     #[test]
+    fn an_include_that_matches_nothing_is_said_with_its_place() {
+        let dir = std::env::temp_dir().join(format!("rvs-ka-include-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        let main = dir.join("keepalived.conf");
+        std::fs::write(
+            &main,
+            "global_defs {\n}\ninclude conf.d/*.conf\ninclude /nonexistent-rvs/*.conf\n",
+        )
+        .unwrap();
+        let imp = import_with(&main, "main").unwrap();
+        let notes: Vec<String> = imp.all_notes().iter().map(|n| n.to_string()).collect();
+        let file = main.display().to_string();
+        assert_eq!(
+            notes,
+            [
+                format!("{file}:3: include conf.d/*.conf: no file matches: nothing included"),
+                format!(
+                    "{file}:4: include /nonexistent-rvs/*.conf: no file matches: nothing included"
+                ),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn parameters_and_conditions() {
         let mut p = HashMap::new();
         p.insert("BASE".into(), "10.2.${SUB}".into());
@@ -1347,18 +1391,18 @@ mod tests {
         assert_eq!(substitute("$PORTx ${NOPE}", &p), "$PORTx ${NOPE}");
         let text =
             "$VIP=10.0.0.9\n@main virtual_server $VIP 80 {\n@^main virtual_server $VIP 81 {\n}\n";
-        let mut lines = Vec::new();
+        let mut read = Read::default();
         read_text(
             text,
             "k",
             Path::new("."),
             "main",
             &mut HashMap::new(),
-            &mut lines,
+            &mut read,
             0,
         )
         .unwrap();
-        let t: Vec<&str> = lines.iter().map(|l| l.text.trim()).collect();
+        let t: Vec<&str> = read.lines.iter().map(|l| l.text.trim()).collect();
         assert_eq!(t, ["virtual_server 10.0.0.9 80 {", "}"]);
     }
 
