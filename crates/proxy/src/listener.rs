@@ -55,6 +55,9 @@ pub(crate) fn bind(proto: Proto, addr: SocketAddr, copies: usize) -> io::Result<
         Proto::Udp => Ok(Bound::Udp(socket(proto, addr, false)?.into())),
         Proto::Tcp => {
             let reuse_port = copies > 1;
+            if reuse_port && addr.port() != 0 {
+                not_in_use(addr)?;
+            }
             let mut all: Vec<std::net::TcpListener> = Vec::with_capacity(copies);
             let mut at = addr;
             for _ in 0..copies.max(1) {
@@ -83,6 +86,25 @@ pub(crate) fn adopt(proto: Proto, socket: Socket, copies: usize) -> io::Result<B
             all.push(first);
             Ok(Bound::Tcp(all))
         }
+    }
+}
+
+/// Fails when something listens on `addr` already. The workers' sockets
+/// share their address with SO_REUSEPORT, which would as well let them
+/// join the sockets of another process of the same user — a second rvs
+/// started by mistake would then silently split the traffic with the
+/// first. A plain bind (SO_REUSEADDR, which still conflicts with any
+/// listening socket) tells first; only sockets handed over
+/// ([`crate::inherited`]) share an address with another process.
+fn not_in_use(addr: SocketAddr) -> io::Result<()> {
+    match socket(Proto::Tcp, addr, false) {
+        Ok(_probe) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "address in use: something listens there already (another rvs?); \
+             rvs shares a listening address only with the process that hands its sockets over",
+        )),
+        Err(e) => Err(e),
     }
 }
 

@@ -302,3 +302,60 @@ fn a_deeply_nested_file_is_refused_at_once() {
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }
+
+/// A second rvs on the addresses of a running one refuses to start, naming
+/// the address, instead of joining the first one's SO_REUSEPORT sockets and
+/// splitting the traffic between two configurations.
+#[test]
+fn a_second_rvs_on_the_same_address_refuses_to_start() {
+    let one = name_backend("one");
+    let two = name_backend("two");
+    let vip = free_port();
+    let dir = temp_dir("twice");
+    let first = dir.join("first.yaml");
+    let second = dir.join("second.yaml");
+    std::fs::write(&first, config(vip, one, free_port())).unwrap();
+    std::fs::write(&second, config(vip, two, free_port())).unwrap();
+    let mut a = rvs()
+        .args(["run", "--workers", "2", "-c"])
+        .arg(&first)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || fetch(vip).as_deref()
+        == Some("one")));
+    let log = dir.join("second.log");
+    let mut b = rvs()
+        .args(["run", "--workers", "2", "-c"])
+        .arg(&second)
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = b.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = b.kill();
+            let _ = b.wait();
+            signal(&a, "TERM");
+            let _ = a.wait();
+            panic!("the second rvs started on {vip}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on tcp {vip}"))
+            && stderr.contains("address in use"),
+        "{stderr}"
+    );
+    // The first one has all the traffic.
+    for _ in 0..20 {
+        assert_eq!(fetch(vip).as_deref(), Some("one"));
+    }
+    signal(&a, "TERM");
+    assert!(a.wait().unwrap().success());
+}
