@@ -195,6 +195,29 @@ impl Inherited {
             .collect()
     }
 
+    /// Duplicates of every socket passed for `proto` on exactly `addr`
+    /// (a binary upgrade hands over a whole SO_REUSEPORT group: each must
+    /// be accepted on, or the connections the kernel queues on it wait),
+    /// non-blocking; `None` when none was passed.
+    pub fn take_all(&self, proto: Proto, addr: SocketAddr) -> Option<io::Result<Vec<Socket>>> {
+        let mut all = self.lock();
+        let mut out = Vec::new();
+        for p in all
+            .iter_mut()
+            .filter(|p| p.proto == proto && p.addr == addr)
+        {
+            p.used = true;
+            out.push(p.socket.try_clone().and_then(|s| {
+                s.set_nonblocking(true)?;
+                Ok(s)
+            }));
+        }
+        if out.is_empty() {
+            return None;
+        }
+        Some(out.into_iter().collect())
+    }
+
     /// A duplicate of the passed socket for `proto` on exactly `addr`,
     /// non-blocking, if one was passed.
     pub fn take(&self, proto: Proto, addr: SocketAddr) -> Option<io::Result<Socket>> {

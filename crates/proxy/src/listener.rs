@@ -37,6 +37,9 @@ pub(crate) struct Slot {
     /// The service it serves now.
     pub(crate) target: ArcSwap<ServiceRuntime>,
     pub(crate) stop: CancellationToken,
+    /// Set when a binary upgrade took the sockets: a UDP listener that
+    /// stops then keeps its sessions until they idle out.
+    pub(crate) handed_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A socket bound by a reload's first phase, not yet serving: for TCP, one
@@ -72,18 +75,25 @@ pub(crate) fn bind(proto: Proto, addr: SocketAddr, copies: usize) -> io::Result<
     }
 }
 
-/// A socket passed to rvs ([`crate::inherited`]), ready to serve: for
-/// TCP, one duplicate per worker (`copies`), all sharing the one socket.
-pub(crate) fn adopt(proto: Proto, socket: Socket, copies: usize) -> io::Result<Bound> {
+/// Sockets passed to rvs ([`crate::inherited`]), ready to serve. TCP:
+/// every socket passed is served (a SO_REUSEPORT group handed over by a
+/// binary upgrade keeps all its members); with fewer sockets than workers
+/// (`copies`), workers share them through duplicates. UDP: the first.
+pub(crate) fn adopt(proto: Proto, sockets: Vec<Socket>, copies: usize) -> io::Result<Bound> {
+    let mut sockets = sockets.into_iter();
+    let first = sockets
+        .next()
+        .ok_or_else(|| io::Error::other("no socket passed"))?;
     match proto {
-        Proto::Udp => Ok(Bound::Udp(socket.into())),
+        Proto::Udp => Ok(Bound::Udp(first.into())),
         Proto::Tcp => {
-            let first: std::net::TcpListener = socket.into();
-            let mut all = Vec::with_capacity(copies.max(1));
-            for _ in 1..copies.max(1) {
-                all.push(first.try_clone()?);
+            let mut all: Vec<std::net::TcpListener> = vec![first.into()];
+            all.extend(sockets.map(Into::into));
+            let passed = all.len();
+            for i in passed..copies.max(1) {
+                let dup = all[i % passed].try_clone()?;
+                all.push(dup);
             }
-            all.push(first);
             Ok(Bound::Tcp(all))
         }
     }
@@ -134,6 +144,17 @@ fn socket(proto: Proto, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket
 }
 
 impl Bound {
+    /// Close-on-exec duplicates of its sockets, kept for a binary upgrade
+    /// to hand over.
+    pub(crate) fn duplicates(&self) -> Vec<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
+        match self {
+            Bound::Tcp(l) => l.iter().filter_map(|l| dup(l.as_fd())).collect(),
+            Bound::Udp(s) => dup(s.as_fd()).into_iter().collect(),
+        }
+    }
+
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Bound::Tcp(l) => l
@@ -166,7 +187,9 @@ impl Bound {
                 }
             }
             Bound::Tcp(listeners) => {
-                for (l, worker) in listeners.into_iter().zip(workers) {
+                // More sockets than workers (a group handed over by a
+                // process with more workers): some workers take two.
+                for (l, worker) in listeners.into_iter().zip(workers.iter().cycle()) {
                     let (slot, tasks) = (Arc::clone(&slot), tracker.clone());
                     // Registered with the worker's own reactor, there.
                     worker.spawn(tracker.track_future(async move {

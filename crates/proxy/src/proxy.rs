@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     generation: AtomicU64,
     /// Shutting down: not ready for new connections.
     draining: AtomicBool,
+    /// The listening sockets were handed to the next process.
+    pub(crate) handed_over: Arc<AtomicBool>,
     tracker: TaskTracker,
     options: Options,
     stop: CancellationToken,
@@ -98,6 +100,9 @@ struct State {
     /// Addresses whose listener was stopped lately: its task closes the
     /// socket a moment later, which a new bind of the address waits for.
     closing: HashMap<(Proto, SocketAddr), std::time::Instant>,
+    /// Duplicates of each listening socket, for a binary upgrade to hand
+    /// over; dropped with their listener.
+    handover: HashMap<(Proto, SocketAddr), Vec<std::os::fd::OwnedFd>>,
 }
 
 /// How long a bind waits for a listener of ours that is closing.
@@ -166,6 +171,7 @@ impl Proxy {
                 }),
                 generation: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
+                handed_over: Arc::new(AtomicBool::new(false)),
                 tracker: TaskTracker::new(),
                 options,
                 stop: CancellationToken::new(),
@@ -243,9 +249,9 @@ impl Proxy {
             }
             let ours = st.closing.contains_key(key);
             let copies = self.inner.workers.sockets_per_address();
-            let bound = match self.inner.inherited.take(*proto, *addr) {
+            let bound = match self.inner.inherited.take_all(*proto, *addr) {
                 Some(passed) => {
-                    info!(service, proto = %proto, listen = %addr, "adopting the socket passed by the service manager");
+                    info!(service, proto = %proto, listen = %addr, "adopting the socket passed by the service manager or the process before");
                     passed.and_then(|s| listener::adopt(*proto, s, copies))
                 }
                 None => bind_after_close(*proto, *addr, ours, copies),
@@ -298,11 +304,13 @@ impl Proxy {
             let Some(bound) = fresh.remove(key) else {
                 continue;
             };
+            st.handover.insert(*key, bound.duplicates());
             let local = bound.local_addr().unwrap_or(key.1);
             let slot = Arc::new(Slot {
                 local,
                 target: ArcSwap::new(target),
                 stop: self.inner.stop.child_token(),
+                handed_over: Arc::clone(&self.inner.handed_over),
             });
             match bound.serve(
                 Arc::clone(&slot),
@@ -321,6 +329,7 @@ impl Proxy {
         st.closing
             .retain(|_, at| at.elapsed() < Duration::from_secs(5));
         for (key, slot) in st.slots.drain() {
+            st.handover.remove(&key);
             info!(proto = %key.0, listen = %slot.local, "listener closed");
             slot.stop.cancel();
             // By the address configured and the one bound (port 0).
@@ -519,6 +528,28 @@ impl Proxy {
         }
     }
 
+    /// Duplicates of every listening socket, with its protocol and bound
+    /// address: what a binary upgrade hands to the next process. A TCP
+    /// address gives each member of its SO_REUSEPORT group.
+    pub fn listening_sockets(&self) -> io::Result<Vec<(Proto, SocketAddr, std::os::fd::OwnedFd)>> {
+        let st = lock(&self.inner.state);
+        let mut out = Vec::new();
+        for (key, fds) in &st.handover {
+            let local = st.slots.get(key).map_or(key.1, |s| s.local);
+            for fd in fds {
+                out.push((key.0, local, fd.try_clone()?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A binary upgrade took over: from now on, stopping keeps the UDP
+    /// sessions relaying their servers' replies until they idle out (the
+    /// listening sockets are the next process's to read).
+    pub fn handed_over(&self) {
+        self.inner.handed_over.store(true, Relaxed);
+    }
+
     /// The running services.
     pub fn services(&self) -> Vec<Arc<ServiceRuntime>> {
         let st = lock(&self.inner.state);
@@ -553,6 +584,7 @@ impl Proxy {
         {
             let mut st = lock(&self.inner.state);
             st.slots.clear();
+            st.handover.clear();
         }
         self.inner.tracker.close();
         tokio::time::timeout(grace, self.inner.tracker.wait())

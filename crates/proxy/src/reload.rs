@@ -46,7 +46,12 @@ pub struct ReloadStatus {
     pub config_hash: AtomicU64,
     /// Times the watcher read the file to see whether it changed.
     pub checks: AtomicU64,
+    /// Binary upgrades (SIGUSR2) handed over to a new process.
+    pub upgrades_ok: AtomicU64,
+    /// Binary upgrades that failed (this process kept serving).
+    pub upgrades_failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    last_upgrade_error: Mutex<Option<String>>,
 }
 
 impl ReloadStatus {
@@ -56,6 +61,23 @@ impl ReloadStatus {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Why the last failed binary upgrade failed.
+    pub fn last_upgrade_error(&self) -> Option<String> {
+        self.last_upgrade_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Counts a failed binary upgrade and keeps why.
+    pub fn upgrade_failed(&self, why: String) {
+        self.upgrades_failed.fetch_add(1, Relaxed);
+        *self
+            .last_upgrade_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(why);
     }
 
     fn set_error(&self, e: Option<String>) {

@@ -212,7 +212,12 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = slot.stop.cancelled() => return,
+            () = slot.stop.cancelled() => {
+                if slot.handed_over.load(Relaxed) {
+                    drain(table, sweep).await;
+                }
+                return;
+            }
             _ = sweep.tick() => {
                 table.expire();
                 continue;
@@ -229,6 +234,17 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
         for (data, client) in batch.iter() {
             datagram(&socket, &slot, &tracker, &mut table, data, client).await;
         }
+    }
+}
+
+/// After a binary upgrade: the listening socket is the next process's to
+/// read (new datagrams go there); the sessions here keep relaying their
+/// servers' replies until each idles out (`timeouts.udp`), or until the
+/// shutdown's grace ends the process.
+async fn drain(mut table: Table, mut sweep: tokio::time::Interval) {
+    while !table.map.is_empty() {
+        sweep.tick().await;
+        table.expire();
     }
 }
 

@@ -95,11 +95,73 @@ fn admin_failed(addr: SocketAddr, e: &std::io::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// What the daemon knows of its own process.
+#[derive(Debug)]
+pub(crate) struct Process {
+    /// `--pid-file`.
+    pub(crate) pid_file: Option<std::path::PathBuf>,
+    /// The process that started this one to take over, and the pipe to
+    /// tell it this one serves.
+    pub(crate) upgrade_from: Option<(u32, std::os::fd::OwnedFd)>,
+    /// The binary's path as started, run again on SIGUSR2.
+    pub(crate) exe: Option<std::path::PathBuf>,
+    /// The arguments it was started with.
+    pub(crate) args: Vec<std::ffi::OsString>,
+}
+
+/// How long a new binary may take to serve before the upgrade is given up.
+const UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// SIGUSR2: starts the binary again with every listening socket (and the
+/// admin listener), and waits until it serves. `Ok` is its pid.
+async fn upgrade(proxy: &Proxy, admin: &socket2::Socket, process: &Process) -> Result<u32, String> {
+    let exe = process
+        .exe
+        .as_deref()
+        .ok_or("the binary's path is unknown")?;
+    let mut sockets: Vec<(String, std::os::fd::OwnedFd)> = Vec::new();
+    for (proto, addr, fd) in proxy
+        .listening_sockets()
+        .map_err(|e| format!("duplicating the listening sockets: {e}"))?
+    {
+        sockets.push((format!("{proto}-{addr}").replace(':', "_"), fd));
+    }
+    let admin = admin
+        .try_clone()
+        .map_err(|e| format!("duplicating the admin socket: {e}"))?;
+    sockets.push(("admin".to_owned(), std::os::fd::OwnedFd::from(admin)));
+    let (mut child, ready) = rvs_proxy::handover::spawn(exe, &process.args, &sockets)
+        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
+    drop(sockets);
+    let pid = child.id();
+    info!(pid, binary = %exe.display(), sockets = proxy.listening_sockets().map_or(0, |v| v.len()) + 1, "upgrade: started the new binary with the listening sockets");
+    match rvs_proxy::handover::wait_ready(ready, UPGRADE_WAIT).await {
+        Ok(()) => Ok(pid),
+        Err(why) => {
+            let _ = child.kill();
+            let status = child
+                .wait()
+                .map_or_else(|e| e.to_string(), |s| s.to_string());
+            Err(format!("{why} ({status})"))
+        }
+    }
+}
+
+/// Writes `pid` to the pid file, atomically.
+fn write_pid_file(path: &Path, pid: u32) {
+    let tmp = path.with_extension("tmp-rvs");
+    let r = std::fs::write(&tmp, format!("{pid}\n")).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        warn!(file = %path.display(), error = %e, "cannot write the pid file");
+    }
+}
+
 pub(crate) async fn run(
     path: &Path,
     options: Options,
     inherited: Inherited,
     notifier: Notifier,
+    mut process: Process,
 ) -> ExitCode {
     let (text, config) = match load(path) {
         Ok(x) => x,
@@ -124,22 +186,29 @@ pub(crate) async fn run(
             return ExitCode::FAILURE;
         }
     };
+    // Kept to hand over on SIGUSR2 (the listener's own closes with it).
+    let admin_handover = match admin_socket.try_clone() {
+        Ok(s) => s,
+        Err(e) => return admin_failed(admin_addr, &e),
+    };
     let admin_listener = match listen_admin(admin_socket) {
         Ok(l) => l,
         Err(e) => return admin_failed(admin_addr, &e),
     };
-    let (mut hup, mut term, mut int) = match (
+    let (mut hup, mut term, mut int, mut usr2) = match (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined2()),
     ) {
-        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        (Ok(h), Ok(t), Ok(i), Ok(u)) => (h, t, i, u),
         _ => {
             eprintln!("rvs: cannot install signal handlers");
             return ExitCode::FAILURE;
         }
     };
     let reloader = Reloader::new(path, proxy.clone(), &text);
+    let mut handed_to: Option<u32> = None;
     let stop = CancellationToken::new();
     tokio::spawn(reloader.clone().watch(stop.clone()));
     let admin_stop = CancellationToken::new();
@@ -151,6 +220,20 @@ pub(crate) async fn run(
     }
     info!(file = %path.display(), services, admin = %admin_local, "rvs running");
     notifier.ready(&serving(&proxy));
+    if let Some((old, pipe)) = process.upgrade_from.take() {
+        match rvs_proxy::handover::say_ready(pipe) {
+            Ok(()) => info!(
+                old_pid = old,
+                "upgrade: took over from the process before, which drains"
+            ),
+            Err(e) => {
+                warn!(old_pid = old, error = %e, "upgrade: cannot tell the process before that this one serves")
+            }
+        }
+    }
+    if let Some(f) = &process.pid_file {
+        write_pid_file(f, std::process::id());
+    }
     if let Some(every) = notifier.watchdog_every() {
         let notifier = Arc::clone(&notifier);
         let stop = stop.clone();
@@ -175,13 +258,40 @@ pub(crate) async fn run(
                 };
                 notifier.reloaded(&status);
             }
+            _ = usr2.recv() => {
+                if std::process::id() == 1 {
+                    // The container would end with its PID 1.
+                    warn!("SIGUSR2 ignored: rvs is PID 1 (a container); an upgrade there is a new image rolled out by the platform");
+                    continue;
+                }
+                info!("SIGUSR2: upgrading to the binary at the same path");
+                match upgrade(&proxy, &admin_handover, &process).await {
+                    Ok(pid) => {
+                        info!(new_pid = pid, "upgrade: the new process serves; this one stops accepting and drains");
+                        reloader.status().upgrades_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        notifier.main_pid(pid);
+                        handed_to = Some(pid);
+                        break;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "upgrade failed: this process keeps serving");
+                        reloader.status().upgrade_failed(e);
+                    }
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     stop.cancel();
     let grace = proxy.config().global.shutdown_grace;
-    notifier.stopping(&format!("draining open connections (up to {grace:?})"));
+    if handed_to.is_some() {
+        // The next process accepts on the same sockets now.
+        proxy.handed_over();
+        admin_stop.cancel();
+    } else {
+        notifier.stopping(&format!("draining open connections (up to {grace:?})"));
+    }
     info!(grace = ?grace, "shutting down: no new connections, draining open ones");
     if proxy.shutdown(grace).await {
         info!("all connections closed");
@@ -189,5 +299,11 @@ pub(crate) async fn run(
         warn!("grace period over: closing the connections still open");
     }
     admin_stop.cancel();
+    if let Some(f) = &process.pid_file
+        && handed_to.is_none()
+        && std::fs::read_to_string(f).is_ok_and(|t| t.trim() == std::process::id().to_string())
+    {
+        let _ = std::fs::remove_file(f);
+    }
     ExitCode::SUCCESS
 }

@@ -51,7 +51,9 @@ enum Cmd {
     /// Run the load balancer with a configuration file.
     ///
     /// SIGHUP, or a change of the file, reloads it; SIGTERM or SIGINT stops
-    /// accepting and drains open connections for global.shutdown_grace.
+    /// accepting and drains open connections for global.shutdown_grace;
+    /// SIGUSR2 starts the binary at the same path again, hands it the
+    /// listening sockets, and drains once it serves.
     Run {
         /// The configuration file (YAML).
         #[arg(short, long)]
@@ -65,6 +67,10 @@ enum Cmd {
         /// the process may use.
         #[arg(long)]
         workers: Option<usize>,
+        /// Write the process id here once serving (and the new process's,
+        /// after a binary upgrade on SIGUSR2).
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
     /// Check a configuration file and exit: 0 when it is valid.
     Check {
@@ -178,9 +184,11 @@ fn main() -> ExitCode {
             config,
             forwarding,
             workers,
+            pid_file,
         } => {
             init_logs(cli.log_level, cli.log_format);
             // Before the runtime opens a descriptor: see `systemd`.
+            let upgrade_from = rvs_proxy::handover::ready_pipe_from_env();
             let inherited = match systemd::passed_sockets() {
                 Ok(i) => i,
                 Err(e) => {
@@ -204,6 +212,19 @@ fn main() -> ExitCode {
                     options,
                     inherited,
                     systemd::Notifier::from_env(),
+                    daemon::Process {
+                        pid_file,
+                        upgrade_from,
+                        // The path as started, resolved now: SIGUSR2 runs
+                        // what is found there then (a new binary).
+                        exe: std::env::args_os()
+                            .next()
+                            .map(std::path::PathBuf::from)
+                            .filter(|p| p.components().count() > 1)
+                            .and_then(|p| std::path::absolute(p).ok())
+                            .or_else(|| std::env::current_exe().ok()),
+                        args: std::env::args_os().skip(1).collect(),
+                    },
                 )),
                 Err(e) => {
                     eprintln!("rvs: cannot start the runtime: {e}");

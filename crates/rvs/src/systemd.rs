@@ -23,8 +23,15 @@ use tracing::{debug, warn};
 /// anything opens a descriptor (see [`rvs_proxy::inherited`]).
 pub(crate) fn passed_sockets() -> Result<Inherited, InheritError> {
     let var = |name| env::var(name).ok();
+    // A binary upgrade cannot know this process's pid before the fork: it
+    // names itself instead, and it must be this process's parent.
+    let upgrading = var(rvs_proxy::handover::UPGRADE_PID)
+        .and_then(|p| p.parse::<i32>().ok())
+        .is_some_and(|p| rustix::process::getppid().map(|pp| pp.as_raw_nonzero().get()) == Some(p));
+    let listen_pid =
+        var("LISTEN_PID").or_else(|| upgrading.then(|| std::process::id().to_string()));
     Inherited::from_listen_fds(
-        var("LISTEN_PID").as_deref(),
+        listen_pid.as_deref(),
         var("LISTEN_FDS").as_deref(),
         var("LISTEN_FDNAMES").as_deref(),
         std::process::id(),
@@ -72,6 +79,14 @@ impl Notifier {
             "READY=1\nMAINPID={}\nSTATUS={}",
             std::process::id(),
             one_line(status)
+        ));
+    }
+
+    /// A binary upgrade succeeded: the new process is the service's main
+    /// process from now on (this one drains and exits).
+    pub(crate) fn main_pid(&self, pid: u32) {
+        self.send(&format!(
+            "MAINPID={pid}\nSTATUS=handed over to pid {pid}; draining"
         ));
     }
 

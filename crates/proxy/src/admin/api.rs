@@ -322,6 +322,11 @@ pub(super) fn reload_status(p: &Proxy, r: Option<&Reloader>) -> Value {
         });
         v["last_success_unix"] = json!(s.last_success_unix.load(ld));
         v["last_error"] = json!(s.last_error());
+        v["upgrades"] = json!({
+            "succeeded": s.upgrades_ok.load(ld),
+            "failed": s.upgrades_failed.load(ld),
+            "last_error": s.last_upgrade_error(),
+        });
     }
     v
 }

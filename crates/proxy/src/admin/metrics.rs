@@ -513,6 +513,16 @@ impl RvsCollector {
             );
             failed.add(&[], if r.last_error().is_some() { 1.0 } else { 0.0 });
             out.push(failed.mf);
+            let mut upgrades = Family::counter(
+                "rvs_binary_upgrades_total",
+                "Binary upgrades on SIGUSR2, by result: success (handed over; this process then drains) or failure (this process kept serving).",
+            );
+            upgrades.add(&[("result", "success")], r.upgrades_ok.load(Relaxed) as f64);
+            upgrades.add(
+                &[("result", "failure")],
+                r.upgrades_failed.load(Relaxed) as f64,
+            );
+            out.push(upgrades.mf);
         }
         out
     }
