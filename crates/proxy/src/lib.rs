@@ -52,6 +52,7 @@ mod drain;
 pub mod handover;
 pub mod health;
 pub mod inherited;
+mod limits;
 mod listener;
 pub mod proxy;
 pub mod proxy_proto;

@@ -38,6 +38,8 @@ pub struct ServiceRuntime {
     access_log: AtomicBool,
     /// `global.expire_nodest_conn`.
     expire_nodest: AtomicBool,
+    /// Per-source limits, when the service has them.
+    limits: arc_swap::ArcSwapOption<crate::limits::Limits>,
     /// Health of the real servers; it decides the scheduler's table.
     pub(crate) health: Health,
 }
@@ -188,6 +190,7 @@ fn sync_dests(sched: &Service, want: &[RealServerSpec]) -> Vec<Arc<Dest>> {
 
 impl ServiceRuntime {
     pub(crate) fn new(spec: ServiceSpec) -> Arc<ServiceRuntime> {
+        let per_source = spec.per_source;
         let rt = Arc::new(ServiceRuntime {
             name: spec.name.clone(),
             sched: ArcSwap::from_pointee(new_scheduler(&spec)),
@@ -200,6 +203,7 @@ impl ServiceRuntime {
             refusal_logged: Default::default(),
             access_log: AtomicBool::new(false),
             expire_nodest: AtomicBool::new(false),
+            limits: arc_swap::ArcSwapOption::new(per_source.map(crate::limits::Limits::new)),
             health: Health::default(),
         });
         rt.reconcile_health(None);
@@ -311,6 +315,10 @@ impl ServiceRuntime {
     /// the service gets a new scheduler (open connections finish on the old).
     pub(crate) fn update(self: &Arc<Self>, spec: ServiceSpec) {
         let old = self.spec.load_full();
+        if old.per_source != spec.per_source {
+            self.limits
+                .store(spec.per_source.map(crate::limits::Limits::new));
+        }
         let fresh = (old.sched != spec.sched).then(|| {
             info!(service = %self.name, scheduler = %spec.sched.scheduler, "new scheduler");
             new_scheduler(&spec)
@@ -442,6 +450,24 @@ impl ServiceRuntime {
             end = %how,
             "access"
         );
+    }
+
+    /// Takes a place for one more connection (session) of client `ip`
+    /// under `per_source`; `None` when its group is over a limit (counted
+    /// and logged by the caller as `limit`).
+    pub(crate) fn admit_source(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<crate::limits::SourceGuard>, crate::limits::Over> {
+        match self.limits.load_full() {
+            None => Ok(None),
+            Some(l) => l.admit(ip).map(Some),
+        }
+    }
+
+    /// Source groups tracked by `per_source` now.
+    pub fn sources_tracked(&self) -> usize {
+        self.limits.load().as_ref().map_or(0, |l| l.tracked())
     }
 
     /// Takes a place for one more connection, within `max`.

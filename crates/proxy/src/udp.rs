@@ -41,10 +41,15 @@ use crate::clock;
 use crate::config::Proto;
 use crate::conns::{ConnState, LiveConn};
 use crate::datagrams::{self, BATCH, Batch};
+use crate::limits::SourceGuard;
 use crate::listener::Slot;
 use crate::proxy_proto::{self, Transport, V2Header};
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
+
+/// A session's places: under `max_sessions`, in the live table, and under
+/// `per_source`.
+type Held = (OpenGuard, Option<Registered>, Option<SourceGuard>);
 
 #[derive(Debug)]
 struct Session {
@@ -68,7 +73,7 @@ struct Session {
     /// The session's place under `max_sessions` and in the live table,
     /// given back as soon as the session ends, not when its last reference
     /// goes.
-    held: std::sync::Mutex<Option<(OpenGuard, Option<Registered>)>>,
+    held: std::sync::Mutex<Option<Held>>,
 }
 
 impl Session {
@@ -363,6 +368,13 @@ async fn open(
         svc.refuse(Refusal::Acl, client, slot.local, started);
         return None;
     }
+    let source = match svc.admit_source(client.ip()) {
+        Ok(g) => g,
+        Err(_) => {
+            svc.refuse(Refusal::Limit, client, slot.local, started);
+            return None;
+        }
+    };
     let open = loop {
         if let Some(g) = svc.admit(Some(
             u32::try_from(spec.udp.max_sessions).unwrap_or(u32::MAX),
@@ -425,7 +437,7 @@ async fn open(
         last: AtomicU64::new(clock::now().as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),
-        held: std::sync::Mutex::new(Some((open, registered))),
+        held: std::sync::Mutex::new(Some((open, registered, source))),
     });
     table.insert(peer, Arc::clone(&session));
     tracker.spawn(replies(

@@ -366,3 +366,129 @@ async fn half_closed_connections_are_cut_after_the_tcpfin_timeout() {
     s.shutdown().await.unwrap();
     assert_cut_after(&mut s, Instant::now(), Duration::from_millis(400)).await;
 }
+
+/// `per_source`: connections at once per client address (or network), a
+/// rate per group, and sources beyond the table refused, each counted as
+/// `limit`; other clients go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_source_limits_hold_each_client_to_its_share() {
+    let (b, _) = hold_backend("b").await;
+    let p = proxy(&yaml(
+        "    per_source: { max_connections: 2, prefix_v4: 24 }\n",
+        &[b],
+    ));
+    let v = vip(&p, "s");
+    let svc = p.service("s").unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut held = Vec::new();
+    for from in ["127.0.5.1", "127.0.5.2"] {
+        let mut c = connect_from(ip(from), v).await.unwrap();
+        let mut name = [0u8; 1];
+        c.read_exact(&mut name).await.unwrap();
+        held.push(c);
+    }
+    // A third from the same /24: refused; from another /24: served.
+    assert_refused(connect_from(ip("127.0.5.3"), v).await).await;
+    assert_eq!(svc.stats.refused(Refusal::Limit), 1);
+    let mut other = connect_from(ip("127.0.6.1"), v).await.unwrap();
+    let mut name = [0u8; 1];
+    other.read_exact(&mut name).await.unwrap();
+    assert_eq!(&name, b"b");
+    // One closes: its group has a place again.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..100 {
+        // A refusal's reset may come before connect() returns.
+        let Ok(mut c) = connect_from(ip("127.0.5.3"), v).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let mut name = [0u8; 1];
+        if c.read_exact(&mut name).await.is_ok() {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the place came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_source_rate_is_a_token_bucket_per_client() {
+    let b = name_backend("b").await;
+    let p = proxy(&yaml("    per_source: { rate: 0.5, burst: 3 }\n", &[b]));
+    let v = vip(&p, "s");
+    let svc = p.service("s").unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut served = 0;
+    for _ in 0..6 {
+        let Ok(mut c) = connect_from(ip("127.0.7.1"), v).await else {
+            continue;
+        };
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf).await;
+        if buf == b"b" {
+            served += 1;
+        }
+    }
+    // The burst of 3, and perhaps one more refilled while they ran.
+    assert!((3..=4).contains(&served), "{served}");
+    assert!(svc.stats.refused(Refusal::Limit) >= 2);
+    // Another client has its own bucket.
+    let mut c = connect_from(ip("127.0.7.2"), v).await.unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(buf, b"b");
+    // The bucket refills at one per 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut c = connect_from(ip("127.0.7.1"), v).await.unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(buf, b"b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_sources_cannot_grow_the_table() {
+    let (b, _) = hold_backend("b").await;
+    let p = proxy(&yaml(
+        "    per_source: { max_connections: 100, max_sources: 32 }\n",
+        &[b],
+    ));
+    let v = vip(&p, "s");
+    let svc = p.service("s").unwrap();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..120u32 {
+        let from: IpAddr = format!("127.8.{}.{}", i / 200, 1 + i % 200)
+            .parse()
+            .unwrap();
+        let Ok(mut c) = connect_from(from, v).await else {
+            refused += 1; // reset before connect() returned
+            continue;
+        };
+        let mut name = [0u8; 1];
+        match c.read_exact(&mut name).await {
+            Ok(_) => held.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        svc.sources_tracked() <= 32 + 16,
+        "{}",
+        svc.sources_tracked()
+    );
+    assert!(
+        refused > 0 && !held.is_empty(),
+        "{refused} refused, {} held",
+        held.len()
+    );
+    // Once they close, new sources take their places.
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(5), || svc.conns.is_empty()).await,
+        "closed"
+    );
+    let mut c = connect_from("127.9.0.1".parse().unwrap(), v).await.unwrap();
+    let mut name = [0u8; 1];
+    c.read_exact(&mut name).await.unwrap();
+}

@@ -214,3 +214,28 @@ async fn bursts_of_datagrams_of_every_size_pass_whole_both_ways() {
         svc.stats.out_bytes.load(Relaxed)
     );
 }
+
+/// `per_source` on UDP: sessions at once per client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_source_limits_count_sessions() {
+    let a = udp_backend("a").await;
+    let p = proxy(&yaml("    per_source: { max_connections: 1 }\n", &[a]));
+    let v = vip(&p, "dns");
+    let first = client("127.0.0.1").await;
+    assert_eq!(udp_ask(&first, v, b"x").await.as_deref(), Some("a:x"));
+    let second = client("127.0.0.1").await;
+    assert_eq!(
+        udp_ask(&second, v, b"y").await,
+        None,
+        "a second session of 127.0.0.1"
+    );
+    let svc = p.service("dns").unwrap();
+    assert_eq!(svc.stats.refused(Refusal::Limit), 1);
+    let other = client("127.0.0.2").await;
+    assert_eq!(udp_ask(&other, v, b"z").await.as_deref(), Some("a:z"));
+    assert_eq!(
+        udp_ask(&first, v, b"again").await.as_deref(),
+        Some("a:again"),
+        "its own session goes on"
+    );
+}

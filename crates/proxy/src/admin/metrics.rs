@@ -160,6 +160,7 @@ struct Families {
     svc_quorum: Family,
     svc_sorry: Family,
     svc_expired_nodest: Family,
+    svc_sources: Family,
     dns_resolutions: Family,
     dns_servers: Family,
     dns_failing: Family,
@@ -230,6 +231,10 @@ impl Families {
             svc_expired_nodest: F::counter(
                 "rvs_service_expired_nodest_total",
                 "TCP connections reset and UDP sessions ended because their real server left the table (global.expire_nodest_conn).",
+            ),
+            svc_sources: F::gauge(
+                "rvs_service_sources_tracked",
+                "Client groups (addresses, or networks of per_source's prefix) tracked by per_source limits; at most per_source.max_sources.",
             ),
             dns_resolutions: F::counter(
                 "rvs_dns_resolutions_total",
@@ -326,6 +331,7 @@ impl Families {
             self.svc_quorum,
             self.svc_sorry,
             self.svc_expired_nodest,
+            self.svc_sources,
             self.dns_resolutions,
             self.dns_servers,
             self.dns_failing,
@@ -399,6 +405,9 @@ impl RvsCollector {
             f.svc_sorry.add(&s, if sorry_on { 1.0 } else { 0.0 });
             f.svc_expired_nodest
                 .add(&s, svc.stats.expired_nodest.load(Relaxed) as f64);
+            if spec.per_source.is_some() {
+                f.svc_sources.add(&s, svc.sources_tracked() as f64);
+            }
             if !spec.discovery.is_empty() {
                 for e in self.proxy.discovery_status(name) {
                     let l = [("service", name), ("entry", e.target.as_str())];

@@ -186,6 +186,8 @@ pub struct ServiceSpec {
     pub connect_retries: u32,
     /// Connections at once, at most (TCP).
     pub max_connections: Option<u32>,
+    /// Limits per client address or network.
+    pub per_source: Option<PerSource>,
     /// PROXY protocol header sent to real servers (TCP).
     pub proxy_protocol: Option<ProxyVersion>,
     /// Read a PROXY protocol header from each client first (TCP).
@@ -349,6 +351,24 @@ impl Timeouts {
         udp: Duration::from_secs(300),
         proxy_header: Duration::from_secs(5),
     };
+}
+
+/// Limits per source (`per_source:`): clients are grouped by their address
+/// under a prefix length, and each group has its own limits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PerSource {
+    /// Connections (TCP) or sessions (UDP) of one group at once, at most.
+    pub max_connections: Option<u32>,
+    /// New connections (sessions) of one group per second, on average.
+    pub rate: Option<f64>,
+    /// How many may come at once above the rate (the bucket's size).
+    pub burst: u32,
+    /// IPv4 clients are grouped by this prefix length (32: each address).
+    pub prefix_v4: u8,
+    /// IPv6 clients are grouped by this prefix length.
+    pub prefix_v6: u8,
+    /// Groups tracked at most: memory stays bounded however many sources.
+    pub max_sources: u32,
 }
 
 /// Client networks: a client is refused when it is in `deny`, or when

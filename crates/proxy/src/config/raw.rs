@@ -78,6 +78,7 @@ pub(crate) struct RawService {
     pub(crate) timeouts: RawTimeouts,
     pub(crate) connect_retries: Option<u32>,
     pub(crate) max_connections: Option<u32>,
+    pub(crate) per_source: Option<RawPerSource>,
     pub(crate) proxy_protocol: Option<RawProxyVersion>,
     #[serde(default)]
     pub(crate) accept_proxy_protocol: bool,
@@ -97,6 +98,17 @@ pub(crate) struct RawService {
     pub(crate) slow_start: Option<Dur>,
     #[serde(default)]
     pub(crate) real_servers: Vec<RawRealServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPerSource {
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) rate: Option<f64>,
+    pub(crate) burst: Option<u32>,
+    pub(crate) prefix_v4: Option<u8>,
+    pub(crate) prefix_v6: Option<u8>,
+    pub(crate) max_sources: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -236,6 +236,61 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
     }
 }
 
+/// `services[].per_source`.
+fn per_source(p: super::raw::RawPerSource, base: &str, problems: &mut Vec<At>) -> super::PerSource {
+    if p.max_connections == Some(0) {
+        problems.push(at(
+            format!("{base}.max_connections"),
+            "must be 1 or more (leave it out for no limit)",
+        ));
+    }
+    let rate = p.rate;
+    if let Some(r) = rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        problems.push(at(
+            format!("{base}.rate"),
+            "must be above 0: new connections per second",
+        ));
+    }
+    if p.burst.is_some() && rate.is_none() {
+        problems.push(At {
+            path: format!("{base}.burst"),
+            key: true,
+            reason: "burst goes with rate".into(),
+        });
+    }
+    let burst = p
+        .burst
+        .unwrap_or_else(|| rate.map_or(1, |r| r.ceil().max(1.0) as u32));
+    if burst == 0 {
+        problems.push(at(format!("{base}.burst"), "must be 1 or more"));
+    }
+    let prefix_v4 = p.prefix_v4.unwrap_or(32);
+    if !(1..=32).contains(&prefix_v4) {
+        problems.push(at(format!("{base}.prefix_v4"), "must be 1 to 32"));
+    }
+    let prefix_v6 = p.prefix_v6.unwrap_or(64);
+    if !(1..=128).contains(&prefix_v6) {
+        problems.push(at(format!("{base}.prefix_v6"), "must be 1 to 128"));
+    }
+    let max_sources = p.max_sources.unwrap_or(65_536);
+    if max_sources == 0 {
+        problems.push(at(format!("{base}.max_sources"), "must be 1 or more"));
+    }
+    if p.max_connections.is_none() && rate.is_none() {
+        problems.push(at(base.to_owned(), "give max_connections, rate, or both"));
+    }
+    super::PerSource {
+        max_connections: p.max_connections,
+        rate,
+        burst: burst.max(1),
+        prefix_v4: prefix_v4.clamp(1, 32),
+        prefix_v6: prefix_v6.clamp(1, 128),
+        max_sources: max_sources.max(1),
+    }
+}
+
 /// `global.dns`.
 fn dns(raw: super::raw::RawDns, problems: &mut Vec<At>) -> DnsSettings {
     let d = DnsSettings::default();
@@ -479,6 +534,9 @@ fn service(
         ));
     }
     tcp_only("max_connections", s.max_connections.is_some(), problems);
+    let per_source = s
+        .per_source
+        .map(|p| per_source(p, &format!("{base}.per_source"), problems));
     if s.udp.is_some() && proto == Proto::Tcp {
         problems.push(At {
             path: format!("{base}.udp"),
@@ -619,6 +677,7 @@ fn service(
         timeouts,
         connect_retries,
         max_connections: s.max_connections,
+        per_source,
         proxy_protocol: s.proxy_protocol.map(|v| match v {
             RawProxyVersion::V1 => ProxyVersion::V1,
             RawProxyVersion::V2 => ProxyVersion::V2,

@@ -73,6 +73,8 @@ pub(crate) struct OutService<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_connections: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    per_source: Option<OutPerSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     proxy_protocol: Option<&'static str>,
     #[serde(skip_serializing_if = "is_false")]
     accept_proxy_protocol: bool,
@@ -101,6 +103,19 @@ pub(crate) struct OutService<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_start: Option<String>,
     real_servers: Vec<OutRealServer>,
+}
+
+#[derive(Serialize)]
+struct OutPerSource {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    burst: Option<u32>,
+    prefix_v4: u8,
+    prefix_v6: u8,
+    max_sources: u32,
 }
 
 #[derive(Serialize)]
@@ -380,6 +395,14 @@ impl<'a> OutService<'a> {
             connect_retries: (s.connect_retries != defaults::CONNECT_RETRIES)
                 .then_some(s.connect_retries),
             max_connections: s.max_connections,
+            per_source: s.per_source.map(|p| OutPerSource {
+                max_connections: p.max_connections,
+                rate: p.rate,
+                burst: p.rate.map(|_| p.burst),
+                prefix_v4: p.prefix_v4,
+                prefix_v6: p.prefix_v6,
+                max_sources: p.max_sources,
+            }),
             proxy_protocol: s.proxy_protocol.map(|v| match v {
                 ProxyVersion::V1 => "v1",
                 ProxyVersion::V2 => "v2",

@@ -99,6 +99,15 @@ pub(crate) async fn serve(
         reset(&client);
         return;
     }
+    let _source = match svc.admit_source(who.ip()) {
+        Ok(g) => g,
+        Err(over) => {
+            debug!(service = %svc.name(), client = %who, ?over, "refused: per_source");
+            svc.refuse(Refusal::Limit, who, vip, started);
+            reset(&client);
+            return;
+        }
+    };
     let Some(_open) = svc.admit(spec.max_connections) else {
         debug!(service = %svc.name(), client = %who, "refused: max_connections");
         svc.refuse(Refusal::Limit, who, vip, started);
