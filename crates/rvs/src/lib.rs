@@ -6,3 +6,4 @@
 pub mod admin_client;
 pub mod import;
 pub mod ipvsadm;
+pub mod replay;

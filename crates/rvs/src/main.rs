@@ -4,7 +4,6 @@
 
 mod daemon;
 mod demo;
-mod replay;
 mod systemd;
 
 use std::fs::File;
@@ -320,9 +319,9 @@ fn sched_replay(trace: Option<PathBuf>) -> ExitCode {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let result = match trace.filter(|p| p.as_os_str() != "-") {
-        None => replay::replay(io::stdin().lock(), &mut out),
+        None => rvs::replay::replay(io::stdin().lock(), &mut out),
         Some(path) => match File::open(&path) {
-            Ok(f) => replay::replay(BufReader::new(f), &mut out),
+            Ok(f) => rvs::replay::replay(BufReader::new(f), &mut out),
             Err(e) => {
                 eprintln!("rvs sched-replay: {}: {e}", path.display());
                 return ExitCode::from(2);

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 /// Why a replay stopped.
 #[derive(Debug)]
-pub(crate) enum ReplayError {
+pub enum ReplayError {
     /// A line of the trace is malformed or refused.
     Trace {
         /// 1-based line number.
@@ -45,7 +45,7 @@ impl fmt::Display for ReplayError {
 impl std::error::Error for ReplayError {}
 
 /// Replays the trace read from `input`, writing one line per `conn` to `out`.
-pub(crate) fn replay(mut input: impl BufRead, out: &mut impl Write) -> Result<(), ReplayError> {
+pub fn replay(mut input: impl BufRead, out: &mut impl Write) -> Result<(), ReplayError> {
     let mut state = Replay::default();
     let mut buf = Vec::new();
     let mut line_no = 0;
