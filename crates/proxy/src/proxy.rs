@@ -105,6 +105,17 @@ struct State {
     handover: HashMap<(Proto, SocketAddr), Vec<std::os::fd::OwnedFd>>,
 }
 
+impl State {
+    /// A service as it runs: its file form `spec` with the servers DNS
+    /// found for it in place.
+    fn running_form(&self, spec: &crate::config::ServiceSpec) -> crate::config::ServiceSpec {
+        let found = self.discovered.get(&spec.name);
+        discovery::expand(spec, |i| {
+            found.and_then(|f| f.get(&spec.discovery[i].target))
+        })
+    }
+}
+
 /// How long a bind waits for a listener of ours that is closing.
 const CLOSING_WAIT: Duration = Duration::from_millis(500);
 
@@ -269,10 +280,7 @@ impl Proxy {
         // a reload costs what changed.
         let mut services = HashMap::new();
         for spec in &config.services {
-            let found = st.discovered.get(&spec.name);
-            let running = discovery::expand(spec, |i| {
-                found.and_then(|f| f.get(&spec.discovery[i].target))
-            });
+            let running = st.running_form(spec);
             let rt = match st.services.remove(&spec.name) {
                 Some(rt) => {
                     rt.set_globals(&config.global);
@@ -476,10 +484,7 @@ impl Proxy {
         let Some(rt) = st.services.get(&spec.name) else {
             return;
         };
-        let found = st.discovered.get(&spec.name);
-        let running = discovery::expand(spec, |i| {
-            found.and_then(|f| f.get(&spec.discovery[i].target))
-        });
+        let running = st.running_form(spec);
         if *rt.spec() != running {
             rt.update(running);
         }

@@ -132,9 +132,10 @@ async fn upgrade(proxy: &Proxy, admin: &socket2::Socket, process: &Process) -> R
     sockets.push(("admin".to_owned(), std::os::fd::OwnedFd::from(admin)));
     let (mut child, ready) = rvs_proxy::handover::spawn(exe, &process.args, &sockets)
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
+    let handed = sockets.len();
     drop(sockets);
     let pid = child.id();
-    info!(pid, binary = %exe.display(), sockets = proxy.listening_sockets().map_or(0, |v| v.len()) + 1, "upgrade: started the new binary with the listening sockets");
+    info!(pid, binary = %exe.display(), sockets = handed, "upgrade: started the new binary with the listening sockets");
     match rvs_proxy::handover::wait_ready(ready, UPGRADE_WAIT).await {
         Ok(()) => Ok(pid),
         Err(why) => {

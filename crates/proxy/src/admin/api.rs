@@ -191,7 +191,7 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
                     "state": e.state(),
                     "servers": e.servers,
                     "leaving": e.leaving,
-                    "resolutions": crate::discovery::RESULT_NAMES
+                    "resolutions": crate::discovery::RESULTS
                         .iter()
                         .zip(e.by_result)
                         .map(|(k, n)| ((*k).to_owned(), json!(n)))

@@ -411,7 +411,7 @@ impl RvsCollector {
             if !spec.discovery.is_empty() {
                 for e in self.proxy.discovery_status(name) {
                     let l = [("service", name), ("entry", e.target.as_str())];
-                    for (result, n) in crate::discovery::RESULT_NAMES.iter().zip(e.by_result) {
+                    for (result, n) in crate::discovery::RESULTS.iter().zip(e.by_result) {
                         f.dns_resolutions
                             .add(&[l[0], l[1], ("result", result)], n as f64);
                     }

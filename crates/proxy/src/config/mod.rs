@@ -430,8 +430,8 @@ pub struct RealServerSpec {
 pub enum Entry<'a> {
     /// `address:`.
     Static(&'a RealServerSpec),
-    /// `dns:` or `srv:`.
-    Discovery(&'a Discovery),
+    /// `dns:` or `srv:`: its index in `discovery`, and the entry.
+    Discovery(usize, &'a Discovery),
 }
 
 impl ServiceSpec {
@@ -444,17 +444,17 @@ impl ServiceSpec {
             .filter(|r| r.discovered.is_none())
             .map(Entry::Static);
         let mut out = Vec::with_capacity(self.real_servers.len() + self.discovery.len());
-        let mut pending = self.discovery.iter().peekable();
+        let mut pending = self.discovery.iter().enumerate().peekable();
         loop {
             match pending.peek() {
-                Some(d) if d.position <= out.len() => {
-                    out.push(Entry::Discovery(d));
+                Some((i, d)) if d.position <= out.len() => {
+                    out.push(Entry::Discovery(*i, d));
                     pending.next();
                 }
                 _ => match statics.next() {
                     Some(e) => out.push(e),
                     None => {
-                        out.extend(pending.map(Entry::Discovery));
+                        out.extend(pending.map(|(i, d)| Entry::Discovery(i, d)));
                         return out;
                     }
                 },

@@ -432,7 +432,7 @@ impl<'a> OutService<'a> {
                 .into_iter()
                 .map(|e| match e {
                     Entry::Static(r) => real_server(r),
-                    Entry::Discovery(d) => {
+                    Entry::Discovery(_, d) => {
                         let mut out = real_server(&d.template);
                         out.address = None;
                         match &d.target {

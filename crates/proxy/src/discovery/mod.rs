@@ -116,17 +116,12 @@ pub(crate) struct EntryState {
     failing: Option<(Instant, String)>,
     /// Whether a good answer ever came.
     resolved: bool,
-    /// Resolutions done.
-    pub(crate) resolutions: u64,
-    /// Resolutions that failed (any kind).
-    pub(crate) failures: u64,
-    /// Resolutions by result, for the metrics: ok, nxdomain, no_records,
-    /// failed.
+    /// Resolutions by result ([`RESULTS`]).
     pub(crate) by_result: [u64; 4],
 }
 
-/// The names of [`EntryState::by_result`]'s slots.
-pub(crate) const RESULTS: [&str; 4] = ["ok", "nxdomain", "no_records", "failed"];
+/// The names of the slots of the resolutions by result.
+pub const RESULTS: [&str; 4] = ["ok", "nxdomain", "no_records", "failed"];
 
 impl EntryState {
     /// Takes one answer; true when the servers in force changed.
@@ -137,7 +132,6 @@ impl EntryState {
         hold_nx: Duration,
         now: Instant,
     ) -> (bool, Event) {
-        self.resolutions += 1;
         let slot = match &answer {
             Answer::Servers(_) => 0,
             Answer::NxDomain => 1,
@@ -146,7 +140,6 @@ impl EntryState {
         };
         self.by_result[slot] += 1;
         let Answer::Servers(mut found) = answer else {
-            self.failures += 1;
             let why = answer.failure().unwrap_or_default();
             let event = match &self.failing {
                 Some((_, old)) if *old == why => Event::None,
@@ -273,14 +266,11 @@ pub struct EntryView {
     pub leaving: usize,
     /// Whether a good answer ever came.
     pub resolved: bool,
-    /// Resolutions by result ([`RESULT_NAMES`]).
+    /// Resolutions by result ([`RESULTS`]).
     pub by_result: [u64; 4],
     /// Why answers fail now, and since how long.
     pub failing: Option<(String, Duration)>,
 }
-
-/// The names of [`EntryView::by_result`]'s slots.
-pub const RESULT_NAMES: [&str; 4] = RESULTS;
 
 impl EntryView {
     pub(crate) fn of(target: &Target, e: Option<&EntryState>, now: Instant) -> EntryView {
@@ -327,10 +317,7 @@ pub(crate) fn expand<'a>(
     for e in entries {
         match e {
             Entry::Static(r) => out.push(r.clone()),
-            Entry::Discovery(d) => {
-                let Some(i) = file.discovery.iter().position(|x| std::ptr::eq(x, d)) else {
-                    continue;
-                };
+            Entry::Discovery(i, d) => {
                 let Some(st) = state(i) else {
                     continue;
                 };
@@ -405,7 +392,7 @@ mod tests {
             .iter()
             .map(|e| match e {
                 Entry::Static(r) => r.address.to_string(),
-                Entry::Discovery(d) => d.target.to_string(),
+                Entry::Discovery(_, d) => d.target.to_string(),
             })
             .collect();
         assert_eq!(
@@ -541,7 +528,7 @@ mod tests {
         assert!(changed);
         assert_eq!(ev, Event::Emptied("NXDOMAIN".into()));
         assert_eq!(e.servers(), 0);
-        assert_eq!(e.resolutions, 7);
+        assert_eq!(e.by_result.iter().sum::<u64>(), 7, "resolutions");
         assert_eq!(e.by_result, [2, 3, 0, 2]);
     }
 
