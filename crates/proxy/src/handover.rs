@@ -59,6 +59,15 @@ pub fn spawn(
         .env_remove("LISTEN_PID")
         .env(UPGRADE_PID, std::process::id().to_string())
         .env(READY_FD, (3 + n).to_string());
+    // systemd's watchdog, when it watches this process: the new one feeds
+    // it once it is the service's main process. Its pid cannot be named
+    // before the fork, and WATCHDOG_USEC without WATCHDOG_PID means "you".
+    if let Ok(watched) = std::env::var("WATCHDOG_PID") {
+        cmd.env_remove("WATCHDOG_PID");
+        if watched.trim() != std::process::id().to_string() {
+            cmd.env_remove("WATCHDOG_USEC");
+        }
+    }
     // SAFETY: runs in the child between fork and exec, and calls only
     // dup2(2), which is async-signal-safe; `raw` was built before the fork
     // and is only read. dup2 leaves the targets without close-on-exec, the

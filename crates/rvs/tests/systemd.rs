@@ -554,6 +554,45 @@ fn the_units_run_under_a_real_systemd() {
     );
     assert!(ok && out.contains("Hello from backend-"), "{out}");
 
+    // A binary upgrade (SIGUSR2 to the main process) under a stream of
+    // requests: none fails, systemd follows the new process (MAINPID=),
+    // which feeds the watchdog from then on (no restart after the
+    // watchdog's 10 s), and the old one drains and exits.
+    let (ok, out) = in_container(
+        &name,
+        "old=$(systemctl show -p MainPID --value rvs.service); \
+         fails=0; ( for i in $(seq 200); do curl -s -o /dev/null --max-time 10 http://127.0.0.1/ || fails=$((fails+1)); done; echo fails=$fails ) & \
+         sleep 0.3; kill -USR2 $old; wait; \
+         for i in $(seq 40); do new=$(systemctl show -p MainPID --value rvs.service); [ \"$new\" != \"$old\" ] && break; sleep 0.5; done; \
+         echo old=$old new=$new; sleep 15; \
+         echo after=$(systemctl show -p MainPID --value rvs.service) restarts=$(systemctl show -p NRestarts --value rvs.service) \
+           active=$(systemctl is-active rvs.service) old_alive=$(kill -0 $old 2>/dev/null && echo yes || echo no); \
+         curl -s --max-time 3 http://127.0.0.1/",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("fails=0"), "{out}");
+    let field = |key: &str| {
+        out.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (old, new) = (field("old="), field("new="));
+    assert!(!new.is_empty() && new != "0" && new != old, "{out}");
+    assert_eq!(
+        field("after="),
+        new,
+        "systemd follows the new process: {out}"
+    );
+    assert_eq!(field("restarts="), "0", "{out}");
+    assert_eq!(field("active="), "active", "{out}");
+    assert_eq!(
+        field("old_alive="),
+        "no",
+        "the old process drained and exited: {out}"
+    );
+    assert!(out.contains("Hello from backend-"), "{out}");
+
     // Socket activation: systemd holds the sockets; two restarts in the
     // middle of 300 requests refuse none.
     let (ok, out) = in_container(
