@@ -594,3 +594,145 @@ async fn deeply_nested_bodies_are_refused_at_once() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(p.generation(), before, "nothing changed");
 }
+
+/// Sends `raw` as it is and reads the answer's status line, with the time
+/// it took; `None` when the server closed without answering.
+async fn raw_request(admin: SocketAddr, raw: &[u8]) -> (Option<u16>, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    // The server may answer (and close) before taking the whole body.
+    let _ = s.write_all(raw).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok());
+    (status, text, started.elapsed())
+}
+
+/// Hostile requests: each is answered 4xx with a reason (or closed, for
+/// headers that never end) within a bound, changes nothing, and does not
+/// hold up anyone else's request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_within_a_bound_and_change_nothing() {
+    let a = name_backend("a").await;
+    let p = proxy(&one_service(&[a], "admin:\n  token: s3cret\n"));
+    let admin = admin(&p).await;
+    let generation = p.generation();
+    let path = "/api/v1/services/web/real_servers";
+    let bound = Duration::from_secs(5);
+
+    // A body over the limit, announced: refused before it is read.
+    let huge = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 4000000000\r\n\r\n{{"
+    );
+    let (status, text, took) = raw_request(admin, huge.as_bytes()).await;
+    assert_eq!(status, Some(413), "{text}");
+    assert!(text.contains("too_large"), "{text}");
+    assert!(took < bound, "{took:?}");
+    // Sent whole (2 MiB, chunked so no length announces it).
+    let chunk = vec![b'a'; 2 << 20];
+    let mut sent = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        chunk.len()
+    )
+    .into_bytes();
+    sent.extend_from_slice(&chunk);
+    sent.extend_from_slice(b"\r\n0\r\n\r\n");
+    let (status, text, _) = raw_request(admin, &sent).await;
+    assert_eq!(status, Some(413), "{text}");
+
+    // Malformed JSON, an unknown field, the wrong type: 4xx naming why.
+    for (body, why) in [
+        (r#"{"address": "127.0.0.1:9", "weight": "#, "request body"),
+        (r#"{"address": "127.0.0.1:9", "wieght": 3}"#, "wieght"),
+        (r#"{"address": "127.0.0.1:9", "weight": "heavy"}"#, "weight"),
+        (r#"["127.0.0.1:9"]"#, "request body"),
+        ("\u{0}\u{1}\u{2}", "request body"),
+    ] {
+        let (status, reply) = http(admin, "POST", path, Some(body), Some("s3cret")).await;
+        assert!((400..500).contains(&status), "{body}: {status} {reply}");
+        assert!(reply.contains(why), "{body}: {reply}");
+    }
+    // Wrong methods, missing and wrong tokens, a token of another length.
+    assert_eq!(http(admin, "PUT", "/metrics", None, None).await.0, 405);
+    assert_eq!(http(admin, "PATCH", "/readyz", None, None).await.0, 405);
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/api/v1/services/web/real_servers/x",
+            None,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    for token in [None, Some("s3creT"), Some("s3cret-and-more"), Some("")] {
+        let (status, reply) = http(admin, "DELETE", "/api/v1/services", None, token).await;
+        assert_eq!(status, 401, "{token:?}: {reply}");
+    }
+    // A request line and headers of garbage.
+    let (status, text, took) = raw_request(admin, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").await;
+    assert!(status.is_none() || status == Some(400), "{text}");
+    assert!(took < bound, "{took:?}");
+    let long_header = format!(
+        "GET /healthz HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let (status, text, took) = raw_request(admin, long_header.as_bytes()).await;
+    assert!(
+        status.is_none() || status == Some(431) || status == Some(400),
+        "{text}"
+    );
+    assert!(took < bound, "{took:?}");
+
+    // Slow loris: headers a byte at a time, and a body that never comes.
+    // Both are cut at the read timeout while other requests go through.
+    let loris = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        let mut closed = false;
+        for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(60)
+        {
+            if s.write_all(&[*b]).await.is_err() {
+                closed = true;
+                break;
+            }
+            let mut one = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(500), s.read(&mut one)).await
+            {
+                closed = true;
+                break;
+            }
+        }
+        (closed, started.elapsed())
+    });
+    let stalled = tokio::spawn(async move {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        raw_request(admin, head.as_bytes()).await
+    });
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        assert_eq!(http(admin, "GET", "/healthz", None, None).await.0, 200);
+        assert!(t.elapsed() < bound, "{:?}", t.elapsed());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (closed, after) = loris.await.unwrap();
+    assert!(closed, "a slow-loris connection is closed");
+    let limit = rvs_proxy::admin::READ_TIMEOUT + Duration::from_secs(5);
+    assert!(after < limit, "closed after {after:?}");
+    let (status, text, took) = stalled.await.unwrap();
+    assert_eq!(status, Some(408), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(took < limit, "{took:?}");
+
+    assert_eq!(p.generation(), generation, "nothing changed");
+    assert_eq!(p.config().services[0].real_servers.len(), 1);
+}

@@ -41,6 +41,14 @@ use crate::reload::Reloader;
 /// Request bodies larger than this are refused (413).
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How long a client may take to send a request's headers, and then its
+/// body: a slower one is closed (headers) or answered 408 (body).
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Admin connections served at once; beyond, a new one is closed at once
+/// (a flood of idle connections cannot take every descriptor).
+pub const MAX_CONNECTIONS: usize = 512;
+
 /// What the admin listener serves.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -70,6 +78,7 @@ impl Admin {
 
     /// Serves `listener` until `stop`.
     pub async fn serve(self, listener: TcpListener, stop: CancellationToken) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => return,
@@ -83,16 +92,21 @@ impl Admin {
                     }
                 },
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                debug!(%peer, limit = MAX_CONNECTIONS, "admin: too many connections, closing a new one");
+                continue;
+            };
             let admin = self.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .header_read_timeout(READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -271,21 +285,44 @@ impl Admin {
     }
 }
 
+/// Compares a presented token with the configured one (`b`) in time that
+/// depends only on `b`'s length, whatever `a` holds.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, y) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(!*y) ^ y;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    diff == 0
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, ApiError> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes().to_vec()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+    use hyper::body::Body as _;
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("the request body is over {MAX_BODY} bytes"),
-        )),
+        )
+    };
+    // A Content-Length over the limit is refused before a byte is read.
+    if req.body().size_hint().lower() > MAX_BODY as u64 {
+        return Err(too_large());
+    }
+    let collected = tokio::time::timeout(
+        READ_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body did not arrive within {READ_TIMEOUT:?}"),
+        )
+    })?;
+    match collected {
+        Ok(b) => Ok(b.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(ApiError::bad_request(format!(
             "cannot read the request body: {e}"
         ))),
@@ -402,5 +439,27 @@ impl ApiError {
             );
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        for wrong in [
+            &b""[..],
+            b"s3cre",
+            b"s3cret!",
+            b"S3cret",
+            b"s3cres",
+            b"\xff\xff\xff\xff\xff\xff",
+        ] {
+            assert!(!constant_time_eq(wrong, b"s3cret"), "{wrong:?}");
+        }
+        assert!(!constant_time_eq(b"x", b""));
+        assert!(constant_time_eq(b"", b""));
     }
 }
