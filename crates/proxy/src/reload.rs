@@ -167,6 +167,14 @@ impl Reloader {
         if only_if_changed && hash == self.status.config_hash.load(Relaxed) {
             return Ok(());
         }
+        // An empty file is what a reader sees in the middle of a write that
+        // truncates first; applying it would close every service.
+        if is_blank(&text) {
+            return self.failed(format!(
+                "{}: the file is empty (a write in progress?); to remove every service, write `services: []`",
+                self.path.display()
+            ));
+        }
         let mut config = match Config::parse(&text, &self.path.display().to_string()) {
             Ok(c) => c,
             Err(e) => return self.failed(e.to_string()),
@@ -239,9 +247,20 @@ impl Reloader {
                     if got.is_none() {
                         return;
                     }
-                    // Take a burst of events as one.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    while rx.try_recv().is_ok() {}
+                    // Take a burst of events as one: read the file once it
+                    // has been quiet for a moment (a write in progress is
+                    // not read half done), or after a bound however busy.
+                    let began = tokio::time::Instant::now();
+                    loop {
+                        tokio::time::sleep(QUIET).await;
+                        let mut more = false;
+                        while rx.try_recv().is_ok() {
+                            more = true;
+                        }
+                        if !more || began.elapsed() >= QUIET_AT_MOST {
+                            break;
+                        }
+                    }
                 }
                 _ = poll.tick() => {}
             }
@@ -249,6 +268,18 @@ impl Reloader {
             let _ = self.reload_locked(true).await;
         }
     }
+}
+
+/// How long the file must go without a change before the watcher reads it.
+const QUIET: Duration = Duration::from_millis(100);
+/// A file that never stops changing is read after this long all the same.
+const QUIET_AT_MOST: Duration = Duration::from_secs(5);
+
+/// Whether a configuration's text holds nothing but blanks and comments.
+fn is_blank(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#'))
 }
 
 /// Whether an event in the configuration's directory may have changed

@@ -319,3 +319,35 @@ async fn the_watcher_reads_the_file_only_when_it_may_have_changed() {
     assert_eq!(status.succeeded.load(Ordering::Relaxed), 1);
     stop.cancel();
 }
+
+/// A file emptied (what a reader sees between a truncating write's open
+/// and its write) is refused, not applied as "no services": every service
+/// keeps serving, and the file's next full form applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_file_is_refused_and_closes_nothing() {
+    let x = name_backend("x").await;
+    let y = name_backend("y").await;
+    let dir = temp_dir("emptied");
+    let doc = |a: SocketAddr| one_server("e", a);
+    let path = dir.join("rvs.yaml");
+    std::fs::write(&path, doc(x)).unwrap();
+    let p = Proxy::start(Config::load(&path).unwrap(), Options::default()).unwrap();
+    let reloader = Reloader::new(&path, p.clone(), &doc(x));
+    let v = vip(&p, "e");
+    for empty in ["", "\n  \n", "# being rewritten\n"] {
+        std::fs::write(&path, empty).unwrap();
+        let err = reloader.reload().await.unwrap_err();
+        assert!(err.contains("the file is empty"), "{err}");
+        assert_eq!(fetch_name(v).await, "x", "still serving");
+    }
+    std::fs::write(&path, "services: []\n").unwrap();
+    reloader.reload().await.unwrap();
+    assert!(
+        p.config().services.is_empty(),
+        "an explicit empty list applies"
+    );
+    std::fs::write(&path, doc(y)).unwrap();
+    reloader.reload().await.unwrap();
+    let v = vip(&p, "e");
+    assert_eq!(fetch_name(v).await, "y");
+}
