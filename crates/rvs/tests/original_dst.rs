@@ -10,90 +10,52 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-struct Netns(String);
+use common::{Kill, Netns};
 
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("rvs-odst-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let ns = Netns(name);
-        ns.must(&["ip", "netns", "add", &ns.0], false);
-        ns.must(&["ip", "link", "set", "lo", "up"], true);
-        ns.must(
-            &[
-                "ip",
-                "route",
-                "add",
-                "10.99.0.0/24",
-                "dev",
-                "lo",
-                "src",
-                "127.0.0.1",
-            ],
-            true,
-        );
-        ns.must(
-            &[
-                "iptables",
-                "-t",
-                "nat",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "tcp",
-                "-d",
-                "10.99.0.0/24",
-                "--dport",
-                "80",
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                "8080",
-            ],
-            true,
-        );
-        ns
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-
-    fn must(&self, args: &[&str], inside: bool) -> Output {
-        let out = if inside {
-            self.cmd(args).output()
-        } else {
-            Command::new(args[0]).args(&args[1..]).output()
-        }
-        .unwrap_or_else(|e| panic!("{args:?}: {e} (this test needs ip and iptables)"));
-        assert!(
-            out.status.success(),
-            "{args:?}: {} (this test needs root, ip and iptables)",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The test's namespace: 10.99.0.0/24 routed to its loopback, port 80
+/// there redirected to 8080.
+fn netns() -> Netns {
+    let ns = Netns::new("odst");
+    ns.must(
+        &[
+            "ip",
+            "route",
+            "add",
+            "10.99.0.0/24",
+            "dev",
+            "lo",
+            "src",
+            "127.0.0.1",
+        ],
+        true,
+    );
+    ns.must(
+        &[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "10.99.0.0/24",
+            "--dport",
+            "80",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "8080",
+        ],
+        true,
+    );
+    ns
 }
 
 fn curl(ns: &Netns, url: &str) -> Option<String> {
@@ -108,7 +70,7 @@ fn curl(ns: &Netns, url: &str) -> Option<String> {
 
 #[test]
 fn redirected_traffic_is_scheduled_on_its_original_destination() {
-    let ns = Netns::new();
+    let ns = netns();
     let rvs = env!("CARGO_BIN_EXE_rvs");
     let _demo = Kill(
         ns.cmd(&[

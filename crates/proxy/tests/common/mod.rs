@@ -397,3 +397,31 @@ impl Drop for Killable {
         self.kill();
     }
 }
+
+/// This process's resident memory, in KiB (`VmRSS`).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A row of docs/reliability.md, as the binary-level tests record theirs
+/// (crates/rvs/tests/common): on the standard error, and with
+/// `RVS_RELIABILITY_OUT` set, appended to that file as a JSON line.
+pub fn record(key: &str, what: &str, test: &str, observed: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "reliability: {key}: {observed}");
+    if let Some(path) = std::env::var_os("RVS_RELIABILITY_OUT") {
+        let line =
+            serde_json::json!({"key": key, "what": what, "test": test, "observed": observed});
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}

@@ -147,3 +147,153 @@ pub fn config(vip: SocketAddr, backend: SocketAddr, admin: SocketAddr) -> String
         "global:\n  shutdown_grace: 20s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{backend}\"\n"
     )
 }
+
+/// A process's resident memory, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A process's open descriptors.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A process's CPU time so far (user and system), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the line, the 12th and 13th after it.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// A row of docs/reliability.md: what was done, by which test, what was
+/// observed. Always reported on the standard error; with
+/// `RVS_RELIABILITY_OUT` set (tests/reliability sets it), also appended to
+/// that file as a JSON line, from which the document's table is written.
+pub fn record(key: &str, what: &str, test: &str, observed: &str) {
+    report(&format!("reliability: {key}: {observed}"));
+    if let Some(path) = std::env::var_os("RVS_RELIABILITY_OUT") {
+        let line =
+            serde_json::json!({"key": key, "what": what, "test": test, "observed": observed});
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
+/// A network namespace of the test's own, with its loopback up, deleted
+/// when dropped. Needs root and ip(8).
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("rvs-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ns = Netns(name);
+        ns.must(&["ip", "netns", "add", &ns.0], false);
+        ns.must(&["ip", "link", "set", "lo", "up"], true);
+        ns
+    }
+
+    /// `args` run inside the namespace.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).args(args);
+        c
+    }
+
+    /// Runs `args` (inside the namespace or not) and asserts it succeeds.
+    pub fn must(&self, args: &[&str], inside: bool) -> std::process::Output {
+        let out = if inside {
+            self.cmd(args).output()
+        } else {
+            Command::new(args[0]).args(&args[1..]).output()
+        }
+        .unwrap_or_else(|e| panic!("{args:?}: {e} (this test needs ip and iptables)"));
+        assert!(
+            out.status.success(),
+            "{args:?}: {} (this test needs root, ip and iptables)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` on an HTTP/1.1 server: the status and the body.
+pub fn http_get(at: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(at).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// `POST path` (no body) on an HTTP/1.1 server: the status and the body.
+pub fn http_post(at: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(at).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// One sample's value in a Prometheus scrape (`series` is the whole
+/// series: name and labels as rvs writes them).
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Median and 99th percentile of `v` (sorted here), in the unit given.
+pub fn median_p99(v: &mut [Duration]) -> (Duration, Duration) {
+    v.sort();
+    if v.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
