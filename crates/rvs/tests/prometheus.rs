@@ -1,8 +1,9 @@
-//! deploy/prometheus against the real tools: promtool checks the rules,
-//! runs their unit tests and checks the scrape configurations; a real
-//! Prometheus server scrapes a running rvs with traffic flowing, evaluates
-//! every recording rule to data, and sees the real-server-down alert when
-//! a real server stops. tests/run installs Debian's prometheus package.
+//! deploy/prometheus and deploy/grafana against the real tools: promtool
+//! checks the rules, runs their unit tests and checks the scrape
+//! configurations; a real Prometheus server scrapes a running rvs with
+//! traffic flowing, evaluates every recording rule and every dashboard
+//! expression to data, and sees the real-server-down alert when a real
+//! server stops. tests/run installs Debian's prometheus package.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -51,6 +52,128 @@ fn each_rule() -> Vec<(String, String, bool)> {
         }
     }
     out
+}
+
+/// The Grafana dashboard, as JSON.
+fn dashboard() -> serde_json::Value {
+    let text = std::fs::read_to_string(root().join("deploy/grafana/rvs-dashboard.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every expression of the dashboard: (panel title, PromQL) of each
+/// panel's targets, and of each query variable (`label_values(METRIC,
+/// LABEL)` gives its series selector).
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let d = dashboard();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push((
+                p["title"].as_str().unwrap().to_owned(),
+                t["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if v["type"] == "query" {
+            let q = v["query"]["query"].as_str().unwrap();
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(sel, _)| sel.to_owned())
+                .unwrap_or_else(|| panic!("variable query: {q}"));
+            out.push((format!("variable {}", v["name"]), inner));
+        }
+    }
+    out
+}
+
+/// The dashboard's variables as the test's Prometheus sees them.
+fn substitute(expr: &str, services: &str, real_servers: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$job", "rvs")
+        .replace("$instance", ".*")
+        .replace("$service", services)
+        .replace("$real_server", real_servers)
+}
+
+#[test]
+fn the_dashboard_is_what_its_script_writes_and_is_complete() {
+    let tmp = temp_dir("dashboard").join("rvs-dashboard.json");
+    let out = Command::new("python3")
+        .arg(root().join("deploy/grafana/dashboard.py"))
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let written = std::fs::read_to_string(&tmp).unwrap();
+    let kept = std::fs::read_to_string(root().join("deploy/grafana/rvs-dashboard.json")).unwrap();
+    assert!(
+        written == kept,
+        "deploy/grafana/rvs-dashboard.json is not what dashboard.py writes: run python3 deploy/grafana/dashboard.py"
+    );
+    let d = dashboard();
+    assert!(d["uid"].is_string() && d["title"] == "rvs");
+    assert!(d["schemaVersion"].as_u64().unwrap() >= 39);
+    let vars: Vec<&str> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        vars,
+        ["datasource", "job", "instance", "service", "real_server"]
+    );
+    let mut ids = std::collections::HashSet::new();
+    let mut titles = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "panel ids are unique"
+        );
+        let g = &p["gridPos"];
+        assert!(
+            g["w"].as_u64().unwrap() + g["x"].as_u64().unwrap() <= 24,
+            "{p}"
+        );
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        assert!(p["description"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(!p["targets"].as_array().unwrap().is_empty());
+        titles.push(p["title"].as_str().unwrap().to_owned());
+    }
+    // What an LVS operator looks for (ipvsadm --rate and -Ln), and the rest.
+    for want in [
+        "Connections / s",
+        "Active connections per real server",
+        "Inactive connections per real server",
+        "Bytes / s",
+        "Refusals / s by reason",
+        "Connect failures and retries / s",
+        "Health",
+        "Reloads",
+        "UDP sessions",
+        "CPU",
+        "Resident memory",
+        "File descriptors",
+    ] {
+        assert!(
+            titles.iter().any(|t| t == want),
+            "no panel {want}: {titles:?}"
+        );
+    }
+    // Each panel is filtered by the variables.
+    for (title, expr) in dashboard_exprs() {
+        if !title.starts_with("variable") {
+            assert!(
+                expr.contains("$job") && expr.contains("$instance"),
+                "{title}: {expr}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -160,6 +283,17 @@ fn the_rules_use_only_documented_metrics() {
         }
     }
     assert!(seen > 15, "{seen} metric names found in the rules");
+    let mut seen = 0;
+    for (title, expr) in dashboard_exprs() {
+        for metric in metric_names(&expr) {
+            seen += 1;
+            assert!(
+                doc.contains(&format!("| `{metric}` |")),
+                "dashboard panel {title} uses {metric}, which docs/metrics.md does not list"
+            );
+        }
+    }
+    assert!(seen > 25, "{seen} metric names found in the dashboard");
     assert_eq!(
         metric_names("sum(rate(rvs_a_bucket[1m])) / x:rvs_b:rate1m + process_c"),
         ["rvs_a", "process_c"]
@@ -347,6 +481,18 @@ fn a_real_prometheus_scrapes_rvs_and_evaluates_every_rule() {
             assert_eq!(status, 200, "{name}: {body}");
         }
     }
+    // Every dashboard expression returns data, its variables set to the
+    // test's services and real servers.
+    let services = "(web|dns)";
+    let real_servers = format!("({a}|{b}|{echo})");
+    let mut empty = Vec::new();
+    for (title, expr) in dashboard_exprs() {
+        let q = substitute(&expr, services, &real_servers);
+        if !wait_for(Duration::from_secs(20), || !query(prom, &q).is_empty()) {
+            empty.push(format!("{title}: {q}"));
+        }
+    }
+    assert!(empty.is_empty(), "no data for {empty:#?}");
     // The share of web's connections: a and b about half each.
     let shares = query(
         prom,
