@@ -88,6 +88,8 @@ pub(crate) struct Inner {
     inherited: Arc<Inherited>,
     /// Wakes DNS discovery when the configuration changed.
     discovery_wake: Arc<tokio::sync::Notify>,
+    /// The running configuration's hash, and the generation it is of.
+    config_hash: Mutex<Option<(u64, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -153,7 +155,7 @@ fn pause(d: Duration) {
     }
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -189,6 +191,7 @@ impl Proxy {
                 workers,
                 inherited,
                 discovery_wake: Arc::new(tokio::sync::Notify::new()),
+                config_hash: Mutex::new(None),
             }),
         };
         proxy.apply(config)?;
@@ -212,6 +215,24 @@ impl Proxy {
     /// changes with every reload and every edit.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Relaxed)
+    }
+
+    /// A hash of the running configuration as `rvs show-config` writes it
+    /// (`rvs_config_info`, `GET /api/v1/reload`): the same on two replicas
+    /// running the same configuration. Computed once per generation.
+    pub fn config_hash(&self) -> u64 {
+        let generation = self.generation();
+        if let Some((g, h)) = *lock(&self.inner.config_hash)
+            && g == generation
+        {
+            return h;
+        }
+        let hash = crate::reload::content_hash(&self.config().to_yaml());
+        // Kept only if no configuration was applied meanwhile.
+        if self.generation() == generation {
+            *lock(&self.inner.config_hash) = Some((generation, hash));
+        }
+        hash
     }
 
     /// Whether it takes new connections: every listener is bound (true

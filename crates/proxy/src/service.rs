@@ -232,6 +232,7 @@ impl ServiceRuntime {
 
     /// Observes a connect to `addr` that succeeded in `took`.
     pub(crate) fn observe_connect(&self, addr: SocketAddr, took: std::time::Duration) {
+        self.stats.connect_latency.observe(took);
         if let Some(d) = self.dests.load().get(&addr) {
             d.latency.observe(took);
             d.note_connect(true);

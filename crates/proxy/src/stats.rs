@@ -82,6 +82,8 @@ pub struct ServiceStats {
     /// TCP connections reset and UDP sessions ended because their real
     /// server left the table (`expire_nodest_conn`).
     pub expired_nodest: AtomicU64,
+    /// Connect times to the service's real servers.
+    pub connect_latency: LatencyHistogram,
 }
 
 impl ServiceStats {

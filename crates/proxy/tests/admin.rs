@@ -40,7 +40,10 @@ async fn echo_through(vip: SocketAddr, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_what_was_sent() {
     let (a, b) = (echo_backend().await, echo_backend().await);
-    let p = proxy(&one_service(&[a, b], ""));
+    let p = proxy(&one_service(
+        &[a, b],
+        "admin:\n  real_server_histograms: true\n",
+    ));
     let vip = vip(&p, "web");
     let admin = admin(&p).await;
     for i in 0..10 {
@@ -89,6 +92,10 @@ async fn counters_move_by_exactly_what_was_sent() {
             r#"rvs_real_server_connect_duration_seconds_count{{service="web",real_server="{a}"}}"#
         )),
         5.0
+    );
+    assert_eq!(
+        s(r#"rvs_service_connect_duration_seconds_count{service="web",proto="tcp"}"#),
+        10.0
     );
     assert_eq!(
         s(&format!(
@@ -735,4 +742,116 @@ async fn hostile_requests_are_refused_within_a_bound_and_change_nothing() {
 
     assert_eq!(p.generation(), generation, "nothing changed");
     assert_eq!(p.config().services[0].real_servers.len(), 1);
+}
+
+/// `?scope=` chooses the families (as HAProxy's exporter does); the
+/// per-real-server connect-time histogram is there only when asked for;
+/// a scrape is sent in chunks as it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_are_scoped_and_written_as_sent() {
+    let a = echo_backend().await;
+    let mut yaml = String::from("services:\n");
+    for i in 0..300 {
+        yaml.push_str(&format!(
+            "  - name: s{i}\n    listen: 127.1.{}.{}:0\n    real_servers:\n      - address: \"{a}\"\n      - address: 127.0.0.1:{}\n",
+            i / 200,
+            1 + i % 200,
+            10000 + i
+        ));
+    }
+    let p = proxy(&yaml);
+    echo_through(vip(&p, "s0"), 10).await;
+    let admin = admin(&p).await;
+    let families = |scrape: &str| -> Vec<String> {
+        scrape
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect()
+    };
+    let (status, all) = http(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let every = families(&all);
+    assert!(every.contains(&"rvs_service_connect_duration_seconds".to_owned()));
+    assert!(every.contains(&"rvs_real_server_up".to_owned()));
+    assert!(every.contains(&"process_open_fds".to_owned()));
+    assert!(
+        !every.contains(&"rvs_real_server_connect_duration_seconds".to_owned()),
+        "the per-server histogram is opt-in"
+    );
+    assert_eq!(
+        sample(
+            &all,
+            r#"rvs_service_connect_duration_seconds_count{service="s0",proto="tcp"}"#
+        ),
+        Some(1.0)
+    );
+    // Each family once, all its samples together.
+    let mut sorted = every.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), every.len(), "a family written twice");
+    for (query, has, lacks) in [
+        (
+            "scope=service",
+            "rvs_service_",
+            vec!["rvs_real_server_", "process_", "rvs_config_"],
+        ),
+        (
+            "scope=real_server",
+            "rvs_real_server_",
+            vec!["rvs_service_", "process_", "rvs_config_"],
+        ),
+        (
+            "scope=global",
+            "rvs_config_",
+            vec!["rvs_service_", "rvs_real_server_"],
+        ),
+        (
+            "scope=service&scope=global",
+            "process_",
+            vec!["rvs_real_server_"],
+        ),
+    ] {
+        let (status, scrape) = http(admin, "GET", &format!("/metrics?{query}"), None, None).await;
+        assert_eq!(status, 200, "{query}: {scrape}");
+        let f = families(&scrape);
+        assert!(f.iter().any(|n| n.starts_with(has)), "{query}: {f:?}");
+        for l in lacks {
+            assert!(
+                !f.iter().any(|n| n.starts_with(l)),
+                "{query} has {l}: {f:?}"
+            );
+        }
+    }
+    let (status, scrape) = http(admin, "GET", "/metrics?scope=", None, None).await;
+    assert_eq!((status, scrape.as_str()), (200, ""));
+    let (status, reply) = http(admin, "GET", "/metrics?scope=backend", None, None).await;
+    assert_eq!(status, 400);
+    assert!(reply.contains("unknown scope"), "{reply}");
+    // Sent in chunks: the scrape (300 services) is several.
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let chunks = body.matches("\r\n").count() / 2;
+    assert!(chunks > 3, "{chunks} chunks for {} bytes", body.len());
+    // The same text as the whole scrape before (the process's own figures
+    // aside, which move between two scrapes).
+    let mine = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("process_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(mine(&dechunk(body)), mine(&all));
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use crate::Proxy;
 use crate::config::{Proto, write::OutService};
-use crate::reload::{Reloader, content_hash};
+use crate::reload::Reloader;
 use crate::service::ServiceRuntime;
 use crate::stats::{Rates, Refusal, Totals};
 
@@ -305,10 +305,9 @@ fn proto_upper(p: Proto) -> &'static str {
 }
 
 pub(super) fn reload_status(p: &Proxy, r: Option<&Reloader>) -> Value {
-    let config = p.config();
     let mut v = json!({
         "generation": p.generation(),
-        "config_hash": format!("{:016x}", content_hash(&config.to_yaml())),
+        "config_hash": format!("{:016x}", p.config_hash()),
         "ready": p.is_ready(),
     });
     if let Some(r) = r {

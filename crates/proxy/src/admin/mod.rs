@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -37,6 +37,9 @@ use tracing::{debug, warn};
 
 use crate::Proxy;
 use crate::reload::Reloader;
+
+/// A response's body: whole, or a scrape written as it is sent.
+type AnyBody = Either<Full<Bytes>, metrics::Scrape>;
 
 /// Request bodies larger than this are refused (413).
 pub const MAX_BODY: usize = 1 << 20;
@@ -121,13 +124,19 @@ impl Admin {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AnyBody> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let response = match self.route(req).await {
-            Ok(r) => r,
-            Err(e) => e.response(),
+        // /metrics is written as it is sent; the rest is whole.
+        let response = if method == Method::GET && path.trim_end_matches('/') == "/metrics" {
+            self.inner
+                .metrics
+                .scrape(req.uri().query())
+                .map(|r| r.map(Either::Right))
+        } else {
+            self.route(req).await.map(|r| r.map(Either::Left))
         };
+        let response = response.unwrap_or_else(|e| e.response().map(Either::Left));
         if method != Method::GET {
             debug!(%peer, %method, %path, status = response.status().as_u16(), "admin request");
         }
@@ -147,7 +156,6 @@ impl Admin {
         let p = &self.inner.proxy;
         match (&method, seg.as_slice()) {
             (&Method::GET, []) => Ok(page()),
-            (&Method::GET, ["metrics"]) => Ok(self.inner.metrics.render()),
             (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
             (&Method::GET, ["readyz"]) => Ok(if p.is_ready() {
                 text(StatusCode::OK, "ready\n")

@@ -132,6 +132,10 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// The bearer token mutations need, if any.
     pub token: Option<String>,
+    /// Whether `/metrics` has a connect-time histogram per real server
+    /// (`admin.real_server_histograms`; the per-service one is always
+    /// there).
+    pub real_server_histograms: bool,
 }
 
 impl Admin {

@@ -48,6 +48,7 @@ pub(crate) struct RawAdmin {
     pub(crate) listen: Option<Addr>,
     pub(crate) token: Option<String>,
     pub(crate) token_file: Option<String>,
+    pub(crate) real_server_histograms: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -199,6 +199,7 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
     let admin = Admin {
         listen: raw.admin.listen.map_or(defaults::ADMIN, |a| a.0),
         token,
+        real_server_histograms: raw.admin.real_server_histograms.unwrap_or(false),
     };
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut listeners: HashMap<(Proto, SocketAddr), String> = HashMap::new();

@@ -53,6 +53,8 @@ struct OutDns {
 #[derive(Serialize)]
 struct OutAdmin {
     listen: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    real_server_histograms: bool,
 }
 
 /// One service in the configuration file's form (also the admin API's).
@@ -499,9 +501,11 @@ impl Config {
                 expire_nodest_conn: self.global.expire_nodest_conn,
                 expire_quiescent_template: self.global.expire_quiescent_template,
             },
-            admin: (self.admin.listen != defaults::ADMIN).then(|| OutAdmin {
-                listen: self.admin.listen.to_string(),
-            }),
+            admin: (self.admin.listen != defaults::ADMIN || self.admin.real_server_histograms)
+                .then(|| OutAdmin {
+                    listen: self.admin.listen.to_string(),
+                    real_server_histograms: self.admin.real_server_histograms,
+                }),
             services: self
                 .services
                 .iter()

@@ -316,7 +316,31 @@ pub async fn http(
     let raw = String::from_utf8(raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    )
+}
+
+/// A chunked body's content (a scrape of /metrics is sent so).
+pub fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk's size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk's size");
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").expect("a chunk's end");
+    }
 }
 
 /// `GET path` as JSON.
