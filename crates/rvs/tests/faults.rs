@@ -454,6 +454,17 @@ fn peers_that_never_read_cost_bounded_memory_and_are_timed_out() {
             "a writer closed after {after:?}"
         );
     }
+    // The readers' connections are closed by rvs before they read: a read
+    // would move the stream again (the firehose never ends), so wait for
+    // rvs to have closed every one first.
+    assert!(
+        wait_for(Duration::from_secs(20), || sample(
+            &d.scrape(),
+            "rvs_service_active_connections{service=\"fire\",proto=\"tcp\"}"
+        ) == Some(0.0)),
+        "{}",
+        d.scrape()
+    );
     for mut r in readers {
         r.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut sink = vec![0u8; 1 << 20];
@@ -495,7 +506,7 @@ fn peers_that_never_read_cost_bounded_memory_and_are_timed_out() {
         "40 clients that never read a server that writes without end, 40 clients that write to a server that never reads (`timeouts.tcp: 3s`)",
         "`crates/rvs/tests/faults.rs` `peers_that_never_read_cost_bounded_memory_and_are_timed_out`",
         &format!(
-            "rvs held {per_conn_kib} KiB per stuck connection ({:.1} → {:.1} MiB), the clients wrote {:.1} MiB before the buffers stopped them; all 80 closed by the idle timeout within {:.1} s; other clients' latency: median {} → {}, p99 {} → {} (200 requests each); fds {fds0} → {}, RSS after {:.1} MiB",
+            "rvs held {per_conn_kib} KiB per stuck connection ({:.1} → {:.1} MiB), the clients wrote {:.1} MiB (into the kernel's socket buffers on the way) before their writes blocked; all 80 closed by the idle timeout within {:.1} s; other clients' latency: median {} → {}, p99 {} → {} (200 requests each); fds {fds0} → {}, RSS after {:.1} MiB",
             mib(rss0),
             mib(rss_stuck),
             written.load(Relaxed) as f64 / 1048576.0,
@@ -665,7 +676,11 @@ fn a_reload_storm_under_load_drops_nothing() {
     let (a, b) = (name_backend("x"), name_backend("x"));
     let (v_long, v_short, v_extra, admin) = (free_port(), free_port(), free_port(), free_port());
     let good = |i: usize| {
-        let (sched, w) = if i % 2 == 0 { ("rr", 1) } else { ("wlc", 3) };
+        let (sched, w) = if i.is_multiple_of(2) {
+            ("rr", 1)
+        } else {
+            ("wlc", 3)
+        };
         let extra = if i % 4 == 1 {
             format!(
                 "  - name: extra\n    listen: \"{v_extra}\"\n    real_servers:\n      - address: \"{a}\"\n"
@@ -698,7 +713,7 @@ fn a_reload_storm_under_load_drops_nothing() {
     let (mut applied, mut refused) = (0, 0);
     let started = Instant::now();
     for i in 1..=RELOADS {
-        let text = if i % 3 == 0 {
+        let text = if i.is_multiple_of(3) {
             broken[(i / 3) % broken.len()].to_owned()
         } else {
             good(i)
