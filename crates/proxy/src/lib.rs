@@ -51,6 +51,7 @@ pub mod discovery;
 mod drain;
 pub mod handover;
 pub mod health;
+pub mod history;
 pub mod inherited;
 mod limits;
 mod listener;

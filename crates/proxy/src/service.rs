@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::{RealServerSpec, ServiceSpec};
 use crate::conns::{ConnTable, LiveConn};
 use crate::health::Health;
+use crate::history::{Ring, ServiceHistory};
 use crate::stats::{Estimator, LatencyHistogram, Rates, Refusal, ServiceStats, Totals};
 
 /// One virtual service while it runs.
@@ -33,6 +34,8 @@ pub struct ServiceRuntime {
     pub conns: ConnTable,
     /// `ipvsadm -Z`'s baseline and the rate estimator of the service.
     view: Mutex<View>,
+    /// The last minutes of its traffic (the status page's charts).
+    history: Mutex<ServiceHistory>,
     /// When each refusal reason was last logged ([`crate::clock`] ns).
     refusal_logged: [AtomicU64; Refusal::ALL.len()],
     access_log: AtomicBool,
@@ -70,7 +73,7 @@ impl View {
     }
 }
 
-fn lock(m: &Mutex<View>) -> MutexGuard<'_, View> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -82,6 +85,8 @@ pub struct DestRuntime {
     /// Time to connect to it.
     pub latency: LatencyHistogram,
     view: Mutex<View>,
+    /// Its active connections over the last minutes.
+    active_history: Mutex<Ring>,
     /// Connects that failed in a row (passive checking).
     failed_in_row: std::sync::atomic::AtomicU32,
 }
@@ -100,6 +105,7 @@ impl DestRuntime {
             dest,
             latency: LatencyHistogram::default(),
             view: View::new(now),
+            active_history: Mutex::new(Ring::default()),
             failed_in_row: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -141,6 +147,13 @@ impl DestRuntime {
     fn tick(&self) {
         let now = self.totals();
         lock(&self.view).est.tick(now);
+        lock(&self.active_history).push(self.dest.active_conns() as f32);
+    }
+
+    /// Its active connections, one sample an estimator interval, oldest
+    /// first.
+    pub fn active_history(&self) -> Vec<f32> {
+        lock(&self.active_history).to_vec()
     }
 
     fn zero(&self) {
@@ -200,6 +213,7 @@ impl ServiceRuntime {
             dests: ArcSwap::default(),
             conns: ConnTable::default(),
             view: View::new(Totals::default()),
+            history: Mutex::new(ServiceHistory::new(Totals::default())),
             refusal_logged: Default::default(),
             access_log: AtomicBool::new(false),
             expire_nodest: AtomicBool::new(false),
@@ -269,9 +283,15 @@ impl ServiceRuntime {
         self.flush();
         let now = self.stats.totals();
         lock(&self.view).est.tick(now);
+        lock(&self.history).sample(now);
         for d in self.dests.load().values() {
             d.tick();
         }
+    }
+
+    /// The last minutes of its traffic.
+    pub fn history(&self) -> ServiceHistory {
+        lock(&self.history).clone()
     }
 
     /// `ipvsadm -Z`: the tables count from zero again (the Prometheus

@@ -503,27 +503,7 @@ fn live_connections_are_listed_with_state_and_expiry() {
 fn the_status_page_renders_in_chromium() {
     let (d, _) = fixture_table();
     let url = format!("http://{}/", d.admin);
-    let profile = d.dir.join("chromium");
-    let chromium = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-        .expect("chromium runs (.ci/run installs Debian's chromium package)");
-    let run = |extra: &[&str]| {
-        let mut c = Command::new(chromium);
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(&url)
-        .stderr(Stdio::null());
-        c.output().unwrap()
-    };
+    let run = |extra: &[&str]| common::chromium(&d.dir, &url, extra);
     let dom = stdout(&run(&["--dump-dom"]));
     for svc in ["web", "dns", "v6"] {
         assert!(

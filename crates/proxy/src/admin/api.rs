@@ -254,6 +254,46 @@ pub(super) fn service(p: &Proxy, name: &str) -> Result<Value, ApiError> {
         .ok_or_else(|| no_such_service(name))
 }
 
+/// The last minutes of every service's traffic (or one's): a sample an
+/// estimator interval, oldest first, the newest the last interval's.
+pub(super) fn history(p: &Proxy, name: Option<&str>) -> Result<Value, ApiError> {
+    let services = match name {
+        Some(n) => vec![p.service(n).ok_or_else(|| no_such_service(n))?],
+        None => p.services(),
+    };
+    let one = |s: &ServiceRuntime| {
+        let h = s.history();
+        let table = s.scheduler().dests();
+        let real_servers: Vec<Value> = table
+            .iter()
+            .map(|d| {
+                let active = s
+                    .dest_runtime(d.addr())
+                    .map(|rt| rt.active_history())
+                    .unwrap_or_default();
+                json!({"address": d.addr().to_string(), "active_conns": active})
+            })
+            .collect();
+        json!({
+            "name": s.name(),
+            "cps": h.cps.to_vec(),
+            "in_bps": h.in_bps.to_vec(),
+            "out_bps": h.out_bps.to_vec(),
+            "real_servers": real_servers,
+        })
+    };
+    let list: Vec<Value> = services.iter().map(|s| one(s.as_ref())).collect();
+    let mut v = json!({
+        "interval": crate::stats::Estimator::INTERVAL.as_secs(),
+        "samples": crate::history::SAMPLES,
+    });
+    match name {
+        Some(_) => v["service"] = list.into_iter().next().unwrap_or_default(),
+        None => v["services"] = Value::Array(list),
+    }
+    Ok(v)
+}
+
 pub(super) fn no_such_service(name: &str) -> ApiError {
     ApiError::new(
         hyper::StatusCode::NOT_FOUND,

@@ -180,6 +180,10 @@ impl Admin {
         match rest {
             ["services"] => Ok(json(StatusCode::OK, &api::services(p))),
             ["services", name] => api::service(p, name).map(|v| json(StatusCode::OK, &v)),
+            ["history"] => Ok(json(StatusCode::OK, &api::history(p, None)?)),
+            ["services", name, "history"] => {
+                Ok(json(StatusCode::OK, &api::history(p, Some(name))?))
+            }
             ["connections"] => Ok(json(StatusCode::OK, &api::connections(p))),
             ["config"] => Ok(respond(
                 StatusCode::OK,

@@ -321,3 +321,31 @@ pub fn median_p99(v: &mut [Duration]) -> (Duration, Duration) {
     let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     (at(0.5), at(0.99))
 }
+
+/// Headless Chromium (Debian's chromium package) on `url`, with a profile
+/// under `dir` and `extra` flags (`--dump-dom`, `--screenshot=…`): its
+/// output. The page's scripts run for up to 5 s of virtual time.
+pub fn chromium(dir: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect("chromium runs (tests/run installs Debian's chromium package)");
+    Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .args(extra)
+        .arg(url)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
