@@ -174,6 +174,25 @@ fn the_dashboard_is_what_its_script_writes_and_is_complete() {
             );
         }
     }
+    // Every expression parses: promtool checks it as a recording rule
+    // (the variables set as Grafana would).
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (_, expr)) in dashboard_exprs().iter().enumerate() {
+        let e = substitute(expr, "(web|dns)", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:expr{i}\n        expr: '{}'\n",
+            e.replace('\'', "''")
+        ));
+    }
+    let tmp = temp_dir("dashboard-exprs");
+    std::fs::write(tmp.join("rules.yml"), rules).unwrap();
+    let out = promtool(&["check", "rules", "rules.yml"], &tmp);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains(&format!("{} rules found", dashboard_exprs().len())),
+        "{}",
+        output_text(&out)
+    );
 }
 
 #[test]
