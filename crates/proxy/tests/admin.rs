@@ -463,9 +463,19 @@ async fn health_and_readiness() {
     let (status, page) = http(admin, "GET", "/", None, None).await;
     assert_eq!(status, 200);
     assert!(page.contains("/api/v1/services"), "the page polls the API");
+    // Nothing loaded from elsewhere (the SVG namespace's URI is a name,
+    // never fetched).
+    for outside in ["src=", "href=", "@import", "url(", "<link", "fetch(\"http"] {
+        assert!(!page.contains(outside), "the page loads {outside}");
+    }
+    let uris: Vec<&str> = page
+        .match_indices("http")
+        .map(|(i, _)| &page[i..i + 30.min(page.len() - i)])
+        .collect();
     assert!(
-        !page.contains("http://") && !page.contains("https://"),
-        "no external assets"
+        uris.iter()
+            .all(|u| u.starts_with("http://www.w3.org/2000/svg")),
+        "{uris:?}"
     );
     let p2 = p.clone();
     let drain = tokio::spawn(async move { p2.shutdown(Duration::from_secs(1)).await });
