@@ -11,70 +11,16 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Kill, Netns, fd_count, free_port, http_get, http_post, median_p99, name_backend, record,
-    rss_kib, sample, signal, temp_dir, wait_for,
+    Kill, Netns, Running, connection_stream, fd_count, free_port, http_post, kernel_udp_drops,
+    median_p99, name_backend, record, rss_kib, sample, signal, temp_dir, udp_echo, wait_for,
 };
-
-/// A running `rvs run` of a test, killed when dropped.
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    admin: SocketAddr,
-}
-
-impl Daemon {
-    /// Starts rvs on `yaml` (whose admin listener is `admin`) and waits
-    /// until it is ready.
-    fn start(tag: &str, yaml: &str, admin: SocketAddr) -> Daemon {
-        let dir = temp_dir(tag);
-        std::fs::write(dir.join("rvs.yaml"), yaml).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rvs"))
-            .args(["run", "--workers", "2", "-c"])
-            .arg(dir.join("rvs.yaml"))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("rvs.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, dir, admin };
-        assert!(
-            wait_for(Duration::from_secs(20), || http_get(admin, "/readyz")
-                .is_some_and(|(s, _)| s == 200)),
-            "rvs ready: {}",
-            d.log()
-        );
-        d
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("rvs.log")).unwrap_or_default()
-    }
-
-    fn scrape(&self) -> String {
-        http_get(self.admin, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
@@ -138,37 +84,6 @@ fn read_pattern(s: &mut TcpStream) -> Result<u64, String> {
             Err(e) => return Err(format!("after {at} bytes: {e}")),
         }
     }
-}
-
-/// A stream of new connections to `vip`, one after another, each reading
-/// `want` whole; counts successes and failures until `stop`.
-fn connection_stream(
-    vip: SocketAddr,
-    want: &'static str,
-    stop: &Arc<AtomicBool>,
-) -> (thread::JoinHandle<()>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let handle = {
-        let (stop, ok, failed) = (Arc::clone(stop), Arc::clone(&ok), Arc::clone(&failed));
-        thread::spawn(move || {
-            while !stop.load(Relaxed) {
-                let got = TcpStream::connect(vip).and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    let mut name = String::new();
-                    s.read_to_string(&mut name)?;
-                    Ok(name)
-                });
-                match got {
-                    Ok(n) if n == want => ok.fetch_add(1, Relaxed),
-                    other => {
-                        eprintln!("faults: a connection failed: {other:?}");
-                        failed.fetch_add(1, Relaxed)
-                    }
-                };
-            }
-        })
-    };
-    (handle, ok, failed)
 }
 
 /// A name server for the namespace: writes its name to each connection.
@@ -388,7 +303,7 @@ fn peers_that_never_read_cost_bounded_memory_and_are_timed_out() {
     };
     let quick = name_backend("quick");
     let (v_fire, v_sink, v_quick, admin) = (free_port(), free_port(), free_port(), free_port());
-    let d = Daemon::start(
+    let d = Running::start(
         "neverread",
         &format!(
             "admin:\n  listen: \"{admin}\"\nservices:\n  - name: fire\n    listen: \"{v_fire}\"\n    timeouts: {{ tcp: 3s }}\n    real_servers:\n      - address: \"{firehose}\"\n  - name: sink\n    listen: \"{v_sink}\"\n    timeouts: {{ tcp: 3s }}\n    real_servers:\n      - address: \"{sink}\"\n  - name: quick\n    listen: \"{v_quick}\"\n    real_servers:\n      - address: \"{quick}\"\n"
@@ -521,23 +436,6 @@ fn peers_that_never_read_cost_bounded_memory_and_are_timed_out() {
     );
 }
 
-/// UDP datagrams the kernel dropped (receive buffers full): the only
-/// losses the flood test forgives the legitimate client.
-fn kernel_udp_drops() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .filter(|(n, _)| matches!(*n, "InErrors" | "RcvbufErrors"))
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-}
-
 /// A flood of datagrams, each from a new source port (tens of thousands of
 /// them, over four source addresses): the session table holds at
 /// `udp.max_sessions` (the idlest evicted), rvs's memory and descriptors
@@ -546,19 +444,9 @@ fn kernel_udp_drops() -> u64 {
 fn a_udp_flood_from_many_ports_holds_the_table_at_its_bound() {
     const MAX: usize = 2000;
     const FLOOD: usize = 30_000;
-    let echo = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let at = s.local_addr().unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        });
-        at
-    };
+    let echo = udp_echo();
     let (vip, admin) = (free_port(), free_port());
-    let d = Daemon::start(
+    let d = Running::start(
         "udpflood",
         &format!(
             "admin:\n  listen: \"{admin}\"\nservices:\n  - name: dns\n    proto: udp\n    listen: \"{vip}\"\n    timeouts: {{ udp: 120s }}\n    udp: {{ max_sessions: {MAX} }}\n    real_servers:\n      - address: \"{echo}\"\n"
@@ -692,7 +580,7 @@ fn a_reload_storm_under_load_drops_nothing() {
             "global:\n  shutdown_grace: 30s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: long\n    listen: \"{v_long}\"\n    scheduler: {sched}\n    real_servers:\n      - address: \"{long}\"\n        weight: {w}\n  - name: short\n    listen: \"{v_short}\"\n    scheduler: {sched}\n    real_servers:\n      - address: \"{a}\"\n        weight: {w}\n      - address: \"{b}\"\n{extra}"
         )
     };
-    let d = Daemon::start("storm", &good(0), admin);
+    let d = Running::start("storm", &good(0), admin);
     let (rss0, fds0) = (rss_kib(d.pid()), fd_count(d.pid()));
     let transfers: Vec<thread::JoinHandle<Result<u64, String>>> = (0..TRANSFERS)
         .map(|_| {
@@ -704,7 +592,7 @@ fn a_reload_storm_under_load_drops_nothing() {
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let (stream, ok, failed) = connection_stream(v_short, "x", &stop);
+    let (stream, ok, failed) = connection_stream(v_short, "x", Duration::ZERO, &stop);
     let broken = [
         "services: [",
         "services:\n  - name: long\n    listen: 127.0.0.1:1\n    scheduler: bogus\n",
@@ -772,7 +660,7 @@ fn a_sigterm_drain_under_load_drops_nothing() {
     let long = pattern_backend(TOTAL, 16 * 1024, Duration::from_millis(50));
     let short = name_backend("x");
     let (v_long, v_short, admin) = (free_port(), free_port(), free_port());
-    let mut d = Daemon::start(
+    let mut d = Running::start(
         "drain",
         &format!(
             "global:\n  shutdown_grace: 30s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: long\n    listen: \"{v_long}\"\n    real_servers:\n      - address: \"{long}\"\n  - name: short\n    listen: \"{v_short}\"\n    real_servers:\n      - address: \"{short}\"\n"
@@ -780,7 +668,7 @@ fn a_sigterm_drain_under_load_drops_nothing() {
         admin,
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let (stream, ok, failed) = connection_stream(v_short, "x", &stop);
+    let (stream, ok, failed) = connection_stream(v_short, "x", Duration::ZERO, &stop);
     let transfers: Vec<thread::JoinHandle<Result<u64, String>>> = (0..TRANSFERS)
         .map(|_| {
             thread::spawn(move || {

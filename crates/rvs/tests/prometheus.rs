@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread;
 use std::time::Duration;
 
-use common::{Kill, free_port, http_get, name_backend, output_text, root, temp_dir, wait_for};
+use common::{
+    Kill, Running, free_port, http_get, name_backend, output_text, root, temp_dir, udp_echo,
+    wait_for,
+};
 
 fn dir() -> PathBuf {
     root().join("deploy/prometheus")
@@ -359,38 +362,16 @@ fn a_real_prometheus_scrapes_rvs_and_evaluates_every_rule() {
     let b_up = Arc::new(AtomicBool::new(true));
     let a = name_backend("a");
     let b = stoppable_backend("b", Arc::clone(&b_up));
-    let echo = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let at = s.local_addr().unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        });
-        at
-    };
+    let echo = udp_echo();
     let (web, dns, admin, prom) = (free_port(), free_port(), free_port(), free_port());
-    let work = temp_dir("prometheus");
-    std::fs::write(
-        work.join("rvs.yaml"),
-        format!(
+    let rvs = Running::start(
+        "prometheus",
+        &format!(
             "admin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{web}\"\n    health_check: {{ type: tcp, delay_loop: 1s, warmup: 0s, retry: 0 }}\n    real_servers:\n      - address: \"{a}\"\n      - address: \"{b}\"\n  - name: dns\n    proto: udp\n    listen: \"{dns}\"\n    real_servers:\n      - address: \"{echo}\"\n"
         ),
-    )
-    .unwrap();
-    let _rvs = Kill(
-        Command::new(env!("CARGO_BIN_EXE_rvs"))
-            .args(["run", "-c"])
-            .arg(work.join("rvs.yaml"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        admin,
     );
-    assert!(wait_for(Duration::from_secs(20), || http_get(
-        admin, "/readyz"
-    )
-    .is_some_and(|(s, _)| s == 200)));
+    let work = rvs.dir.clone();
     // Traffic: TCP connections and UDP requests, until the test ends.
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = {

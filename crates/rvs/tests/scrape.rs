@@ -10,10 +10,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Kill, free_port, http_get, record, rss_kib, temp_dir, wait_for};
+use common::{Running, free_port, record, rss_kib};
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -58,21 +57,8 @@ fn a_hundred_scrapes_of_4000_real_servers_keep_memory_flat() {
             yaml.push_str(&format!("      - address: 10.0.{s}.{}:80\n", r + 1));
         }
     }
-    let dir = temp_dir("scrape");
-    std::fs::write(dir.join("rvs.yaml"), yaml).unwrap();
-    let rvs = Kill(
-        Command::new(env!("CARGO_BIN_EXE_rvs"))
-            .args(["run", "--log-level", "warn", "-c"])
-            .arg(dir.join("rvs.yaml"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(wait_for(Duration::from_secs(30), || http_get(
-        admin, "/readyz"
-    )
-    .is_some_and(|(s, _)| s == 200)));
-    let pid = rvs.0.id();
+    let rvs = Running::start("scrape", &yaml, admin);
+    let pid = rvs.pid();
     let mut size = 0;
     for _ in 0..10 {
         size = scrape(admin);

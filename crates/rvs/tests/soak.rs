@@ -10,13 +10,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{fd_count, free_port, http_get, http_post, record, rss_kib, temp_dir, wait_for};
+use common::{Running, fd_count, free_port, http_post, record, rss_kib, udp_echo};
 
 /// A server that writes `name` to each connection, whose listener is
 /// closed while `up` is false and opened again on the same port after.
@@ -71,17 +71,7 @@ fn a_long_run_under_mixed_load_keeps_memory_and_descriptors_flat() {
         flapping_backend("x", Arc::clone(&always)),
         flapping_backend("health", Arc::clone(&c_up)),
     );
-    let echo = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let at = s.local_addr().unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
-            }
-        });
-        at
-    };
+    let echo = udp_echo();
     let (web, dns, admin) = (free_port(), free_port(), free_port());
     let yaml = |w: u32| {
         format!(
@@ -89,22 +79,9 @@ fn a_long_run_under_mixed_load_keeps_memory_and_descriptors_flat() {
             c_health.port()
         )
     };
-    let dir = temp_dir("soak");
+    let mut rvs = Running::start("soak", &yaml(1), admin);
+    let (pid, dir) = (rvs.pid(), rvs.dir.clone());
     let cfg = dir.join("rvs.yaml");
-    std::fs::write(&cfg, yaml(1)).unwrap();
-    let mut rvs = Command::new(env!("CARGO_BIN_EXE_rvs"))
-        .args(["run", "--workers", "2", "--log-level", "warn", "-c"])
-        .arg(&cfg)
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("rvs.log")).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || http_get(
-        admin, "/readyz"
-    )
-    .is_some_and(|(s, _)| s == 200)));
-    let pid = rvs.id();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tcp_ok, tcp_failed, udp_ok, udp_lost) = (counter(), counter(), counter(), counter());
@@ -217,7 +194,7 @@ fn a_long_run_under_mixed_load_keeps_memory_and_descriptors_flat() {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-    let status = rvs.wait().unwrap();
+    let status = rvs.child.wait().unwrap();
     assert!(status.success(), "{status}");
 
     // Each flap took c out of the table.

@@ -11,11 +11,10 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{Kill, chromium, fetch, free_port, http_get, name_backend, temp_dir, wait_for};
+use common::{Running, chromium, fetch, free_port, http_get, name_backend, wait_for};
 
 /// The attributes of each `<svg …>` of `html` within the section of
 /// service `name`, with its polyline's points.
@@ -122,26 +121,14 @@ fn the_status_page_draws_the_history_of_services_and_real_servers() {
     };
     let quick = name_backend("quick");
     let (web, api, admin) = (free_port(), free_port(), free_port());
-    let dir = temp_dir("status-history");
-    std::fs::write(
-        dir.join("rvs.yaml"),
-        format!(
+    let rvs = Running::start(
+        "status-history",
+        &format!(
             "admin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{web}\"\n    real_servers:\n      - address: \"{hold}\"\n  - name: api\n    listen: \"{api}\"\n    real_servers:\n      - address: \"{quick}\"\n"
         ),
-    )
-    .unwrap();
-    let _rvs = Kill(
-        Command::new(env!("CARGO_BIN_EXE_rvs"))
-            .args(["run", "-c"])
-            .arg(dir.join("rvs.yaml"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        admin,
     );
-    assert!(wait_for(Duration::from_secs(20), || http_get(
-        admin, "/readyz"
-    )
-    .is_some_and(|(s, _)| s == 200)));
+    let dir = rvs.dir.clone();
     let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(web).unwrap()).collect();
     assert_eq!(held.len(), 3);
     for _ in 0..40 {

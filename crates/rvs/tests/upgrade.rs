@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -18,36 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::thread;
 use std::time::Duration;
 
-use common::{free_port, name_backend, paced_backend, record, temp_dir, wait_for};
-
-/// UDP datagrams the kernel dropped (receive buffer full, checksum): the
-/// only losses the test forgives.
-fn kernel_udp_drops() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .filter(|(n, _)| matches!(*n, "InErrors" | "RcvbufErrors"))
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-fn udp_echo() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let at = s.local_addr().unwrap();
-    thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let _ = s.send_to(&buf[..n], from);
-        }
-    });
-    at
-}
+use common::{
+    connection_stream, free_port, kernel_udp_drops, name_backend, paced_backend, record, temp_dir,
+    udp_echo, wait_for,
+};
 
 fn pid_of(file: &Path) -> Option<u32> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
@@ -123,27 +97,7 @@ fn ten_upgrades_under_load_drop_nothing() {
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let stream = {
-        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-        thread::spawn(move || {
-            while !stop.load(Relaxed) {
-                let got = TcpStream::connect(v_short).and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    let mut name = String::new();
-                    s.read_to_string(&mut name)?;
-                    Ok(name)
-                });
-                match got {
-                    Ok(n) if n == "a" => ok.fetch_add(1, Relaxed),
-                    other => {
-                        eprintln!("upgrade test: a connection failed: {other:?}");
-                        failed.fetch_add(1, Relaxed)
-                    }
-                };
-            }
-        })
-    };
+    let (stream, ok, failed) = connection_stream(v_short, "a", Duration::ZERO, &stop);
     let transfers: Vec<_> = (0..10)
         .map(|_| {
             thread::spawn(move || -> Result<usize, String> {

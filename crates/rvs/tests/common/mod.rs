@@ -349,3 +349,128 @@ pub fn chromium(dir: &Path, url: &str, extra: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A running `rvs run` of a test, on its own configuration file, killed
+/// when dropped.
+pub struct Running {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub admin: SocketAddr,
+}
+
+impl Running {
+    /// Starts rvs (with two workers) on `yaml`, whose admin listener is
+    /// `admin`, and waits until it is ready.
+    pub fn start(tag: &str, yaml: &str, admin: SocketAddr) -> Running {
+        let dir = temp_dir(tag);
+        std::fs::write(dir.join("rvs.yaml"), yaml).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rvs"))
+            .args(["run", "--workers", "2", "-c"])
+            .arg(dir.join("rvs.yaml"))
+            .stderr(std::process::Stdio::from(
+                std::fs::File::create(dir.join("rvs.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let r = Running { child, dir, admin };
+        assert!(
+            wait_for(Duration::from_secs(20), || http_get(admin, "/readyz")
+                .is_some_and(|(s, _)| s == 200)),
+            "rvs ready: {}",
+            r.log()
+        );
+        r
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rvs.log")).unwrap_or_default()
+    }
+
+    pub fn scrape(&self) -> String {
+        http_get(self.admin, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// UDP datagrams the kernel dropped (receive buffers full, checksums): the
+/// only losses the UDP tests forgive.
+pub fn kernel_udp_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(n, _)| matches!(*n, "InErrors" | "RcvbufErrors"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A UDP server that sends every datagram back.
+pub fn udp_echo() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = s.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    at
+}
+
+/// New connections to `vip` one after another, `pause` apart, each read
+/// whole and expected to be `want`, until `stop`: the thread, and the
+/// counts of those that were and were not.
+pub fn connection_stream(
+    vip: SocketAddr,
+    want: &'static str,
+    pause: Duration,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    thread::JoinHandle<()>,
+    std::sync::Arc<AtomicUsize>,
+    std::sync::Arc<AtomicUsize>,
+) {
+    use std::sync::Arc;
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let handle = {
+        let (stop, ok, failed) = (Arc::clone(stop), Arc::clone(&ok), Arc::clone(&failed));
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let got = TcpStream::connect(vip).and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    let mut name = String::new();
+                    s.read_to_string(&mut name)?;
+                    Ok(name)
+                });
+                match got {
+                    Ok(n) if n == want => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("a connection to {vip} failed: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                if !pause.is_zero() {
+                    thread::sleep(pause);
+                }
+            }
+        })
+    };
+    (handle, ok, failed)
+}

@@ -5,6 +5,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use rvs_sched::Dest;
+
 use super::text::{Kind, Lines};
 use crate::Proxy;
 use crate::config::Proto;
@@ -64,6 +66,36 @@ fn service_labels(svc: &ServiceRuntime) -> [(&'static str, &str); 2] {
         Proto::Udp => "udp",
     };
     [("service", svc.name()), ("proto", proto)]
+}
+
+/// A sample per real server of the service's table: `value` of each.
+fn per_server(svc: &ServiceRuntime, l: &mut Lines<'_>, value: impl Fn(&Dest) -> f64) {
+    for d in svc.scheduler().dests() {
+        let a = d.addr().to_string();
+        l.sample(&[("service", svc.name()), ("real_server", &a)], value(&d));
+    }
+}
+
+/// Two samples per real server of the table, `direction` in and out.
+fn per_server_direction(
+    svc: &ServiceRuntime,
+    l: &mut Lines<'_>,
+    value: impl Fn(&Dest) -> (u64, u64),
+) {
+    for d in svc.scheduler().dests() {
+        let a = d.addr().to_string();
+        let (i, o) = value(&d);
+        for (dir, n) in [("in", i), ("out", o)] {
+            l.int(
+                &[
+                    ("service", svc.name()),
+                    ("real_server", &a),
+                    ("direction", dir),
+                ],
+                n,
+            );
+        }
+    }
 }
 
 fn active_inactive(svc: &ServiceRuntime) -> (u64, u64) {
@@ -347,60 +379,28 @@ pub(super) static FAMILIES: &[Family] = &[
         "Connections scheduled to the real server.",
         Counter,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.int(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    d.conns_total(),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| d.conns_total() as f64),
     ),
     family(
         "rvs_real_server_active_connections",
         "Active connections of the real server (ipvsadm ActiveConn).",
         Gauge,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.int(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    d.active_conns().into(),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| d.active_conns().into()),
     ),
     family(
         "rvs_real_server_inactive_connections",
         "Inactive connections of the real server (ipvsadm InActConn).",
         Gauge,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.int(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    d.inactive_conns().into(),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| d.inactive_conns().into()),
     ),
     family(
         "rvs_real_server_persistent_connections",
         "Persistence templates pointing at the real server (ipvsadm PersistConn).",
         Gauge,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.int(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    d.persist_conns().into(),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| d.persist_conns().into()),
     ),
     family(
         "rvs_real_server_packets_total",
@@ -408,20 +408,10 @@ pub(super) static FAMILIES: &[Family] = &[
         Counter,
         RealServer,
         |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
+            per_server_direction(svc, l, |d| {
                 let t = d.traffic();
-                for (dir, n) in [("in", t.in_pkts), ("out", t.out_pkts)] {
-                    l.int(
-                        &[
-                            ("service", svc.name()),
-                            ("real_server", &a),
-                            ("direction", dir),
-                        ],
-                        n,
-                    );
-                }
-            }
+                (t.in_pkts, t.out_pkts)
+            });
         },
     ),
     family(
@@ -430,20 +420,10 @@ pub(super) static FAMILIES: &[Family] = &[
         Counter,
         RealServer,
         |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
+            per_server_direction(svc, l, |d| {
                 let t = d.traffic();
-                for (dir, n) in [("in", t.in_bytes), ("out", t.out_bytes)] {
-                    l.int(
-                        &[
-                            ("service", svc.name()),
-                            ("real_server", &a),
-                            ("direction", dir),
-                        ],
-                        n,
-                    );
-                }
-            }
+                (t.in_bytes, t.out_bytes)
+            });
         },
     ),
     family(
@@ -451,60 +431,28 @@ pub(super) static FAMILIES: &[Family] = &[
         "Weight of the real server; 0 is quiescent.",
         Gauge,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.sample(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    f64::from(d.weight()),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| d.weight().into()),
     ),
     family(
         "rvs_real_server_available",
         "1 when the real server takes new connections: weight above 0 and not overloaded.",
         Gauge,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.flag(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    d.is_available(),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| f64::from(u8::from(d.is_available()))),
     ),
     family(
         "rvs_real_server_overloaded",
         "1 when the real server is over its upper connection threshold.",
         Gauge,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.flag(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    d.is_overloaded(),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| f64::from(u8::from(d.is_overloaded()))),
     ),
     family(
         "rvs_real_server_connect_failures_total",
         "Connects to the real server that failed or timed out.",
         Counter,
         RealServer,
-        |_, svc, l| {
-            for d in svc.scheduler().dests() {
-                let a = d.addr().to_string();
-                l.int(
-                    &[("service", svc.name()), ("real_server", &a)],
-                    d.connect_failures(),
-                );
-            }
-        },
+        |_, svc, l| per_server(svc, l, |d| d.connect_failures() as f64),
     ),
     Family {
         name: "rvs_real_server_connect_duration_seconds",
