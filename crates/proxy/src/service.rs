@@ -16,7 +16,9 @@ use crate::config::{RealServerSpec, ServiceSpec};
 use crate::conns::{ConnTable, LiveConn};
 use crate::health::Health;
 use crate::history::{Ring, ServiceHistory};
-use crate::stats::{Estimator, LatencyHistogram, Rates, Refusal, ServiceStats, Totals};
+use crate::stats::{
+    Estimator, LatencyHistogram, Observation, Rates, Refusal, ServiceStats, Totals,
+};
 
 /// One virtual service while it runs.
 #[derive(Debug)]
@@ -246,9 +248,10 @@ impl ServiceRuntime {
 
     /// Observes a connect to `addr` that succeeded in `took`.
     pub(crate) fn observe_connect(&self, addr: SocketAddr, took: std::time::Duration) {
-        self.stats.connect_latency.observe(took);
+        let o = Observation::of(took);
+        self.stats.connect_latency.record(o);
         if let Some(d) = self.dests.load().get(&addr) {
-            d.latency.observe(took);
+            d.latency.record(o);
             d.note_connect(true);
         }
     }

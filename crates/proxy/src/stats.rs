@@ -234,6 +234,27 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// One connect time, placed in its bucket of [`LATENCY_BUCKETS`].
+#[derive(Clone, Copy, Debug)]
+pub struct Observation {
+    bucket: usize,
+    nanos: u64,
+}
+
+impl Observation {
+    /// `d`'s bucket (the last is `+Inf`).
+    pub fn of(d: Duration) -> Observation {
+        let secs = d.as_secs_f64();
+        Observation {
+            bucket: LATENCY_BUCKETS
+                .iter()
+                .position(|&b| secs <= b)
+                .unwrap_or(LATENCY_BUCKETS.len()),
+            nanos: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
 /// A histogram of connect latencies: lock-free, fixed buckets.
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
@@ -245,14 +266,14 @@ pub struct LatencyHistogram {
 impl LatencyHistogram {
     /// Records one connect.
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_nanos
-            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.record(Observation::of(d));
+    }
+
+    /// Records one connect already placed in its bucket (a connect counts
+    /// in its server's histogram and in its service's).
+    pub fn record(&self, o: Observation) {
+        self.counts[o.bucket].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(o.nanos, Relaxed);
     }
 
     /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], the total count

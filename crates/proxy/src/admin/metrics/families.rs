@@ -98,6 +98,19 @@ fn per_server_direction(
     }
 }
 
+/// The service's one sample.
+fn per_service(svc: &ServiceRuntime, l: &mut Lines<'_>, value: u64) {
+    l.int(&service_labels(svc), value);
+}
+
+/// The service's two samples, `direction` in and out.
+fn per_service_direction(svc: &ServiceRuntime, l: &mut Lines<'_>, (i, o): (u64, u64)) {
+    let [sl, pl] = service_labels(svc);
+    for (dir, n) in [("in", i), ("out", o)] {
+        l.int(&[sl, pl, ("direction", dir)], n);
+    }
+}
+
 fn active_inactive(svc: &ServiceRuntime) -> (u64, u64) {
     let dests = svc.scheduler().dests();
     (
@@ -113,30 +126,21 @@ pub(super) static FAMILIES: &[Family] = &[
         "Connections (TCP) and sessions (UDP) given a real server, retries included.",
         Counter,
         Service,
-        |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
-            l.int(&[sl, pl], svc.stats.totals().conns);
-        },
+        |_, svc, l| per_service(svc, l, svc.stats.totals().conns),
     ),
     family(
         "rvs_service_active_connections",
         "TCP connections established on both sides and not half-closed (ipvsadm ActiveConn).",
         Gauge,
         Service,
-        |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
-            l.int(&[sl, pl], active_inactive(svc).0);
-        },
+        |_, svc, l| per_service(svc, l, active_inactive(svc).0),
     ),
     family(
         "rvs_service_inactive_connections",
         "TCP connections connecting or half-closed, and UDP sessions (ipvsadm InActConn).",
         Gauge,
         Service,
-        |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
-            l.int(&[sl, pl], active_inactive(svc).1);
-        },
+        |_, svc, l| per_service(svc, l, active_inactive(svc).1),
     ),
     family(
         "rvs_service_packets_total",
@@ -144,11 +148,8 @@ pub(super) static FAMILIES: &[Family] = &[
         Counter,
         Service,
         |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
             let t = svc.stats.totals();
-            for (dir, n) in [("in", t.in_pkts), ("out", t.out_pkts)] {
-                l.int(&[sl, pl, ("direction", dir)], n);
-            }
+            per_service_direction(svc, l, (t.in_pkts, t.out_pkts));
         },
     ),
     family(
@@ -157,11 +158,8 @@ pub(super) static FAMILIES: &[Family] = &[
         Counter,
         Service,
         |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
             let t = svc.stats.totals();
-            for (dir, n) in [("in", t.in_bytes), ("out", t.out_bytes)] {
-                l.int(&[sl, pl, ("direction", dir)], n);
-            }
+            per_service_direction(svc, l, (t.in_bytes, t.out_bytes));
         },
     ),
     family(
@@ -181,20 +179,14 @@ pub(super) static FAMILIES: &[Family] = &[
         "Connects to real servers that failed or timed out.",
         Counter,
         Service,
-        |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
-            l.int(&[sl, pl], svc.stats.connect_failures.load(Relaxed));
-        },
+        |_, svc, l| per_service(svc, l, svc.stats.connect_failures.load(Relaxed)),
     ),
     family(
         "rvs_service_retries_total",
         "Connections retried on another real server after a failed connect.",
         Counter,
         Service,
-        |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
-            l.int(&[sl, pl], svc.stats.retries.load(Relaxed));
-        },
+        |_, svc, l| per_service(svc, l, svc.stats.retries.load(Relaxed)),
     ),
     family(
         "rvs_service_connect_duration_seconds",
@@ -214,10 +206,7 @@ pub(super) static FAMILIES: &[Family] = &[
         "Live persistence templates.",
         Gauge,
         Service,
-        |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
-            l.int(&[sl, pl], svc.scheduler().template_count() as u64);
-        },
+        |_, svc, l| per_service(svc, l, svc.scheduler().template_count() as u64),
     ),
     family(
         "rvs_service_quorum_up",
@@ -250,10 +239,7 @@ pub(super) static FAMILIES: &[Family] = &[
         "TCP connections reset and UDP sessions ended because their real server left the table (global.expire_nodest_conn).",
         Counter,
         Service,
-        |_, svc, l| {
-            let [sl, pl] = service_labels(svc);
-            l.int(&[sl, pl], svc.stats.expired_nodest.load(Relaxed));
-        },
+        |_, svc, l| per_service(svc, l, svc.stats.expired_nodest.load(Relaxed)),
     ),
     family(
         "rvs_service_sources_tracked",
