@@ -1,6 +1,6 @@
 //! Health checks against real backends that die and come back: servers
 //! leave the rotation within delay_loop + retries and return; HTTP status
-//! and digest; a program that sets weights; alpha; inhibit_on_failure; the
+//! and digest, a body pattern and a method; a program that sets weights; alpha; inhibit_on_failure; the
 //! sorry server; passive ejection; slow start; UDP and DNS checks.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -233,6 +233,72 @@ async fn http_checks_look_at_the_status_and_the_digest() {
             .starts_with("body digest"),
         "{:?}",
         h[&body_changed].reason
+    );
+}
+
+/// An HTTP server whose body can change, and which keeps the request
+/// lines it was sent.
+async fn changing_backend() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::sync::{Arc, Mutex};
+    let body = Arc::new(Mutex::new(String::from(
+        "{\"status\": \"ok\", \"load\": 3}",
+    )));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = l.local_addr().unwrap();
+    let (b, r) = (Arc::clone(&body), Arc::clone(&requests));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (b, r) = (Arc::clone(&b), Arc::clone(&r));
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                r.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or_default().to_owned());
+                let body = b.lock().unwrap().clone();
+                let reply = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (at, body, requests)
+}
+
+/// `expect_body` (ldirectord's `receive`): the server is up while its body
+/// matches, down (with the reason) once it changes, up again when it
+/// matches again; `method` is the request's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_match_the_body_and_send_the_method() {
+    let (changing, body, requests) = changing_backend().await;
+    let ok = http_backend(200, "{\"status\": \"ok\"}").await;
+    let check = "    health_check: { type: http, path: /status, method: POST, expect_body: '\"status\": *\"ok\"', delay_loop: 200ms, connect_timeout: 500ms, retry: 0, warmup: 0s }\n";
+    let p = proxy(&service(check, &[(ok, ""), (changing, "")]));
+    let mut both = vec![(ok, 1), (changing, 1)];
+    both.sort();
+    wait_until(Duration::from_secs(3), || table(&p, "web") == both).await;
+    *body.lock().unwrap() = "{\"status\": \"degraded\"}".into();
+    wait_until(Duration::from_secs(3), || table(&p, "web") == [(ok, 1)]).await;
+    let h = p.service("web").unwrap().health();
+    assert_eq!(
+        h[&changing].reason.as_deref(),
+        Some("the body does not match expect_body \"\\\"status\\\": *\\\"ok\\\"\"")
+    );
+    *body.lock().unwrap() = "{\"load\": 9, \"status\":\"ok\"}".into();
+    wait_until(Duration::from_secs(3), || table(&p, "web") == both).await;
+    let seen = requests.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|l| l == "POST /status HTTP/1.0"),
+        "{seen:?}"
     );
 }
 

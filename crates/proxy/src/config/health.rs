@@ -27,6 +27,33 @@ pub(crate) mod defaults {
     pub(crate) const QUORUM: u32 = 1;
     pub(crate) const UDP_PAYLOAD: &[u8] = b"rvs-health-check";
     pub(crate) const MAX_REPLY: usize = 255;
+    /// The compiled size an `expect_body` may take.
+    pub(crate) const EXPECT_BODY_SIZE: usize = 1 << 20;
+}
+
+/// A regular expression's error on one line: what is wrong and where in
+/// the expression (the regex crate draws it over several).
+fn regex_error(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(s) => {
+            let what = s
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("error: "))
+                .unwrap_or(s.as_str());
+            // The caret line's offset is the column in the expression.
+            let column = s
+                .lines()
+                .find(|l| l.trim_start().starts_with('^'))
+                .and_then(|l| l.find('^'))
+                .map(|c| c.saturating_sub(4) + 1);
+            match column {
+                Some(c) => format!("{what} (at character {c})"),
+                None => what.to_owned(),
+            }
+        }
+        regex::Error::CompiledTooBig(n) => format!("it compiles to over {n} bytes"),
+        other => other.to_string(),
+    }
 }
 
 /// The DNS query types a DNS check may ask (keepalived's).
@@ -92,6 +119,8 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
     only("path", r.path.is_some(), "http", problems);
     only("status", r.status.is_some(), "http", problems);
     only("digest", r.digest.is_some(), "http", problems);
+    only("expect_body", r.expect_body.is_some(), "http", problems);
+    only("method", r.method.is_some(), "http", problems);
     only("virtualhost", r.virtualhost.is_some(), "http", problems);
     only("command", r.command.is_some(), "misc", problems);
     only("timeout", r.timeout.is_some(), "misc", problems);
@@ -160,11 +189,43 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
                     "needs at least one status code",
                 ));
             }
+            let method = r.method.unwrap_or_else(|| "GET".into());
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                problems.push(at(
+                    format!("{base}.method"),
+                    format!(
+                        "{method:?} is not an HTTP method: capital letters, as GET, HEAD or POST"
+                    ),
+                ));
+            }
+            let expect_body = r.expect_body.and_then(|re| {
+                match regex::bytes::RegexBuilder::new(&re)
+                    .size_limit(defaults::EXPECT_BODY_SIZE)
+                    .build()
+                {
+                    Ok(p) => Some(super::BodyPattern(p)),
+                    Err(e) => {
+                        problems.push(at(
+                            format!("{base}.expect_body"),
+                            format!("{re:?} is not a regular expression: {}", regex_error(&e)),
+                        ));
+                        None
+                    }
+                }
+            });
+            if method == "HEAD" && (expect_body.is_some() || digest.is_some()) {
+                problems.push(at(
+                    format!("{base}.method"),
+                    "an answer to HEAD has no body: expect_body and digest need another method",
+                ));
+            }
             CheckKind::Http(HttpCheck {
                 tls: kind_name == "https",
                 path,
                 status,
                 digest,
+                expect_body,
+                method,
                 virtualhost: r.virtualhost,
             })
         }

@@ -292,9 +292,35 @@ pub struct HttpCheck {
     pub status: Vec<(u16, u16)>,
     /// MD5 of the body that passes (hex), if any.
     pub digest: Option<String>,
+    /// A regular expression the body must match (ldirectord's `receive`,
+    /// HAProxy's `http-check expect rstring`), if any.
+    pub expect_body: Option<BodyPattern>,
+    /// The request's method (default `GET`).
+    pub method: String,
     /// The Host header (default: the address checked).
     pub virtualhost: Option<String>,
 }
+
+/// `expect_body`: a regular expression, compiled when the configuration is
+/// loaded, matched against an answer's body as bytes. Two are equal when
+/// they were written the same.
+#[derive(Clone, Debug)]
+pub struct BodyPattern(pub regex::bytes::Regex);
+
+impl BodyPattern {
+    /// The expression as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for BodyPattern {
+    fn eq(&self, other: &BodyPattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for BodyPattern {}
 
 /// MISC_CHECK.
 #[derive(Clone, Debug, PartialEq, Eq)]

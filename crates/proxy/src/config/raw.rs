@@ -135,6 +135,8 @@ pub(crate) struct RawHealthCheck {
     pub(crate) path: Option<String>,
     pub(crate) status: Option<StatusList>,
     pub(crate) digest: Option<String>,
+    pub(crate) expect_body: Option<String>,
+    pub(crate) method: Option<String>,
     pub(crate) virtualhost: Option<String>,
     pub(crate) command: Option<Vec<String>>,
     pub(crate) timeout: Option<Dur>,

@@ -755,6 +755,43 @@ services:
         );
     }
 
+    #[test]
+    fn http_checks_take_a_body_pattern_and_a_method() {
+        let text = "\
+services:
+  - name: a
+    listen: 127.0.0.1:1
+    real_servers:
+      - address: 127.0.0.1:3
+        health_checks:
+          - { type: http, expect_body: \"status: (ok|degraded\" }
+          - { type: http, method: head, expect_body: ok }
+          - { type: http, method: HEAD, expect_body: ok }
+          - { type: tcp, expect_body: ok, method: POST }
+          - { type: https, expect_body: \"^\\\\{.*\\\"up\\\": *true\", method: POST }
+";
+        assert_eq!(
+            errors(text),
+            [
+                "rvs.yaml:7:40: services[0].real_servers[0].health_checks[0].expect_body: \"status: (ok|degraded\" is not a regular expression: unclosed group (at character 9)",
+                "rvs.yaml:8:35: services[0].real_servers[0].health_checks[1].method: \"head\" is not an HTTP method: capital letters, as GET, HEAD or POST",
+                "rvs.yaml:9:35: services[0].real_servers[0].health_checks[2].method: an answer to HEAD has no body: expect_body and digest need another method",
+                "rvs.yaml:10:26: services[0].real_servers[0].health_checks[3].expect_body: only http checks have this",
+                "rvs.yaml:10:43: services[0].real_servers[0].health_checks[3].method: only http checks have this",
+            ]
+        );
+        // The good one, read and written back.
+        let good = "services:\n  - name: a\n    listen: 127.0.0.1:1\n    real_servers:\n      - address: 127.0.0.1:3\n        health_check: { type: https, expect_body: \"\\\"up\\\": *true\", method: POST }\n";
+        let c = Config::parse(good, "rvs.yaml").unwrap();
+        let back = Config::parse(&c.to_yaml(), "back.yaml").unwrap();
+        assert_eq!(back, c);
+        let yaml = c.to_yaml();
+        assert!(
+            yaml.contains("expect_body:") && yaml.contains("method: POST"),
+            "{yaml}"
+        );
+    }
+
     const GOOD: &str = "\
 services:
   - name: web

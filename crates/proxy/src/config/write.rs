@@ -151,6 +151,10 @@ struct OutCheck {
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    expect_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     virtualhost: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<Vec<String>>,
@@ -207,6 +211,8 @@ impl OutCheck {
             path: None,
             status: None,
             digest: None,
+            expect_body: None,
+            method: None,
             virtualhost: None,
             command: None,
             timeout: None,
@@ -235,6 +241,8 @@ impl OutCheck {
                         .collect()
                 });
                 o.digest.clone_from(&h.digest);
+                o.expect_body = h.expect_body.as_ref().map(|p| p.as_str().to_owned());
+                o.method = (h.method != "GET").then(|| h.method.clone());
                 o.virtualhost.clone_from(&h.virtualhost);
             }
             CheckKind::Misc(m) => {

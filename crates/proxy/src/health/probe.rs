@@ -92,14 +92,21 @@ async fn http(target: SocketAddr, h: &HttpCheck) -> Outcome {
     }
 }
 
-/// One HTTP/1.0 GET on `s`, and the checks of its answer.
+/// One HTTP/1.0 request on `s` (GET unless `method` says), and the checks
+/// of its answer: the status, the body's digest, the body's pattern.
 async fn exchange<S>(mut s: S, h: &HttpCheck, host: &str) -> Outcome
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    // A method that may carry a body says it has none.
+    let length = if matches!(h.method.as_str(), "GET" | "HEAD") {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
     let req = format!(
-        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: rvs-health-check\r\nConnection: close\r\n\r\n",
-        h.path
+        "{} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: rvs-health-check\r\nConnection: close\r\n{length}\r\n",
+        h.method, h.path
     );
     if let Err(e) = s.write_all(req.as_bytes()).await {
         return Outcome::Fail(format!("sending the request: {e}"));
@@ -142,6 +149,14 @@ where
         if &got != want {
             return Outcome::Fail(format!("body digest {got}, not {want}"));
         }
+    }
+    if let Some(want) = &h.expect_body
+        && !want.0.is_match(&body[end + 4..])
+    {
+        return Outcome::Fail(format!(
+            "the body does not match expect_body {:?}",
+            want.as_str()
+        ));
     }
     Outcome::Pass(None)
 }
