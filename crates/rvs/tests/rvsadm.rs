@@ -25,16 +25,7 @@ fn bin(name: &str) -> Command {
 
 /// A free loopback port of five digits (fixtures stand 40001.. for them).
 fn free_port() -> u16 {
-    loop {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p >= 10_000 && UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
+    common::free_port().port()
 }
 
 /// A running `rvs run` and its admin address; killed when dropped.

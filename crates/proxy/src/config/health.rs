@@ -200,6 +200,7 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
             }
             let expect_body = r.expect_body.and_then(|re| {
                 match regex::bytes::RegexBuilder::new(&re)
+                    .unicode(false)
                     .size_limit(defaults::EXPECT_BODY_SIZE)
                     .build()
                 {

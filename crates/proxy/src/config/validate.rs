@@ -790,6 +790,26 @@ services:
             yaml.contains("expect_body:") && yaml.contains("method: POST"),
             "{yaml}"
         );
+        // Matched as bytes, classes and case folding in ASCII, other text
+        // as its UTF-8 bytes.
+        for (re, body, matches) in [
+            (r"load: \d+", "load: 42", true),
+            (r"(?i)^status:\s*OK$", "Status: ok", true),
+            ("état: prêt", "{\"état: prêt\"}", true),
+            (r"\w+=\w+", "a=b", true),
+            (r"^ok$", "ok\n", false),
+        ] {
+            let text = format!(
+                "services:\n  - name: a\n    listen: 127.0.0.1:1\n    real_servers:\n      - address: 127.0.0.1:3\n        health_check: {{ type: http, expect_body: '{re}' }}\n"
+            );
+            let c = Config::parse(&text, "rvs.yaml").unwrap();
+            let checks = c.services[0].real_servers[0].checks.as_ref().unwrap();
+            let super::super::CheckKind::Http(h) = &checks[0].kind else {
+                panic!("{checks:?}");
+            };
+            let p = h.expect_body.as_ref().unwrap();
+            assert_eq!(p.0.is_match(body.as_bytes()), matches, "{re} on {body:?}");
+        }
     }
 
     const GOOD: &str = "\

@@ -38,11 +38,25 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A port free on 127.0.0.1 for TCP and UDP, below the kernel's ephemeral
+/// range (32768 and up): a port picked there could be taken, before rvs
+/// binds it, by any client's connection on the machine; here only by
+/// another test picking the same one at the same moment.
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let seed = (std::process::id() as usize).wrapping_mul(7919)
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as usize));
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + (seed.wrapping_add(n.wrapping_mul(4099)) % 12000) as u16;
+        let at = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpListener::bind(at).is_ok() && std::net::UdpSocket::bind(at).is_ok() {
+            return at;
+        }
+    }
+    panic!("no free port between 20000 and 32000 on 127.0.0.1")
 }
 
 /// A backend thread that writes `name` to each connection and closes it.
