@@ -64,6 +64,32 @@ fn pattern_backend(total: u64, chunk: usize, pause: Duration) -> SocketAddr {
     at
 }
 
+/// `n` clients each reading a patterned stream from `vip` to its end.
+fn start_transfers(n: usize, vip: SocketAddr) -> Vec<thread::JoinHandle<Result<u64, String>>> {
+    (0..n)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut s = TcpStream::connect(vip).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                read_pattern(&mut s)
+            })
+        })
+        .collect()
+}
+
+/// Waits for the transfers: each must have read `total` bytes, every one
+/// in place. Returns how many did (all, or the test fails).
+fn exact_transfers(transfers: Vec<thread::JoinHandle<Result<u64, String>>>, total: u64) -> usize {
+    let mut exact = 0;
+    for t in transfers {
+        match t.join().unwrap() {
+            Ok(n) if n == total => exact += 1,
+            other => panic!("a transfer: {other:?} of {total} bytes"),
+        }
+    }
+    exact
+}
+
 /// Reads a patterned stream to its end: `Ok(bytes)` when every byte is in
 /// place, else where it went wrong.
 fn read_pattern(s: &mut TcpStream) -> Result<u64, String> {
@@ -582,15 +608,7 @@ fn a_reload_storm_under_load_drops_nothing() {
     };
     let d = Running::start("storm", &good(0), admin);
     let (rss0, fds0) = (rss_kib(d.pid()), fd_count(d.pid()));
-    let transfers: Vec<thread::JoinHandle<Result<u64, String>>> = (0..TRANSFERS)
-        .map(|_| {
-            thread::spawn(move || {
-                let mut s = TcpStream::connect(v_long).map_err(|e| e.to_string())?;
-                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                read_pattern(&mut s)
-            })
-        })
-        .collect();
+    let transfers = start_transfers(TRANSFERS, v_long);
     let stop = Arc::new(AtomicBool::new(false));
     let (stream, ok, failed) = connection_stream(v_short, "x", Duration::ZERO, &stop);
     let broken = [
@@ -621,13 +639,7 @@ fn a_reload_storm_under_load_drops_nothing() {
     assert_eq!(common::fetch(v_extra).as_deref(), Some("x"));
     stop.store(true, Relaxed);
     stream.join().unwrap();
-    let mut exact = 0;
-    for t in transfers {
-        match t.join().unwrap() {
-            Ok(n) if n == TOTAL => exact += 1,
-            other => panic!("a transfer: {other:?} of {TOTAL} bytes"),
-        }
-    }
+    let exact = exact_transfers(transfers, TOTAL);
     assert_eq!(failed.load(Relaxed), 0, "failed connections");
     assert_eq!((applied, refused), (RELOADS - RELOADS / 3, RELOADS / 3));
     let (rss1, fds1) = (rss_kib(d.pid()), fd_count(d.pid()));
@@ -669,15 +681,7 @@ fn a_sigterm_drain_under_load_drops_nothing() {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let (stream, ok, failed) = connection_stream(v_short, "x", Duration::ZERO, &stop);
-    let transfers: Vec<thread::JoinHandle<Result<u64, String>>> = (0..TRANSFERS)
-        .map(|_| {
-            thread::spawn(move || {
-                let mut s = TcpStream::connect(v_long).map_err(|e| e.to_string())?;
-                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                read_pattern(&mut s)
-            })
-        })
-        .collect();
+    let transfers = start_transfers(TRANSFERS, v_long);
     thread::sleep(Duration::from_millis(800));
     stop.store(true, Relaxed);
     stream.join().unwrap();
@@ -690,13 +694,7 @@ fn a_sigterm_drain_under_load_drops_nothing() {
             .is_err()),
         "new connections refused once draining"
     );
-    let mut exact = 0;
-    for t in transfers {
-        match t.join().unwrap() {
-            Ok(n) if n == TOTAL => exact += 1,
-            other => panic!("a transfer: {other:?} of {TOTAL} bytes"),
-        }
-    }
+    let exact = exact_transfers(transfers, TOTAL);
     let finished = term.elapsed();
     let status = loop {
         if let Some(s) = d.child.try_wait().unwrap() {
