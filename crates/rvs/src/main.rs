@@ -138,6 +138,11 @@ enum ImportFrom {
         #[arg(long)]
         config_id: Option<String>,
     },
+    /// An ldirectord.cf (names from /etc/hosts and /etc/services).
+    Ldirectord {
+        /// The configuration file.
+        file: PathBuf,
+    },
 }
 
 fn init_logs(level: tracing::Level, format: LogFormat) {
@@ -272,6 +277,9 @@ fn import(from: ImportFrom) -> ExitCode {
             Some(id) => import::keepalived::import_with(file, id),
             None => import::keepalived::import(file),
         },
+        ImportFrom::Ldirectord { file } => {
+            import::ldirectord::import(file, &rvs::ipvsadm::names::Names::system())
+        }
     };
     let yaml = result.and_then(|imp| {
         for n in imp.all_notes() {

@@ -260,3 +260,391 @@ fn ipvsadm_rules_become_rvs_yaml() {
         bad.display()
     )));
 }
+
+/// The sample Debian's ldirectord package ships.
+const LDIRECTORD_SAMPLE: &str = "/usr/share/doc/ldirectord/examples/ldirectord.cf";
+
+fn import_ldirectord(path: &Path) -> (bool, String, String) {
+    let out = rvs()
+        .args(["import", "ldirectord"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let (yaml, warnings) = text(&out);
+    (out.status.success(), yaml, warnings)
+}
+
+/// ldirectord's own sample, each of its commented blocks uncommented in
+/// turn (beside the one it has active): every one converts and checks,
+/// except the block that repeats the active one's address, which
+/// ldirectord refuses too.
+#[test]
+fn ldirectords_own_sample_block_by_block() {
+    let sample = std::fs::read_to_string(LDIRECTORD_SAMPLE).unwrap_or_else(|e| {
+        panic!("{LDIRECTORD_SAMPLE}: {e}: install Debian's ldirectord package (tests/run does)")
+    });
+    let lines: Vec<&str> = sample.lines().collect();
+    let is_virtual = |l: &str| {
+        l.strip_prefix('#').is_some_and(|r| {
+            let r = r.trim_start_matches(' ');
+            (r.starts_with("virtual=") || r.starts_with("virtual6=") || r.starts_with("virtual ="))
+                && !l.starts_with("##")
+        })
+    };
+    let starts: Vec<usize> = (0..lines.len()).filter(|&i| is_virtual(lines[i])).collect();
+    assert!(starts.len() >= 15, "the sample's blocks: {}", starts.len());
+    let dir = temp_dir("ldsample");
+    let mut seen_kinds = std::collections::BTreeSet::new();
+    for (k, &start) in starts.iter().enumerate() {
+        let mut text: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        text[start] = text[start][1..].to_owned();
+        let mut i = start + 1;
+        while i < text.len() && (text[i].starts_with("#\t") || text[i].starts_with("#    ")) {
+            text[i] = text[i][1..].to_owned();
+            i += 1;
+        }
+        let file = dir.join(format!("block{k}.cf"));
+        std::fs::write(&file, text.join("\n")).unwrap();
+        let (ok, yaml, warnings) = import_ldirectord(&file);
+        let head = lines[start];
+        if head.contains("192.168.6.240:80") {
+            // The same address as the active block.
+            assert!(!ok, "{head}: {yaml}");
+            assert!(
+                warnings.contains(&format!(
+                    "{}:{}: duplicate virtual server",
+                    file.display(),
+                    start + 1
+                )),
+                "{warnings}"
+            );
+            // Alone (the active block commented out), it converts: the
+            // range is six servers.
+            let active = lines
+                .iter()
+                .position(|l| l.starts_with("virtual="))
+                .unwrap();
+            let mut j = active;
+            while j < text.len() && !text[j].trim().is_empty() {
+                text[j] = format!("#{}", text[j]);
+                j += 1;
+            }
+            std::fs::write(&file, text.join("\n")).unwrap();
+            let (ok, yaml, warnings) = import_ldirectord(&file);
+            assert!(ok, "{head}:\n{warnings}");
+            let c = checks(&yaml, &format!("ldsample{k}"));
+            assert_eq!(c.services.len(), 1);
+            let addrs: Vec<String> = c.services[0]
+                .real_servers
+                .iter()
+                .map(|r| r.address.to_string())
+                .collect();
+            assert_eq!(addrs.len(), 7, "{head}: {addrs:?}");
+            assert_eq!(
+                (addrs[0].as_str(), addrs[5].as_str()),
+                ("192.168.6.2:80", "192.168.6.7:80")
+            );
+            continue;
+        }
+        assert!(ok, "{head}:\n{warnings}");
+        let c = checks(&yaml, &format!("ldsample{k}"));
+        // The active block, always: Web Site, rr, the fallback, an HTTP
+        // check of /index.html for "Test Page" with its Host.
+        let web = &c.services[0];
+        assert_eq!(web.name, "Web_Site");
+        assert_eq!(web.sched.scheduler.name(), "rr");
+        assert_eq!(web.health.sorry_server.unwrap().to_string(), "127.0.0.1:80");
+        match &web.health.checks[..] {
+            [chk] => {
+                assert_eq!(
+                    (
+                        chk.delay_loop.as_secs(),
+                        chk.connect_timeout.as_secs(),
+                        chk.retry
+                    ),
+                    (1, 3, 0)
+                );
+                match &chk.kind {
+                    rvs_proxy::config::CheckKind::Http(h) => {
+                        assert_eq!(h.path, "/index.html");
+                        assert_eq!(h.expect_body.as_ref().unwrap().as_str(), "Test Page");
+                        assert_eq!(h.virtualhost.as_deref(), Some("www.x.y.z"));
+                    }
+                    k => panic!("{k:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!web.health.inhibit_on_failure, "quiescent=no");
+        if head.trim_end() == "#virtual=1" {
+            assert_eq!(c.services.len(), 1, "the fwmark block is left out");
+            assert!(warnings.contains("firewall-mark"), "{warnings}");
+            continue;
+        }
+        assert_eq!(c.services.len(), 2, "{head}: {yaml}");
+        let s = &c.services[1];
+        assert!(s.health.sorry_server.is_some(), "{head}: the fallback");
+        let kinds: Vec<&str> = s.health.checks.iter().map(|c| c.kind.name()).collect();
+        seen_kinds.extend(kinds.iter().map(|k| (*k).to_owned()));
+        let count = s.real_servers.len() + s.discovery.len();
+        if head.contains(":443") {
+            assert_eq!(kinds, ["https"]);
+        } else if head.contains(":53") {
+            assert_eq!(s.proto, rvs_proxy::config::Proto::Udp, "{head}");
+        } else if head.contains(":3306") {
+            // sql01->sql03: three names rvs resolves, weight 10.
+            assert_eq!((s.real_servers.len(), s.discovery.len()), (0, 3));
+            assert_eq!(s.discovery[2].template.params.weight, 10);
+            assert!(
+                warnings.contains("service=mysql: rvs has no mysql check"),
+                "{warnings}"
+            );
+        } else if head.contains(":23") {
+            assert!(
+                kinds.is_empty() && s.real_servers[0].checks.as_deref() == Some(&[]),
+                "checktype=on"
+            );
+        } else if head.contains("virtual6") {
+            assert_eq!(s.listen[0].to_string(), "[2001:db8::5]:119");
+            assert_eq!(s.health.sorry_server.unwrap().to_string(), "[::1]:119");
+        }
+        assert!(count >= 2, "{head}: {count} servers");
+        // Nothing it cannot say is dropped: each block's directives that
+        // rvs does not take are warned about with their line.
+        for (j, l) in text.iter().enumerate().skip(start + 1).take(i - start - 1) {
+            let d = l.trim_start();
+            for what in ["login", "passwd", "secret", "database"] {
+                if d.starts_with(&format!("{what}=")) {
+                    let w = format!("{}:{}: warning: {what}", file.display(), j + 1);
+                    assert!(warnings.contains(&w), "{w} in\n{warnings}");
+                }
+            }
+        }
+        if !yaml.contains("passwd") {
+            continue;
+        }
+        assert!(!yaml.contains("genericpassword"), "a password copied");
+    }
+    for k in ["https", "dns", "tcp", "udp"] {
+        assert!(seen_kinds.contains(k), "{k} among {seen_kinds:?}");
+    }
+}
+
+/// A file in the shapes operators write: globals, names, ranges, per-server
+/// checks, every check type, IPv6, a firewall mark.
+#[test]
+fn an_operators_ldirectord_cf_becomes_rvs_yaml() {
+    use rvs_proxy::config::CheckKind;
+    let conf = fixtures().join("ldirectord/ldirectord.cf");
+    let (ok, yaml, warnings) = import_ldirectord(&conf);
+    assert!(ok, "{warnings}");
+    let c = checks(&yaml, "ldoperator");
+    assert_eq!(c.services.len(), 7, "{yaml}");
+
+    // localhost:http, by /etc/hosts and /etc/services.
+    let web = &c.services[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.listen[0].to_string(), "127.0.0.1:80");
+    assert_eq!(web.sched.scheduler.name(), "wlc");
+    let p = web.sched.persistence.unwrap();
+    assert_eq!(
+        (p.timeout.as_secs(), p.netmask.v4().to_string()),
+        (600, "255.255.255.0".into())
+    );
+    assert!(web.health.inhibit_on_failure, "quiescent=yes");
+    assert_eq!(
+        web.health.sorry_server.unwrap().to_string(),
+        "127.0.0.1:8090"
+    );
+    // The range, the thresholds, masq keeping its port.
+    let addrs: Vec<String> = web
+        .real_servers
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            "198.51.100.11:80",
+            "198.51.100.12:8080",
+            "198.51.100.20:80",
+            "198.51.100.21:80",
+            "198.51.100.22:80"
+        ]
+    );
+    assert_eq!(web.real_servers[0].params.weight, 3);
+    assert_eq!(
+        (
+            web.real_servers[4].params.l_threshold,
+            web.real_servers[4].params.u_threshold
+        ),
+        (40, 50)
+    );
+    // checktype=3: a connect every 5 s and the HTTP check every 15 s;
+    // failurecount 3 → two more tries; the per-server request/receive.
+    let own = |i: usize| web.real_servers[i].checks.clone().unwrap();
+    let (tcp, http) = (&own(0)[0], &own(0)[1]);
+    assert_eq!(tcp.kind, CheckKind::Tcp);
+    assert_eq!(
+        (
+            tcp.delay_loop.as_secs(),
+            tcp.connect_timeout.as_secs(),
+            tcp.retry
+        ),
+        (5, 4, 2)
+    );
+    assert_eq!(
+        (http.delay_loop.as_secs(), http.connect_timeout.as_secs()),
+        (15, 8)
+    );
+    let body = |c: &rvs_proxy::config::HealthCheck| match &c.kind {
+        CheckKind::Http(h) => (
+            h.path.clone(),
+            h.expect_body.as_ref().map(|b| b.as_str().to_owned()),
+        ),
+        k => panic!("{k:?}"),
+    };
+    assert_eq!(body(http).0, "/healthz");
+    assert!(body(http).1.unwrap().contains("(ok|degraded)"));
+    assert_eq!(body(&own(1)[1]), ("/status".into(), Some("^OK$".into())));
+
+    // external: the program and ldirectord's four arguments; gate forces
+    // the virtual port.
+    let mail = &c.services[1];
+    assert!(!mail.health.inhibit_on_failure, "quiescent=no in the block");
+    assert_eq!(mail.real_servers[1].address.to_string(), "198.51.100.32:25");
+    match &mail.real_servers[1].checks.as_ref().unwrap()[0].kind {
+        CheckKind::Misc(m) => {
+            assert_eq!(
+                m.argv,
+                [
+                    "/usr/local/bin/check-smtp",
+                    "192.0.2.10",
+                    "25",
+                    "198.51.100.32",
+                    "25"
+                ]
+            );
+            assert_eq!(m.timeout.as_secs(), 7);
+        }
+        k => panic!("{k:?}"),
+    }
+
+    // HEAD on its own port; sh with its flags.
+    let status = &c.services[2];
+    assert!(status.sched.flags.port && status.sched.flags.fallback);
+    let chk = &status.health.checks[0];
+    assert_eq!(chk.connect_port, Some(8443));
+    match &chk.kind {
+        CheckKind::Http(h) => assert!(h.tls && h.method == "HEAD" && h.expect_body.is_none()),
+        k => panic!("{k:?}"),
+    }
+
+    // DNS: UDP by its port, ops, a name rvs resolves.
+    let dns = &c.services[3];
+    assert_eq!(dns.proto, rvs_proxy::config::Proto::Udp);
+    assert!(dns.udp.ops);
+    assert_eq!(dns.discovery[0].target.to_string(), "dns:dns2.internal:53");
+    match &dns.health.checks[0].kind {
+        CheckKind::Dns(d) => assert_eq!(d.name, "www.example.com"),
+        k => panic!("{k:?}"),
+    }
+
+    // on: no checks; off: weight 0.
+    assert_eq!(
+        c.services[4].real_servers[0].checks.as_deref(),
+        Some(&[][..])
+    );
+    assert_eq!(c.services[5].real_servers[0].params.weight, 0);
+
+    // IPv6: the prefix, fallback6, a connect check.
+    let v6 = &c.services[6];
+    assert_eq!(v6.listen[0].to_string(), "[2001:db8::10]:80");
+    assert_eq!(v6.health.sorry_server.unwrap().to_string(), "[::1]:8090");
+    assert_eq!(v6.health.checks[0].kind, CheckKind::Tcp);
+
+    let f = conf.display().to_string();
+    for (line, what) in [
+        (11, "emailalert: rvs sends no mail"),
+        (12, "logfile"),
+        (13, "maintenancedir"),
+        (18, "masq (NAT): rvs proxies every connection (FULLNAT)"),
+        (28, "checktype=3: two checks here"),
+        (33, "port 2525 with gate"),
+        (38, "bogus: a virtual directive rvs does not know"),
+        (53, "dns2.internal: not in /etc/hosts"),
+        (57, "receive \"198.51.100.80\""),
+        (74, "virtual=7: a firewall-mark service"),
+    ] {
+        let w = format!("{f}:{line}: warning: {what}");
+        assert!(warnings.contains(&w), "missing {w:?} in\n{warnings}");
+        assert!(yaml.contains(&format!("# {f}:{line}: {what}")), "{yaml}");
+    }
+}
+
+#[test]
+fn broken_ldirectord_files_are_refused_with_their_line() {
+    let dir = temp_dir("ldbroken");
+    for (text, line, reason) in [
+        (
+            "virtual=10.0.0.1:80\n\treal=10.0.0.2:80 route\n",
+            2,
+            "forward method must be gate, masq or ipip",
+        ),
+        (
+            "virtual=10.0.0.1:80\n\treal=10.0.0.2:80 gate\n\n\tscheduler=rr\n",
+            4,
+            "an indented directive outside a virtual= block",
+        ),
+        (
+            "checktimeout=soon\n",
+            1,
+            "checktimeout: \"soon\" is not a number",
+        ),
+        (
+            "virtual=10.0.0.1:80\n\tchecktype=sometimes\n",
+            2,
+            "checktype must be",
+        ),
+        (
+            "virtual=10.0.0.1:80\n\treal=10.0.0.9->10.0.0.2:80 gate\n",
+            2,
+            "invalid range",
+        ),
+        (
+            "virtual=10.0.0.1:80\n\tprotocol=sctp\n",
+            2,
+            "protocol must be tcp or udp",
+        ),
+        (
+            "virtual6=10.0.0.1:80\n",
+            1,
+            "virtual6 takes an IPv6 address",
+        ),
+        (
+            "virtual=10.0.0.1:80\n\treal=10.0.0.2:80 gate 1 \"/\", \"(\"\n",
+            0,
+            "",
+        ),
+    ] {
+        let file = dir.join("ldirectord.cf");
+        std::fs::write(&file, text).unwrap();
+        let (ok, yaml, warnings) = import_ldirectord(&file);
+        if line == 0 {
+            // A receive rvs's regex cannot read: said, and left out.
+            assert!(ok, "{warnings}");
+            assert!(
+                warnings.contains("a Perl regular expression rvs's regex syntax cannot read"),
+                "{warnings}"
+            );
+            checks(&yaml, "ldbadregex");
+            continue;
+        }
+        assert!(!ok, "{text}: {yaml}");
+        let want = format!("{}:{line}: {reason}", file.display());
+        assert!(
+            warnings.contains(&want),
+            "{text}: want {want:?} in {warnings}"
+        );
+    }
+}

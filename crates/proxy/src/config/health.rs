@@ -31,6 +31,19 @@ pub(crate) mod defaults {
     pub(crate) const EXPECT_BODY_SIZE: usize = 1 << 20;
 }
 
+impl super::BodyPattern {
+    /// Compiles `re` as `expect_body` does: on bytes, ASCII classes, the
+    /// compiled size capped. The error says what and where, on one line.
+    pub fn new(re: &str) -> Result<super::BodyPattern, String> {
+        regex::bytes::RegexBuilder::new(re)
+            .unicode(false)
+            .size_limit(defaults::EXPECT_BODY_SIZE)
+            .build()
+            .map(super::BodyPattern)
+            .map_err(|e| format!("{re:?} is not a regular expression: {}", regex_error(&e)))
+    }
+}
+
 /// A regular expression's error on one line: what is wrong and where in
 /// the expression (the regex crate draws it over several).
 fn regex_error(e: &regex::Error) -> String {
@@ -198,22 +211,15 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
                     ),
                 ));
             }
-            let expect_body = r.expect_body.and_then(|re| {
-                match regex::bytes::RegexBuilder::new(&re)
-                    .unicode(false)
-                    .size_limit(defaults::EXPECT_BODY_SIZE)
-                    .build()
-                {
-                    Ok(p) => Some(super::BodyPattern(p)),
+            let expect_body = r
+                .expect_body
+                .and_then(|re| match super::BodyPattern::new(&re) {
+                    Ok(p) => Some(p),
                     Err(e) => {
-                        problems.push(at(
-                            format!("{base}.expect_body"),
-                            format!("{re:?} is not a regular expression: {}", regex_error(&e)),
-                        ));
+                        problems.push(at(format!("{base}.expect_body"), e));
                         None
                     }
-                }
-            });
+                });
             if method == "HEAD" && (expect_body.is_some() || digest.is_some()) {
                 problems.push(at(
                     format!("{base}.method"),

@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
-use super::{ImportError, Imported, Note, Service, key, n, s, unique_name};
+use super::{
+    ImportError, Imported, Note, Service, insert_flags, insert_servers, key, n, s, sched_flag,
+    unique_name,
+};
 
 /// One line after includes, conditions and substitution.
 #[derive(Clone, Debug)]
@@ -847,23 +850,16 @@ impl Converter {
         let name = unique_name(&base, &self.taken);
         self.taken.push(name.clone());
         let scheduler = scheduler.unwrap_or_else(|| "wlc".into());
-        // flag-N means the scheduler's own flags, as IPVS's bits are shared.
         let flags: Vec<String> = flags
             .into_iter()
-            .filter_map(|f| match (scheduler.as_str(), f) {
-                ("sh", "flag-1") => Some("sh-fallback".to_owned()),
-                ("sh", "flag-2") => Some("sh-port".to_owned()),
-                ("mh", "flag-1") => Some("mh-fallback".to_owned()),
-                ("mh", "flag-2") => Some("mh-port".to_owned()),
-                (sch, f) if f.starts_with(sch) && f.as_bytes().get(sch.len()) == Some(&b'-') => {
-                    Some(f.to_owned())
-                }
-                (sch, f) => {
+            .filter_map(|f| {
+                let rvs = sched_flag(&scheduler, f);
+                if rvs.is_none() {
                     svc.notes.push(node.note(format!(
-                        "{f}: not a flag of the {sch} scheduler in rvs: left out"
+                        "{f}: not a flag of the {scheduler} scheduler in rvs: left out"
                     )));
-                    None
                 }
+                rvs
             })
             .collect();
         let mut b = Mapping::new();
@@ -878,15 +874,7 @@ impl Converter {
         );
         b.insert(key("proto"), s(proto));
         b.insert(key("scheduler"), s(scheduler));
-        if !flags.is_empty() {
-            let mut flags = flags;
-            flags.sort_by_key(|f| !f.ends_with("fallback"));
-            flags.dedup();
-            b.insert(
-                key("flags"),
-                Value::Sequence(flags.into_iter().map(s).collect()),
-            );
-        }
+        insert_flags(&mut b, flags);
         if let Some(mut p) = persistence {
             if let Some(g) = granularity {
                 if first.is_ipv6() {
@@ -934,24 +922,7 @@ impl Converter {
             servers.push(m);
             checks.push(c);
         }
-        // Servers that all have the same checks: said once, for the service.
-        let all_same = !checks.is_empty()
-            && checks.iter().all(|c| *c == checks[0])
-            && checks[0].as_ref().is_some_and(|c| !c.is_empty());
-        if all_same && let Some(c) = checks[0].clone() {
-            b.insert(key("health_checks"), Value::Sequence(c));
-        }
-        let rs: Vec<Value> = servers
-            .into_iter()
-            .zip(checks)
-            .map(|(mut m, c)| {
-                if !all_same {
-                    m.insert(key("health_checks"), Value::Sequence(c.unwrap_or_default()));
-                }
-                Value::Mapping(m)
-            })
-            .collect();
-        b.insert(key("real_servers"), Value::Sequence(rs));
+        insert_servers(&mut b, servers, checks);
         svc.body = b;
         Ok(Some(svc))
     }

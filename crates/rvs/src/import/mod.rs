@@ -1,4 +1,5 @@
-//! `rvs import`: an existing ipvsadm or keepalived setup, as rvs's YAML.
+//! `rvs import`: an existing ipvsadm, keepalived or ldirectord setup, as
+//! rvs's YAML.
 //!
 //! Each importer reads its format and builds services in the
 //! configuration file's form. What rvs does differently is said twice: as
@@ -8,6 +9,7 @@
 
 pub mod ipvsadm;
 pub mod keepalived;
+pub mod ldirectord;
 
 use std::fmt::Write as _;
 
@@ -173,4 +175,59 @@ pub(crate) fn unique_name(base: &str, taken: &[String]) -> String {
         i += 1;
     }
     name
+}
+
+/// A scheduler flag as rvs names it: `flag-N` is the scheduler's own (IPVS
+/// shares the bits between sh and mh); `None` when the scheduler has no
+/// such flag.
+pub(crate) fn sched_flag(scheduler: &str, f: &str) -> Option<String> {
+    match (scheduler, f) {
+        ("sh", "flag-1") => Some("sh-fallback".to_owned()),
+        ("sh", "flag-2") => Some("sh-port".to_owned()),
+        ("mh", "flag-1") => Some("mh-fallback".to_owned()),
+        ("mh", "flag-2") => Some("mh-port".to_owned()),
+        (sch, f) if f.starts_with(sch) && f.as_bytes().get(sch.len()) == Some(&b'-') => {
+            Some(f.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// `flags:`, fallback first, each once; nothing when there are none.
+pub(crate) fn insert_flags(b: &mut Mapping, mut flags: Vec<String>) {
+    if flags.is_empty() {
+        return;
+    }
+    flags.sort_by_key(|f| !f.ends_with("fallback"));
+    flags.dedup();
+    b.insert(
+        key("flags"),
+        Value::Sequence(flags.into_iter().map(s).collect()),
+    );
+}
+
+/// `real_servers:` with their checks: said once, for the service, when
+/// every server has the same ones; else each server's own (`[]` for none).
+pub(crate) fn insert_servers(
+    b: &mut Mapping,
+    servers: Vec<Mapping>,
+    checks: Vec<Option<Vec<Value>>>,
+) {
+    let all_same = !checks.is_empty()
+        && checks.iter().all(|c| *c == checks[0])
+        && checks[0].as_ref().is_some_and(|c| !c.is_empty());
+    if all_same && let Some(c) = checks[0].clone() {
+        b.insert(key("health_checks"), Value::Sequence(c));
+    }
+    let rs: Vec<Value> = servers
+        .into_iter()
+        .zip(checks)
+        .map(|(mut m, c)| {
+            if !all_same {
+                m.insert(key("health_checks"), Value::Sequence(c.unwrap_or_default()));
+            }
+            Value::Mapping(m)
+        })
+        .collect();
+    b.insert(key("real_servers"), Value::Sequence(rs));
 }

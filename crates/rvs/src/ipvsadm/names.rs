@@ -128,6 +128,13 @@ impl Names {
         })
     }
 
+    /// An address of `name` in the hosts file, of the family asked for.
+    pub fn addr_of(&self, name: &str, v6: bool) -> Option<IpAddr> {
+        self.hosts.iter().find_map(|(a, names)| {
+            (a.is_ipv6() == v6 && names.iter().any(|n| n.eq_ignore_ascii_case(name))).then_some(*a)
+        })
+    }
+
     /// `getservbyport()`.
     pub fn service_of(&self, port: u16, proto: Proto) -> Option<&str> {
         self.services
