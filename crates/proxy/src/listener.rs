@@ -127,6 +127,11 @@ fn socket(proto: Proto, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket
     };
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
+        // An address not on the host yet (a VRRP BACKUP's VIP) is bound
+        // anyway, and served when it arrives; no privilege needed.
+        sock.set_freebind_v6(true)?;
+    } else {
+        sock.set_freebind_v4(true)?;
     }
     sock.set_nonblocking(true)?;
     if proto == Proto::Tcp {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -90,6 +90,8 @@ pub(crate) struct Inner {
     discovery_wake: Arc<tokio::sync::Notify>,
     /// The running configuration's hash, and the generation it is of.
     config_hash: Mutex<Option<(u64, u64)>>,
+    /// Which listen addresses are not on this host (yet).
+    presence: crate::local_addrs::Presence,
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +194,7 @@ impl Proxy {
                 inherited,
                 discovery_wake: Arc::new(tokio::sync::Notify::new()),
                 config_hash: Mutex::new(None),
+                presence: crate::local_addrs::Presence::default(),
             }),
         };
         proxy.apply(config)?;
@@ -244,7 +247,17 @@ impl Proxy {
     /// Applies a new configuration, whole, or not at all.
     pub fn apply(&self, config: Config) -> Result<(), ApplyError> {
         let mut st = lock(&self.inner.state);
-        self.apply_locked(&mut st, config)
+        self.apply_locked(&mut st, config)?;
+        let ips = listen_ips(&st);
+        drop(st);
+        self.inner.presence.refresh(ips);
+        Ok(())
+    }
+
+    /// Whether `addr`'s IP is on this host (at the last look, once a
+    /// second): rvs listens on it either way.
+    pub fn is_local(&self, addr: SocketAddr) -> bool {
+        !self.inner.presence.is_absent(addr.ip())
     }
 
     /// Edits the running configuration: `edit` changes a copy of it, which
@@ -619,6 +632,14 @@ impl Proxy {
     }
 }
 
+/// The IPs of every listener, each once.
+fn listen_ips(st: &State) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = st.slots.keys().map(|(_, a)| a.ip()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Runs the schedulers' expiries (persistence templates, lblc/lblcr
 /// tables) once a second, and the rate estimators every 2 seconds.
 async fn timers(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
@@ -632,7 +653,12 @@ async fn timers(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let services: Vec<_> = lock(&inner.state).services.values().cloned().collect();
+        let (services, ips) = {
+            let st = lock(&inner.state);
+            let services: Vec<_> = st.services.values().cloned().collect();
+            (services, listen_ips(&st))
+        };
+        inner.presence.refresh(ips);
         let now = crate::clock::now();
         odd = !odd;
         for s in services {

@@ -77,6 +77,12 @@ impl AdminClient {
         }
     }
 
+    /// The same client, giving up on a connect, a read or a write after
+    /// `timeout`.
+    pub fn with_timeout(self, timeout: Duration) -> AdminClient {
+        AdminClient { timeout, ..self }
+    }
+
     /// From the flag, else `RVS_ADMIN`, else the default; the token from
     /// the flag, else `RVS_ADMIN_TOKEN`.
     pub fn from_env(admin: Option<String>, token: Option<String>) -> AdminClient {

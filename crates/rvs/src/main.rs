@@ -101,7 +101,8 @@ enum Cmd {
         #[arg(long)]
         admin: Option<String>,
     },
-    /// Convert an ipvsadm or keepalived setup into rvs's configuration.
+    /// Convert an ipvsadm, keepalived or ldirectord setup into rvs's
+    /// configuration.
     ///
     /// Prints the YAML; what rvs does differently is a comment in it and a
     /// warning on stderr with the file and line. Exit status 1 when the
@@ -109,6 +110,18 @@ enum Cmd {
     Import {
         #[command(subcommand)]
         from: ImportFrom,
+    },
+    /// Exit 0 when a running rvs serves (its /readyz answers 200), 1 when
+    /// it does not or cannot be reached: for keepalived's vrrp_script, a
+    /// container's health check, scripts.
+    Ready {
+        /// The admin listener of the running rvs (else RVS_ADMIN, else
+        /// 127.0.0.1:9180).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
     },
     /// Replay a scheduler trace (JSON Lines) and print each decision.
     ///
@@ -137,6 +150,18 @@ enum ImportFrom {
         /// host name's first part, as keepalived's.
         #[arg(long)]
         config_id: Option<String>,
+        /// Also write a keepalived.conf for VRRP alone here: what rvs does
+        /// not do (global_defs, vrrp_script, vrrp_instance,
+        /// vrrp_sync_group, static addresses and routes), with a
+        /// vrrp_script that runs `rvs ready` tracked by every instance.
+        #[arg(long, value_name = "VRRP.conf")]
+        vrrp_out: Option<PathBuf>,
+        /// The rvs binary keepalived runs for that script.
+        #[arg(long, default_value = "/usr/local/bin/rvs", requires = "vrrp_out")]
+        rvs_binary: String,
+        /// The admin listener `rvs ready` asks in that script.
+        #[arg(long, default_value = "127.0.0.1:9180", requires = "vrrp_out")]
+        ready_admin: String,
     },
     /// An ldirectord.cf (names from /etc/hosts and /etc/services).
     Ldirectord {
@@ -183,6 +208,7 @@ fn main() -> ExitCode {
         Cmd::SchedReplay { trace } => sched_replay(trace),
         Cmd::Check { config } => daemon::check(&config),
         Cmd::ShowConfig { admin } => show_config(admin),
+        Cmd::Ready { admin, timeout } => ready(admin, timeout),
         Cmd::Import { from } => import(from),
         Cmd::Run {
             config,
@@ -273,10 +299,18 @@ fn import(from: ImportFrom) -> ExitCode {
             })
             .and_then(|t| import::ipvsadm::import(&t, &name, &rvs::ipvsadm::names::Names::system()))
         }
-        ImportFrom::Keepalived { file, config_id } => match config_id {
-            Some(id) => import::keepalived::import_with(file, id),
-            None => import::keepalived::import(file),
-        },
+        ImportFrom::Keepalived {
+            file,
+            config_id,
+            vrrp_out,
+            ..
+        } => {
+            let id = config_id
+                .clone()
+                .unwrap_or_else(import::keepalived::default_config_id);
+            let out = vrrp_out.as_ref().map(|p| p.display().to_string());
+            import::keepalived::import_keeping_vrrp(file, &id, out.as_deref())
+        }
         ImportFrom::Ldirectord { file } => {
             import::ldirectord::import(file, &rvs::ipvsadm::names::Names::system())
         }
@@ -287,6 +321,40 @@ fn import(from: ImportFrom) -> ExitCode {
         }
         imp.render()
     });
+    // The VRRP part, once the YAML checks.
+    let yaml = yaml.and_then(|y| {
+        if let ImportFrom::Keepalived {
+            file,
+            config_id,
+            vrrp_out: Some(out),
+            rvs_binary,
+            ready_admin,
+        } = &from
+        {
+            let id = config_id
+                .clone()
+                .unwrap_or_else(import::keepalived::default_config_id);
+            let probe = import::vrrp::Probe {
+                rvs: rvs_binary.clone(),
+                admin: ready_admin.clone(),
+            };
+            let v = import::vrrp::vrrp_config(file, &id, &probe)?;
+            std::fs::write(out, &v.text).map_err(|error| import::ImportError::Read {
+                file: out.display().to_string(),
+                error,
+            })?;
+            eprintln!(
+                "rvs import: wrote {}: keepalived keeps VRRP ({}), tracking `rvs ready`; run it with --vrrp",
+                out.display(),
+                if v.instances.is_empty() {
+                    "no vrrp_instance".to_owned()
+                } else {
+                    v.instances.join(", ")
+                }
+            );
+        }
+        Ok(y)
+    });
     match yaml {
         Ok(y) => {
             print!("{y}");
@@ -294,6 +362,25 @@ fn import(from: ImportFrom) -> ExitCode {
         }
         Err(e) => {
             eprintln!("rvs import: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ready(admin: Option<String>, timeout: f64) -> ExitCode {
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .unwrap_or(std::time::Duration::from_secs(2));
+    let client = rvs::admin_client::AdminClient::from_env(admin, None).with_timeout(timeout);
+    match client.request("GET", "/readyz", None) {
+        Ok(r) if r.ok() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("rvs ready: not serving: {}", r.text().trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("rvs ready: {e}");
             ExitCode::FAILURE
         }
     }

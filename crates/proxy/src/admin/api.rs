@@ -153,10 +153,12 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
         })
     });
     let t = &spec.timeouts;
+    let listen = p.local_addrs(svc.name());
     let mut v = json!({
         "name": svc.name(),
         "proto": spec.proto.to_string(),
-        "listen": p.local_addrs(svc.name()).iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "listen": listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "listen_not_local": listen.iter().filter(|a| !p.is_local(**a)).map(ToString::to_string).collect::<Vec<_>>(),
         "scheduler": spec.sched.scheduler.name(),
         "flags": spec.sched.flags.names(spec.sched.scheduler).iter().map(|f| f.name()).collect::<Vec<_>>(),
         "persistence": persistence,

@@ -34,12 +34,12 @@ struct Line {
 
 /// A statement: a keyword, its arguments, and its block if it has one.
 #[derive(Clone, Debug)]
-struct Node {
-    kw: String,
-    args: Vec<String>,
-    children: Option<Vec<Node>>,
-    file: String,
-    line: usize,
+pub(super) struct Node {
+    pub(super) kw: String,
+    pub(super) args: Vec<String>,
+    pub(super) children: Option<Vec<Node>>,
+    pub(super) file: String,
+    pub(super) line: usize,
 }
 
 impl Node {
@@ -87,16 +87,27 @@ pub fn import(path: &Path) -> Result<Imported, ImportError> {
 
 /// Reads keepalived.conf at `path` for `config_id`.
 pub fn import_with(path: &Path, config_id: &str) -> Result<Imported, ImportError> {
-    let mut params: HashMap<String, String> = HashMap::new();
-    let mut read = Read::default();
-    read_file(path, config_id, &mut params, &mut read, 0)?;
-    let nodes = parse(&tokenize(&read.lines))?;
+    import_keeping_vrrp(path, config_id, None)
+}
+
+/// As `import_with`; with `vrrp_out`, the notes say that the VRRP part is
+/// kept for keepalived in that file (`super::vrrp` writes it).
+pub fn import_keeping_vrrp(
+    path: &Path,
+    config_id: &str,
+    vrrp_out: Option<&str>,
+) -> Result<Imported, ImportError> {
+    let (nodes, read) = statements(path, config_id)?;
     let mut imp = Imported {
         source: format!("{} (keepalived)", path.display()),
         notes: read.notes,
         ..Imported::default()
     };
-    Converter::default().convert(&nodes, &mut imp)?;
+    Converter {
+        vrrp_out: vrrp_out.map(str::to_owned),
+        ..Converter::default()
+    }
+    .convert(&nodes, &mut imp)?;
     Ok(imp)
 }
 
@@ -123,14 +134,24 @@ pub fn import_text(text: &str, file: &str, config_id: &str) -> Result<Imported, 
     Ok(imp)
 }
 
+/// The file's statements, includes expanded, conditions applied,
+/// parameters substituted; with what the reading itself noticed.
+pub(super) fn statements(path: &Path, config_id: &str) -> Result<(Vec<Node>, Read), ImportError> {
+    let mut params: HashMap<String, String> = HashMap::new();
+    let mut read = Read::default();
+    read_file(path, config_id, &mut params, &mut read, 0)?;
+    let nodes = parse(&tokenize(&read.lines))?;
+    Ok((nodes, read))
+}
+
 const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// What reading the files gives: their lines, with includes expanded, and
 /// what the reader should know of the reading itself.
 #[derive(Default)]
-struct Read {
+pub(super) struct Read {
     lines: Vec<Line>,
-    notes: Vec<Note>,
+    pub(super) notes: Vec<Note>,
 }
 
 fn read_file(
@@ -535,6 +556,8 @@ impl Inherited {
 struct Converter {
     groups: HashMap<String, Node>,
     taken: Vec<String>,
+    /// Where the VRRP part is written (`--vrrp-out`), if it is.
+    vrrp_out: Option<String>,
 }
 
 const SCHEDULERS: [&str; 14] = [
@@ -566,8 +589,8 @@ impl Converter {
                         .filter(|c| c.kw == "virtual_ipaddress")
                         .flat_map(|c| c.children().iter().map(|v| v.kw.clone()))
                         .collect();
-                    imp.notes.push(node.note(format!(
-                        "{} {}{}: VRRP is not rvs's job: run rvs replicas behind a Kubernetes Service, ECMP or anycast; sh, dh and mh give every replica the same answer, so a client keeps its server when it moves between replicas. Left out",
+                    let what = format!(
+                        "{} {}{}",
                         node.kw,
                         node.args.join(" "),
                         if vips.is_empty() {
@@ -575,15 +598,26 @@ impl Converter {
                         } else {
                             format!(" (virtual addresses {})", vips.join(", "))
                         }
-                    )));
+                    );
+                    imp.notes.push(node.note(match &self.vrrp_out {
+                        Some(f) => format!(
+                            "{what}: kept for keepalived in {f}: it moves the addresses, rvs serves them (listen on them even before they arrive)"
+                        ),
+                        None => format!(
+                            "{what}: VRRP is not rvs's job: run rvs replicas behind a Kubernetes Service, ECMP or anycast, or keep keepalived for VRRP alone (--vrrp-out); sh, dh and mh give every replica the same answer, so a client keeps its server when it moves between replicas. Left out"
+                        ),
+                    }));
                 }
                 "vrrp_script" | "vrrp_track_process" | "track_file" | "static_ipaddress"
                 | "static_routes" | "static_rules" | "linkbeat_interfaces" | "net_namespace"
                 | "bfd_instance" | "garp_group" | "instance" => {
-                    imp.notes.push(node.note(format!(
-                        "{}: not part of load balancing in rvs (VRRP, addresses and routes are the platform's: Kubernetes, the network): left out",
-                        node.kw
-                    )));
+                    imp.notes.push(node.note(match &self.vrrp_out {
+                        Some(f) => format!("{}: kept for keepalived in {f}", node.kw),
+                        None => format!(
+                            "{}: not part of load balancing in rvs (VRRP, addresses and routes are the platform's: Kubernetes, the network, or keepalived with --vrrp-out): left out",
+                            node.kw
+                        ),
+                    }));
                 }
                 "SSL" => imp.notes.push(node.note(
                     "SSL: rvs's HTTPS checks do not verify the server's certificate and present none: the SSL settings are left out",

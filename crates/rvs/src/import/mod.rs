@@ -10,6 +10,7 @@
 pub mod ipvsadm;
 pub mod keepalived;
 pub mod ldirectord;
+pub mod vrrp;
 
 use std::fmt::Write as _;
 

@@ -254,6 +254,19 @@ pub(super) static FAMILIES: &[Family] = &[
         },
     ),
     family(
+        "rvs_service_listen_address_local",
+        "1 when a listen address is on this host; 0 when rvs listens on it (IP_FREEBIND) but it is not here yet (a VRRP BACKUP, an address not assigned yet).",
+        Gauge,
+        Service,
+        |ctx, svc, l| {
+            let [sl, pl] = service_labels(svc);
+            for a in ctx.proxy.local_addrs(svc.name()) {
+                let addr = a.to_string();
+                l.flag(&[sl, pl, ("address", &addr)], ctx.proxy.is_local(a));
+            }
+        },
+    ),
+    family(
         "rvs_dns_resolutions_total",
         "Resolutions of a dns: or srv: real-server entry, by result (ok, nxdomain, no_records, failed).",
         Counter,
