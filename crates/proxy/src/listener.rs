@@ -55,7 +55,7 @@ pub(crate) enum Bound {
 /// others take the same port).
 pub(crate) fn bind(proto: Proto, addr: SocketAddr, copies: usize) -> io::Result<Bound> {
     match proto {
-        Proto::Udp => Ok(Bound::Udp(socket(proto, addr, false)?.into())),
+        Proto::Udp => udp(socket(proto, addr, false)?),
         Proto::Tcp => {
             let reuse_port = copies > 1;
             if reuse_port && addr.port() != 0 {
@@ -85,7 +85,7 @@ pub(crate) fn adopt(proto: Proto, sockets: Vec<Socket>, copies: usize) -> io::Re
         .next()
         .ok_or_else(|| io::Error::other("no socket passed"))?;
     match proto {
-        Proto::Udp => Ok(Bound::Udp(first.into())),
+        Proto::Udp => udp(first),
         Proto::Tcp => {
             let mut all: Vec<std::net::TcpListener> = vec![first.into()];
             all.extend(sockets.map(Into::into));
@@ -97,6 +97,17 @@ pub(crate) fn adopt(proto: Proto, sockets: Vec<Socket>, copies: usize) -> io::Re
             Ok(Bound::Tcp(all))
         }
     }
+}
+
+/// A UDP listener; on a wildcard address, it learns each datagram's
+/// destination, for the replies to leave from it.
+fn udp(sock: Socket) -> io::Result<Bound> {
+    if let Some(local) = sock.local_addr()?.as_socket()
+        && local.ip().is_unspecified()
+    {
+        crate::datagrams::receive_destinations(&sock, local.is_ipv6())?;
+    }
+    Ok(Bound::Udp(sock.into()))
 }
 
 /// Fails when something listens on `addr` already. The workers' sockets

@@ -40,7 +40,7 @@ use tracing::debug;
 use crate::clock;
 use crate::config::Proto;
 use crate::conns::{ConnState, LiveConn};
-use crate::datagrams::{self, BATCH, Batch};
+use crate::datagrams::{self, BATCH, Batch, Destination};
 use crate::limits::SourceGuard;
 use crate::listener::Slot;
 use crate::proxy_proto::{self, Transport, V2Header};
@@ -66,6 +66,9 @@ struct Session {
     header: Option<V2Header>,
     /// The header goes before every datagram (else the first only).
     header_every: bool,
+    /// Where the client sent to, when the listener is on a wildcard
+    /// address: its replies leave from there.
+    reply_from: Option<Destination>,
     header_sent: AtomicBool,
     last: AtomicU64,
     referenced: AtomicBool,
@@ -236,8 +239,8 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
         if batch.recv(&socket).is_err() {
             continue;
         }
-        for (data, client) in batch.iter() {
-            datagram(&socket, &slot, &tracker, &mut table, data, client).await;
+        for (data, client, to) in batch.iter() {
+            datagram(&socket, &slot, &tracker, &mut table, data, client, to).await;
         }
     }
 }
@@ -262,6 +265,7 @@ async fn datagram(
     table: &mut Table,
     data: &[u8],
     client: SocketAddr,
+    to: Option<Destination>,
 ) {
     // A PROXY v2 header from a balancer in front: its source is the client
     // (for a new session's scheduling, ACL and persistence); it is
@@ -293,7 +297,12 @@ async fn datagram(
                 old.svc.stats.expired_nodest.fetch_add(1, Relaxed);
             }
             let svc = slot.target.load_full();
-            match open(&svc, socket, slot, client, who, table, tracker).await {
+            let arrival = Arrival {
+                peer: client,
+                client: who,
+                to,
+            };
+            match open(&svc, socket, slot, arrival, table, tracker).await {
                 Some(s) => s,
                 None => return,
             }
@@ -350,18 +359,28 @@ async fn datagram(
     }
 }
 
-/// Opens a session for the datagrams of `peer`, whose client is `client`
-/// (the PROXY header's source, or the peer itself); `None` when it is
+/// Whom a new session is for.
+#[derive(Clone, Copy, Debug)]
+struct Arrival {
+    /// The datagram's source: the session's key, where replies go.
+    peer: SocketAddr,
+    /// The client: the PROXY header's source, or the peer itself.
+    client: SocketAddr,
+    /// Where it was sent, on a wildcard listener.
+    to: Option<Destination>,
+}
+
+/// Opens a session for the datagrams of `arrival.peer`; `None` when it is
 /// refused.
 async fn open(
     svc: &Arc<ServiceRuntime>,
     socket: &Arc<UdpSocket>,
     slot: &Slot,
-    peer: SocketAddr,
-    client: SocketAddr,
+    arrival: Arrival,
     table: &mut Table,
     tracker: &TaskTracker,
 ) -> Option<Arc<Session>> {
+    let Arrival { peer, client, to } = arrival;
     let spec = svc.spec();
     let started = Instant::now();
     if !spec.acl.allows(client.ip()) {
@@ -429,10 +448,14 @@ async fn open(
         conn,
         live: registered.as_ref().map(|r| Arc::clone(&r.conn)),
         started,
-        header: spec
-            .proxy_protocol
-            .map(|_| V2Header::new(client, slot.local, Transport::Udp)),
+        // The address the client sent to (a wildcard listener's is the
+        // datagram's destination).
+        header: spec.proxy_protocol.map(|_| {
+            let vip = to.map_or(slot.local, |d| SocketAddr::new(d.ip, slot.local.port()));
+            V2Header::new(client, vip, Transport::Udp)
+        }),
         header_every: spec.udp.proxy_protocol_every,
+        reply_from: to,
         header_sent: AtomicBool::new(false),
         last: AtomicU64::new(clock::now().as_nanos()),
         referenced: AtomicBool::new(false),
@@ -477,9 +500,28 @@ async fn replies(
         // once it has.
         let blocked = relay(&s, &socket, client);
         for (data, dest) in blocked {
-            if socket.send_to(&data, client).await.is_ok() {
+            if send_one(&socket, client, s.reply_from, &data).await {
                 s.replied(&dest, data.len());
             }
+        }
+    }
+}
+
+/// Sends one reply to `client` (from `from`), waiting for room; true
+/// when it went.
+async fn send_one(
+    socket: &UdpSocket,
+    client: SocketAddr,
+    from: Option<Destination>,
+    data: &[u8],
+) -> bool {
+    loop {
+        if socket.writable().await.is_err() {
+            return false;
+        }
+        let mut sent = false;
+        if datagrams::send_to_all(socket, client, from, &[data], |_| sent = true).is_none() {
+            return sent;
         }
     }
 }
@@ -504,7 +546,7 @@ fn relay(s: &Session, socket: &UdpSocket, client: SocketAddr) -> Vec<(Vec<u8>, A
         let session_dest = s.conn.as_ref().map(|c| &**c.dest());
         let mut found: [Option<Arc<Dest>>; BATCH] = Default::default();
         let mut count = 0;
-        for (data, from) in batch.iter() {
+        for (data, from, _) in batch.iter() {
             if session_dest.is_none() {
                 found[count] = s.svc.scheduler().dest(from);
                 if found[count].is_none() {
@@ -515,7 +557,7 @@ fn relay(s: &Session, socket: &UdpSocket, client: SocketAddr) -> Vec<(Vec<u8>, A
             count += 1;
         }
         let dest = |i: usize| session_dest.or(found[i].as_deref());
-        let full = datagrams::send_to_all(socket, client, &out[..count], |i| {
+        let full = datagrams::send_to_all(socket, client, s.reply_from, &out[..count], |i| {
             if let Some(d) = dest(i) {
                 s.replied(d, out[i].len());
             }

@@ -398,3 +398,155 @@ fn keepalived_keeps_vrrp_and_gives_the_vip_up_when_rvs_stops() {
         "80"
     ) == "backend-a"));
 }
+
+/// A UDP server that answers each datagram with `count` copies of it,
+/// each 300 bytes: a run of one size, which rvs relays segmented.
+const BURST_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    for i in range(int(sys.argv[3])):
+        s.sendto((data + b"-%d" % i).ljust(300, b"."), peer)
+"#;
+
+/// A client bound to one address that sends to another through a
+/// connected socket (as resolvers do: an answer from any other address is
+/// dropped) and prints how many answers it read.
+const CONNECTED_CLIENT: &str = r#"
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+c = socket.socket(fam, socket.SOCK_DGRAM)
+c.bind((sys.argv[1], 0))
+c.connect((sys.argv[2], int(sys.argv[3])))
+c.settimeout(2)
+c.send(b"go")
+n = 0
+try:
+    while n < int(sys.argv[4]):
+        c.recv(2048)
+        n += 1
+except OSError:
+    pass
+print(n)
+"#;
+
+/// A DNS server answering `www.example.test` from a hosts line, on the
+/// namespace's 127.0.0.2:5353.
+fn dnsmasq(ns: &Netns, dir: &Path) -> Kill {
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "192.0.2.99 www.example.test\n").unwrap();
+    let program = if Path::new("/usr/sbin/dnsmasq").exists() {
+        "/usr/sbin/dnsmasq"
+    } else {
+        "dnsmasq"
+    };
+    let hosts_arg = format!("--addn-hosts={}", hosts.display());
+    Kill(
+        ns.cmd(&[
+            program,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.2",
+            "--port=5353",
+            "--local=/test/",
+            "--pid-file=",
+            "--user=root",
+            &hosts_arg,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq runs (tests/run installs dnsmasq-base)"),
+    )
+}
+
+fn dig(ns: &Netns, server: &str, from: &str) -> String {
+    let at = format!("@{server}");
+    let out = ns
+        .cmd(&[
+            "dig",
+            &at,
+            "-p",
+            "53",
+            "-b",
+            from,
+            "+short",
+            "+time=2",
+            "+tries=1",
+            "www.example.test",
+            "A",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("dig: {e} (tests/run installs dnsutils)"));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+#[test]
+fn a_udp_service_on_a_wildcard_answers_from_the_address_sent_to() {
+    let ns = director("pktinfo");
+    // Addresses of the director that are not the clients' own.
+    ns.must(&["ip", "addr", "add", "10.200.0.53/32", "dev", "lo"], true);
+    ns.must(
+        &["ip", "-6", "addr", "add", "2001:db8::53/128", "dev", "lo"],
+        true,
+    );
+    let dir = temp_dir("pktinfo");
+    let _dns = dnsmasq(&ns, &dir);
+    let mut burst = ns
+        .cmd(&["python3", "-c", BURST_SERVER, "127.0.0.3", "7100", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(burst.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _burst = Kill(burst);
+    let yaml = "services:
+  - {name: dns4, proto: udp, listen: 0.0.0.0:53, real_servers: [{address: 127.0.0.2:5353}]}
+  - {name: dns6, proto: udp, listen: '[::]:53', real_servers: [{address: 127.0.0.2:5353}]}
+  - {name: burst4, proto: udp, listen: 0.0.0.0:7000, real_servers: [{address: 127.0.0.3:7100}]}
+  - {name: burst6, proto: udp, listen: '[::]:7000', real_servers: [{address: 127.0.0.3:7100}]}
+  - {name: ops4, proto: udp, listen: 0.0.0.0:7001, udp: {ops: true}, real_servers: [{address: 127.0.0.3:7100}]}
+";
+    let _rvs = start_rvs(&ns, &dir, yaml);
+
+    // dig, bound to one address, asking another: the answer comes back
+    // from the address asked (dig drops any other: "timed out").
+    assert_eq!(dig(&ns, "10.200.0.53", "127.0.0.1"), "192.0.2.99");
+    assert_eq!(dig(&ns, "2001:db8::53", "::1"), "192.0.2.99");
+    // And the address the client itself has, as before.
+    assert_eq!(dig(&ns, "127.0.0.1", "127.0.0.1"), "192.0.2.99");
+
+    // Six answers of one size at once: batched, sent segmented, each from
+    // the address asked; one-packet scheduling too.
+    for (from, to, port) in [
+        ("127.0.0.1", "10.200.0.53", "7000"),
+        ("::1", "2001:db8::53", "7000"),
+        ("127.0.0.1", "10.200.0.53", "7001"),
+        ("198.51.100.1", "10.200.0.53", "7000"),
+    ] {
+        let out = ns
+            .cmd(&["python3", "-c", CONNECTED_CLIENT, from, to, port, "6"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "6",
+            "{from} -> {to}:{port}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
