@@ -260,9 +260,11 @@ pub(super) static FAMILIES: &[Family] = &[
         Service,
         |ctx, svc, l| {
             let [sl, pl] = service_labels(svc);
-            for a in ctx.proxy.local_addrs(svc.name()) {
+            // The configured addresses: no scan of every listener per
+            // service.
+            for a in &svc.spec().listen {
                 let addr = a.to_string();
-                l.flag(&[sl, pl, ("address", &addr)], ctx.proxy.is_local(a));
+                l.flag(&[sl, pl, ("address", &addr)], ctx.proxy.is_local(*a));
             }
         },
     ),
