@@ -14,7 +14,7 @@
 //! - [`service`]: a running service: its spec, its scheduler, its counters.
 //! - `listener`: listening sockets and accept loops (errors back off, never
 //!   end the loop); bound with IP_FREEBIND, so an address not on the host
-//!   yet is listened on and served when it arrives (`local_addrs` says
+//!   yet is listened on and served when it arrives ([`local_addrs`] says
 //!   which are missing).
 //! - [`inherited`]: listening sockets passed by systemd's socket activation
 //!   (`LISTEN_FDS`), adopted by the services whose addresses they match.
@@ -57,7 +57,7 @@ pub mod history;
 pub mod inherited;
 mod limits;
 mod listener;
-mod local_addrs;
+pub mod local_addrs;
 pub mod proxy;
 pub mod proxy_proto;
 pub mod reload;

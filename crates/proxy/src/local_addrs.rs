@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use socket2::{Domain, Socket, Type};
 
 /// Whether `ip` is an address of this host (or a wildcard, always "here").
-pub(crate) fn is_local(ip: IpAddr) -> bool {
+pub fn is_local(ip: IpAddr) -> bool {
     if ip.is_unspecified() {
         return true;
     }

@@ -55,6 +55,26 @@ pub(crate) fn check(path: &Path) -> ExitCode {
                     if entries == 1 { "y" } else { "ies" }
                 );
             }
+            let absent: std::collections::BTreeSet<std::net::IpAddr> = c
+                .services
+                .iter()
+                .flat_map(|s| s.listen.iter().map(SocketAddr::ip))
+                .filter(|ip| !rvs_proxy::local_addrs::is_local(*ip))
+                .collect();
+            if !absent.is_empty() {
+                let list: Vec<String> = absent.iter().map(ToString::to_string).collect();
+                println!(
+                    "not on this host: {}: `rvs run` listens on {} anyway and serves {} when {} (VRRP, MetalLB, kube-vip)",
+                    list.join(", "),
+                    if list.len() == 1 { "it" } else { "them" },
+                    if list.len() == 1 { "it" } else { "them" },
+                    if list.len() == 1 {
+                        "it arrives"
+                    } else {
+                        "they arrive"
+                    },
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

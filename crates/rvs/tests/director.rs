@@ -138,6 +138,18 @@ fn a_vip_not_on_the_host_is_listened_on_and_served_when_it_arrives() {
     let _backend = name_server(&ns, "127.0.0.2", "8000", "backend-a");
     let dir = temp_dir("freebind");
     let yaml = "services:\n  - name: web4\n    listen: 192.0.2.10:80\n    real_servers: [{address: 127.0.0.2:8000}]\n  - name: web6\n    listen: '[2001:db8::10]:80'\n    real_servers: [{address: 127.0.0.2:8000}]\n";
+    // `rvs check` (in the namespace, where neither is yet) says so.
+    std::fs::write(dir.join("check.yaml"), yaml).unwrap();
+    let check = ns
+        .cmd(&[env!("CARGO_BIN_EXE_rvs"), "check", "-c"])
+        .arg(dir.join("check.yaml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("not on this host: 192.0.2.10, 2001:db8::10:"),
+        "{said}"
+    );
     let rvs = start_rvs(&ns, &dir, yaml);
     let log = || std::fs::read_to_string(dir.join("rvs.log")).unwrap_or_default();
 
