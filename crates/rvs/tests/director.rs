@@ -12,22 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Kill, Netns, temp_dir, wait_for};
-
-/// A TCP server that writes its name to each connection and closes it.
-const NAME_SERVER: &str = r#"
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(128)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    try:
-        c.sendall(sys.argv[3].encode())
-    finally:
-        c.close()
-"#;
+use common::{Kill, NAME_SERVER, Netns, spawn_ready, temp_dir, wait_for};
 
 /// Connects to `ip port` and prints what it reads, or `fail: why`.
 const READ: &str = r#"
@@ -40,19 +25,7 @@ except OSError as e:
 "#;
 
 fn name_server(ns: &Netns, ip: &str, port: &str, name: &str) -> Kill {
-    let mut child = ns
-        .cmd(&["python3", "-c", NAME_SERVER, ip, port, name])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "ready");
-    Kill(child)
+    spawn_ready(&mut ns.cmd(&["python3", "-c", NAME_SERVER, ip, port, name]))
 }
 
 fn read_from(ns: &Netns, ip: &str, port: &str) -> String {
@@ -514,18 +487,8 @@ fn a_udp_service_on_a_wildcard_answers_from_the_address_sent_to() {
     );
     let dir = temp_dir("pktinfo");
     let _dns = dnsmasq(&ns, &dir);
-    let mut burst = ns
-        .cmd(&["python3", "-c", BURST_SERVER, "127.0.0.3", "7100", "6"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(burst.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _burst = Kill(burst);
+    let _burst =
+        spawn_ready(&mut ns.cmd(&["python3", "-c", BURST_SERVER, "127.0.0.3", "7100", "6"]));
     let yaml = "services:
   - {name: dns4, proto: udp, listen: 0.0.0.0:53, real_servers: [{address: 127.0.0.2:5353}]}
   - {name: dns6, proto: udp, listen: '[::]:53', real_servers: [{address: 127.0.0.2:5353}]}

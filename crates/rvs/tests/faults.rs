@@ -18,8 +18,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Kill, Netns, Running, connection_stream, fd_count, free_port, http_post, kernel_udp_drops,
-    median_p99, name_backend, record, rss_kib, sample, signal, temp_dir, udp_echo, wait_for,
+    Kill, NAME_SERVER, Netns, Running, connection_stream, fd_count, free_port, http_post,
+    kernel_udp_drops, median_p99, name_backend, record, rss_kib, sample, signal, spawn_ready,
+    temp_dir, udp_echo, wait_for,
 };
 
 fn mib(kib: u64) -> f64 {
@@ -112,20 +113,6 @@ fn read_pattern(s: &mut TcpStream) -> Result<u64, String> {
     }
 }
 
-/// A name server for the namespace: writes its name to each connection.
-const NAME_SERVER: &str = r#"
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(128)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept()
-    try:
-        c.sendall(sys.argv[3].encode())
-    finally:
-        c.close()
-"#;
-
 /// A client for the namespace: N connections one after another, each line
 /// the name read (or `fail`) and the time it took.
 const CLIENT: &str = r#"
@@ -193,19 +180,14 @@ fn a_black_holed_server_is_timed_out_ejected_and_recovered() {
     let ns = Netns::new("bhole");
     let mut servers = Vec::new();
     for (ip, name) in [("127.0.0.2", "a"), ("127.0.0.3", "b")] {
-        let mut child = ns
-            .cmd(&["python3", "-c", NAME_SERVER, ip, "8000", name])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready");
-        servers.push(Kill(child));
+        servers.push(spawn_ready(&mut ns.cmd(&[
+            "python3",
+            "-c",
+            NAME_SERVER,
+            ip,
+            "8000",
+            name,
+        ])));
     }
     let dir = temp_dir("bhole");
     std::fs::write(

@@ -276,64 +276,14 @@ impl Globals {
                 continue;
             }
             let line = d.line;
+            if let Some(text) = left_out(&d.key, &d.value) {
+                notes.push(note(file, line, text));
+                continue;
+            }
             match d.key.as_str() {
                 "fallback" => g.timing.fallback = Some((d.value.clone(), line)),
                 "fallback6" => g.fallback6 = Some((d.value.clone(), line)),
                 "fork" => g.fork = yes_no(d, file)?,
-                "autoreload" => notes.push(note(
-                    file,
-                    line,
-                    format!(
-                        "autoreload={}: rvs always watches its configuration file and applies a change that checks (a broken one is refused, the running one stays)",
-                        d.value
-                    ),
-                )),
-                "callback" | "execute" => notes.push(note(
-                    file,
-                    line,
-                    format!(
-                        "{}: rvs runs no other instance or program on a change of its file: left out",
-                        d.key
-                    ),
-                )),
-                "logfile" => notes.push(note(
-                    file,
-                    line,
-                    "logfile: rvs logs to standard error (journald under systemd, the container's log): left out",
-                )),
-                "supervised" => notes.push(note(
-                    file,
-                    line,
-                    "supervised: rvs always runs in the foreground: left out",
-                )),
-                "readdquiescent" | "cleanstop" => notes.push(note(
-                    file,
-                    line,
-                    format!(
-                        "{}: about the kernel's LVS table, which rvs does not use: left out",
-                        d.key
-                    ),
-                )),
-                "fallbackcommand" => notes.push(note(
-                    file,
-                    line,
-                    "fallbackcommand: rvs runs no scripts: watch rvs_service_quorum_up (the RvsServiceNoRealServer alert) instead. Left out",
-                )),
-                "maintenancedir" => notes.push(note(
-                    file,
-                    line,
-                    "maintenancedir: take a server out with `rvsadm -e -t VIP:PORT -r SERVER -w 0` or the admin API (drain) instead: left out",
-                )),
-                "emailalert" | "emailalertfreq" | "emailalertstatus" | "emailalertfrom" | "smtp" => {
-                    notes.push(note(
-                        file,
-                        line,
-                        format!(
-                            "{}: rvs sends no mail: alert on its metrics (deploy/prometheus/rules.yml). Left out",
-                            d.key
-                        ),
-                    ));
-                }
                 other => notes.push(note(
                     file,
                     line,
@@ -343,6 +293,37 @@ impl Globals {
         }
         Ok(g)
     }
+}
+
+/// What is said of a directive rvs leaves out, global or in a virtual
+/// block; `None` for the others.
+fn left_out(key: &str, value: &str) -> Option<String> {
+    Some(match key {
+        "autoreload" => format!(
+            "autoreload={value}: rvs always watches its configuration file and applies a change that checks (a broken one is refused, the running one stays)"
+        ),
+        "callback" | "execute" => {
+            format!("{key}: rvs runs no other instance or program on a change of its file: left out")
+        }
+        "logfile" => "logfile: rvs logs to standard error (journald under systemd, the container's log): left out".into(),
+        "supervised" => "supervised: rvs always runs in the foreground: left out".into(),
+        "readdquiescent" | "cleanstop" => {
+            format!("{key}: about the kernel's LVS table, which rvs does not use: left out")
+        }
+        "fallbackcommand" => "fallbackcommand: rvs runs no scripts: watch rvs_service_quorum_up (the RvsServiceNoRealServer alert) instead. Left out".into(),
+        "maintenancedir" => "maintenancedir: take a server out with `rvsadm -e -t VIP:PORT -r SERVER -w 0` or the admin API (drain) instead: left out".into(),
+        "emailalert" | "emailalertfreq" | "emailalertstatus" | "emailalertfrom" | "smtp" => format!(
+            "{key}: rvs sends no mail: alert on its metrics (deploy/prometheus/rules.yml). Left out"
+        ),
+        "monitorfile" => "monitorfile: rvs logs every check's change (real server up/down with the reason) and keeps the history in its API: left out".into(),
+        "login" | "database" | "load" => {
+            format!("{key}={value}: used by ldirectord's own protocol checks only: left out")
+        }
+        "passwd" | "secret" => {
+            format!("{key}: used by ldirectord's protocol checks only: left out (not copied here)")
+        }
+        _ => return None,
+    })
 }
 
 const SCHEDULERS: [&str; 14] = [
@@ -531,6 +512,10 @@ impl Convert<'_> {
             }
             let line = d.line;
             let val = d.value.as_str();
+            if let Some(text) = left_out(&d.key, val) {
+                svc.notes.push(self.note(line, text));
+                continue;
+            }
             match d.key.as_str() {
                 "real" | "real6" => {
                     if (d.key == "real6") != v.v6 {
@@ -550,7 +535,11 @@ impl Convert<'_> {
                     if (d.key == "fallback6") != v.v6 {
                         return Err(self.err(
                             line,
-                            format!("{} in a {} block", d.key, if v.v6 { "virtual6" } else { "virtual" }),
+                            format!(
+                                "{} in a {} block",
+                                d.key,
+                                if v.v6 { "virtual6" } else { "virtual" }
+                            ),
                         ));
                     }
                     timing.fallback = Some((val.to_owned(), line));
@@ -574,7 +563,13 @@ impl Convert<'_> {
                         checktype = "combined".into();
                     } else if matches!(
                         t,
-                        "connect" | "negotiate" | "ping" | "off" | "on" | "external" | "external-perl"
+                        "connect"
+                            | "negotiate"
+                            | "ping"
+                            | "off"
+                            | "on"
+                            | "external"
+                            | "external-perl"
                     ) {
                         checktype = t.to_owned();
                         combined = None;
@@ -612,7 +607,9 @@ impl Convert<'_> {
                 "ops" => ops = yes_no(d, file)?,
                 "service" => {
                     if !SERVICES.contains(&val) {
-                        return Err(self.err(line, format!("service {val:?} is not one ldirectord knows")));
+                        return Err(
+                            self.err(line, format!("service {val:?} is not one ldirectord knows"))
+                        );
                     }
                     service = Some(val.to_owned());
                 }
@@ -626,32 +623,6 @@ impl Convert<'_> {
                 "virtualhost" => virtualhost = Some(unquote(val).to_owned()),
                 "servicename" => servicename = Some(val.to_owned()),
                 "comment" => svc.notes.push(self.note(line, format!("comment: {val}"))),
-                "login" | "database" | "load" => svc.notes.push(self.note(
-                    line,
-                    format!("{}={val}: used by ldirectord's own protocol checks only: left out", d.key),
-                )),
-                "passwd" | "secret" => svc.notes.push(self.note(
-                    line,
-                    format!("{}: used by ldirectord's protocol checks only: left out (not copied here)", d.key),
-                )),
-                "fallbackcommand" => svc.notes.push(self.note(
-                    line,
-                    "fallbackcommand: rvs runs no scripts: watch rvs_service_quorum_up (the RvsServiceNoRealServer alert) instead. Left out",
-                )),
-                "emailalert" | "emailalertfreq" | "emailalertstatus" | "smtp" => {
-                    svc.notes.push(self.note(
-                        line,
-                        format!("{}: rvs sends no mail: alert on its metrics (deploy/prometheus/rules.yml). Left out", d.key),
-                    ));
-                }
-                "monitorfile" => svc.notes.push(self.note(
-                    line,
-                    "monitorfile: rvs logs every check's change (real server up/down with the reason) and keeps the history in its API: left out",
-                )),
-                "cleanstop" => svc.notes.push(self.note(
-                    line,
-                    "cleanstop: about the kernel's LVS table, which rvs does not use: left out",
-                )),
                 other => svc.notes.push(self.note(
                     line,
                     format!("{other}: a virtual directive rvs does not know: left out"),

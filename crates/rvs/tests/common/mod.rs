@@ -250,6 +250,36 @@ impl Drop for Netns {
     }
 }
 
+/// A TCP server (python3) that writes its name to each connection and
+/// closes it: `NAME_SERVER IP PORT NAME`, IPv4 or IPv6.
+pub const NAME_SERVER: &str = r#"
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(128)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.sendall(sys.argv[3].encode())
+    finally:
+        c.close()
+"#;
+
+/// Starts `cmd` (a server that prints `ready` once it listens) and waits
+/// for that line; killed when dropped.
+pub fn spawn_ready(cmd: &mut Command) -> Kill {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready", "{cmd:?}");
+    Kill(child)
+}
+
 /// A child process killed when dropped.
 pub struct Kill(pub Child);
 
