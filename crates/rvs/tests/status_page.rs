@@ -121,10 +121,13 @@ fn the_status_page_draws_the_history_of_services_and_real_servers() {
     };
     let quick = name_backend("quick");
     let (web, api, admin) = (free_port(), free_port(), free_port());
+    // A VIP that is not on this host (a VRRP BACKUP's): listened on, and
+    // said so.
+    let away = format!("192.0.2.77:{}", free_port().port());
     let rvs = Running::start(
         "status-history",
         &format!(
-            "admin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{web}\"\n    real_servers:\n      - address: \"{hold}\"\n  - name: api\n    listen: \"{api}\"\n    real_servers:\n      - address: \"{quick}\"\n"
+            "admin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{web}\"\n    real_servers:\n      - address: \"{hold}\"\n  - name: api\n    listen: \"{api}\"\n    real_servers:\n      - address: \"{quick}\"\n  - name: backup\n    listen: \"{away}\"\n    real_servers:\n      - address: \"{quick}\"\n"
         ),
         admin,
     );
@@ -207,6 +210,10 @@ fn the_status_page_draws_the_history_of_services_and_real_servers() {
     let values = drawn_values(attrs, points, samples);
     assert!(values.iter().sum::<f64>() * 2.0 >= 39.0, "{values:?}");
     assert!(dom.contains(&format!(">{hold_addr}<")), "{dom}");
+    assert!(
+        dom.contains(&format!(">not on this host: {away}<")),
+        "the badge of a VIP not here: {dom}"
+    );
     // No outside scripts, styles or fonts: the page works air-gapped.
     let (_, page) = http_get(admin, "/").unwrap();
     for outside in ["src=\"http", "href=\"http", "@import", "url(", "<link"] {
