@@ -138,11 +138,19 @@ fn socket(proto: Proto, addr: SocketAddr, reuse_port: bool) -> io::Result<Socket
     };
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
-        // An address not on the host yet (a VRRP BACKUP's VIP) is bound
-        // anyway, and served when it arrives; no privilege needed.
-        sock.set_freebind_v6(true)?;
+    }
+    // An address not on the host yet (a VRRP BACKUP's VIP) is bound
+    // anyway, and served when it arrives; no privilege needed. IPv6's own
+    // option is Linux 4.15's; before it, IP_FREEBIND covers IPv6 sockets
+    // too. Without either, a missing address fails the bind, as before.
+    let freebind = if addr.is_ipv6() {
+        sock.set_freebind_v6(true)
+            .or_else(|_| sock.set_freebind_v4(true))
     } else {
-        sock.set_freebind_v4(true)?;
+        sock.set_freebind_v4(true)
+    };
+    if let Err(e) = freebind {
+        tracing::debug!(%addr, error = %e, "IP_FREEBIND refused: the address must be on the host");
     }
     sock.set_nonblocking(true)?;
     if proto == Proto::Tcp {
