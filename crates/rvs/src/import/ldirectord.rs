@@ -447,6 +447,24 @@ impl Convert<'_> {
         note(self.file, line, text)
     }
 
+    /// `real6=`/`fallback6=` belong in `virtual6=` blocks, the others in
+    /// `virtual=` ones.
+    fn same_family(&self, d: &Directive, v6: bool) -> Result<(), ImportError> {
+        if d.key.ends_with('6') == v6 {
+            return Ok(());
+        }
+        let base = d.key.trim_end_matches('6');
+        Err(self.err(
+            d.line,
+            format!(
+                "{} in a {} block: use {base}{}",
+                d.key,
+                if v6 { "virtual6" } else { "virtual" },
+                if v6 { "6" } else { "" }
+            ),
+        ))
+    }
+
     /// A host: an address literal, or a name in the hosts file.
     fn host(&self, h: &str, v6: bool) -> Option<IpAddr> {
         let h = h.trim_start_matches('[').trim_end_matches(']');
@@ -518,30 +536,11 @@ impl Convert<'_> {
             }
             match d.key.as_str() {
                 "real" | "real6" => {
-                    if (d.key == "real6") != v.v6 {
-                        return Err(self.err(
-                            line,
-                            format!(
-                                "{} in a {} block: use {}",
-                                d.key,
-                                if v.v6 { "virtual6" } else { "virtual" },
-                                if v.v6 { "real6" } else { "real" }
-                            ),
-                        ));
-                    }
+                    self.same_family(d, v.v6)?;
                     reals.push(d);
                 }
                 "fallback" | "fallback6" => {
-                    if (d.key == "fallback6") != v.v6 {
-                        return Err(self.err(
-                            line,
-                            format!(
-                                "{} in a {} block",
-                                d.key,
-                                if v.v6 { "virtual6" } else { "virtual" }
-                            ),
-                        ));
-                    }
+                    self.same_family(d, v.v6)?;
                     timing.fallback = Some((val.to_owned(), line));
                 }
                 "request" => {
@@ -865,16 +864,14 @@ impl Convert<'_> {
             }
             for t in &r.targets {
                 let mut m = Mapping::new();
-                let check_ip = match t {
+                match t {
                     Target::Addr(a) => {
                         m.insert(key("address"), s(SocketAddr::new(*a, port).to_string()));
-                        Some(*a)
                     }
                     Target::Name(h) => {
                         m.insert(key("dns"), s(format!("{h}:{port}")));
-                        None
                     }
-                };
+                }
                 m.insert(
                     key("weight"),
                     n(if checktype == "off" {
@@ -896,7 +893,7 @@ impl Convert<'_> {
                         ));
                     }
                 }
-                let c = self.checks(&spec, &r, check_ip, port, vip, vport, &mut svc.notes);
+                let c = self.checks(&spec, &r, t, port, vip, vport, &mut svc.notes);
                 servers.push(m);
                 checks.push(Some(c));
             }
@@ -1057,7 +1054,7 @@ impl Convert<'_> {
         &self,
         spec: &CheckSpec,
         r: &Real,
-        ip: Option<IpAddr>,
+        target: &Target,
         port: u16,
         vip: IpAddr,
         vport: u16,
@@ -1201,8 +1198,7 @@ impl Convert<'_> {
             }
         };
         match spec.checktype.as_str() {
-            "on" => Vec::new(),
-            "off" => Vec::new(),
+            "on" | "off" => Vec::new(),
             "connect" => vec![connect(
                 notes,
                 spec.udp.then(|| "checktype=connect on UDP: ldirectord pings; rvs has no ICMP check (it runs without privilege): a UDP probe to the port instead".to_owned()),
@@ -1219,13 +1215,10 @@ impl Convert<'_> {
                     notes.push(self.note(line, "checktype=external-perl: rvs runs the script as a program (it needs its #! line), as checktype=external"));
                 }
                 let mut m = common("misc", spec.checktimeout, spec.delay);
-                let rip = ip.map_or_else(
-                    || match &r.targets[0] {
-                        Target::Name(h) => h.clone(),
-                        Target::Addr(a) => a.to_string(),
-                    },
-                    |a| a.to_string(),
-                );
+                let rip = match target {
+                    Target::Name(h) => h.clone(),
+                    Target::Addr(a) => a.to_string(),
+                };
                 m.insert(
                     key("command"),
                     Value::Sequence(vec![
@@ -1393,6 +1386,36 @@ mod tests {
                 Target::Addr(a) => a.to_string(),
             })
             .collect()
+    }
+
+    #[test]
+    fn each_server_of_a_name_range_checks_itself() {
+        let imp = import_text(
+            "virtual=10.0.0.1:5432\n\treal=db1->db3:5432 masq\n\tchecktype=external\n\tcheckcommand=/bin/check\n",
+            "f",
+            &Names::none(),
+        )
+        .unwrap();
+        let yaml = imp.render().unwrap();
+        let c = rvs_proxy::Config::parse(&yaml, "t").unwrap();
+        let hosts: Vec<String> = c.services[0]
+            .discovery
+            .iter()
+            .map(|d| match &d.template.checks.as_ref().unwrap()[0].kind {
+                rvs_proxy::config::CheckKind::Misc(m) => m.argv[3].clone(),
+                k => panic!("{k:?}"),
+            })
+            .collect();
+        assert_eq!(hosts, ["db1", "db2", "db3"]);
+        let e = import_text(
+            "virtual=10.0.0.1:80\n\treal6=[::1]:80 masq\n",
+            "f",
+            &Names::none(),
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "f:2: real6 in a virtual block: use real"
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn lvs_global(kw: &str) -> bool {
 /// `config_id`), with the probe tracked by every instance.
 pub fn vrrp_config(path: &Path, config_id: &str, probe: &Probe) -> Result<VrrpConfig, ImportError> {
     let (nodes, _) = statements(path, config_id)?;
-    let mut taken: Vec<&str> = nodes
+    let taken: Vec<&str> = nodes
         .iter()
         .filter(|n| n.kw == "vrrp_script")
         .filter_map(|n| n.args.first().map(String::as_str))
@@ -69,7 +69,6 @@ pub fn vrrp_config(path: &Path, config_id: &str, probe: &Probe) -> Result<VrrpCo
         script = format!("rvs_ready_{i}");
         i += 1;
     }
-    taken.push(&script);
 
     let mut moved = Vec::new();
     let mut instances = Vec::new();
