@@ -28,6 +28,10 @@
 //! - [`reload`]: the configuration file watcher (inotify, ConfigMap `..data`
 //!   swaps included) and SIGHUP.
 //! - [`stats`]: per-service counters.
+//! - [`fds`]: the process's descriptor limit (raised to the hard limit at
+//!   start), the reserve kept for the admin listener, health checks and
+//!   reloads, and what TCP connections and UDP sessions may hold.
+//! - [`quote`]: what a message may quote of a file or a request.
 //!
 //! ## Hot paths
 //!
@@ -51,6 +55,7 @@ pub mod conns;
 mod datagrams;
 pub mod discovery;
 mod drain;
+pub mod fds;
 pub mod handover;
 pub mod health;
 pub mod history;
@@ -60,10 +65,12 @@ mod listener;
 pub mod local_addrs;
 pub mod proxy;
 pub mod proxy_proto;
+pub mod quote;
 pub mod reload;
 pub mod service;
 pub mod stats;
 pub mod tcp;
+mod throttle;
 mod udp;
 mod workers;
 

@@ -252,10 +252,17 @@ async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracke
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let svc = slot.target.load_full();
+                // Beyond the data plane's share of the descriptors, closed
+                // at once: the reserve stays for the admin listener, the
+                // health checks and reloads.
+                let Some(fds) = crate::fds::BUDGET.tcp() else {
+                    crate::tcp::conn::refuse_for_descriptors(&svc, &stream, peer, slot.local);
+                    continue;
+                };
                 // A listener on one address knows the local address of
                 // what it accepts: no getsockname(2) per connection.
                 let local = (!slot.local.ip().is_unspecified()).then_some(slot.local);
-                tracker.spawn(crate::tcp::conn::serve(svc, stream, peer, local, mode));
+                tracker.spawn(crate::tcp::conn::serve(svc, stream, peer, local, mode, fds));
             }
             Err(e) if is_resource_error(&e) => {
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {

@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     config_hash: Mutex<Option<(u64, u64)>>,
     /// Which listen addresses are not on this host (yet).
     presence: crate::local_addrs::Presence,
+    /// The descriptor plan of the configuration in force.
+    plan: Mutex<Option<crate::fds::Plan>>,
 }
 
 #[derive(Debug, Default)]
@@ -195,8 +197,22 @@ impl Proxy {
                 discovery_wake: Arc::new(tokio::sync::Notify::new()),
                 config_hash: Mutex::new(None),
                 presence: crate::local_addrs::Presence::default(),
+                plan: Mutex::new(None),
             }),
         };
+        // A shell's soft limit (1024) is no server's: raised to the hard
+        // limit, once per process, before the first plan is made.
+        static RAISED: std::sync::Once = std::sync::Once::new();
+        RAISED.call_once(|| {
+            let (before, after) = crate::fds::raise_limit();
+            if after > before {
+                info!(
+                    from = before,
+                    to = after,
+                    "file descriptor limit raised to the hard limit"
+                );
+            }
+        });
         proxy.apply(config)?;
         tokio::spawn(timers(
             Arc::downgrade(&proxy.inner),
@@ -230,7 +246,9 @@ impl Proxy {
         {
             return h;
         }
-        let hash = crate::reload::content_hash(&self.config().to_yaml());
+        // Of the redacted form: the hash is shown to anyone who can scrape,
+        // and must not be an oracle for a secret.
+        let hash = crate::reload::content_hash(&self.config().redacted().to_yaml());
         // Kept only if no configuration was applied meanwhile.
         if self.generation() == generation {
             *lock(&self.inner.config_hash) = Some((generation, hash));
@@ -388,10 +406,42 @@ impl Proxy {
         }
         st.slots = slots;
         st.services = services;
+        self.plan_descriptors(&config);
         self.inner.config.store(Arc::new(config));
         self.inner.generation.fetch_add(1, Relaxed);
         self.inner.discovery_wake.notify_one();
         Ok(())
+    }
+
+    /// Makes the descriptor plan of `config` and puts it in force; what
+    /// it cannot honour is logged when the plan changes.
+    fn plan_descriptors(&self, config: &Config) {
+        let plan = crate::fds::Plan::new(
+            crate::fds::current_limit(),
+            config,
+            self.inner.options.workers,
+        );
+        crate::fds::BUDGET.set(&plan);
+        let mut last = lock(&self.inner.plan);
+        if *last != Some(plan) {
+            info!(
+                limit = plan.limit,
+                reserve = plan.reserve,
+                data_plane = plan.data,
+                udp_sessions = plan.udp_sessions,
+                admin_connections = plan.admin_connections,
+                "file descriptors planned"
+            );
+            for w in plan.warnings(config) {
+                tracing::warn!("{w}");
+            }
+            *last = Some(plan);
+        }
+    }
+
+    /// The descriptor plan in force.
+    pub fn descriptor_plan(&self) -> Option<crate::fds::Plan> {
+        *lock(&self.inner.plan)
     }
 
     /// A handle that does not keep the proxy alive.

@@ -25,17 +25,25 @@ pub enum Refusal {
     Unreachable,
     /// An expected PROXY protocol header was missing or malformed.
     ProxyHeader,
+    /// The data plane's share of the process's file descriptors is in use
+    /// (`crate::fds`): a TCP connection is closed at once, a UDP datagram
+    /// that would open a session is dropped.
+    Descriptors,
+    /// The client sent nothing within `timeouts.client_first_byte`.
+    FirstByte,
 }
 
 impl Refusal {
     /// Every reason, in a fixed order.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::Acl,
         Refusal::Limit,
         Refusal::Threshold,
         Refusal::NoServer,
         Refusal::Unreachable,
         Refusal::ProxyHeader,
+        Refusal::Descriptors,
+        Refusal::FirstByte,
     ];
 
     /// A short name (for logs and metric labels).
@@ -47,6 +55,8 @@ impl Refusal {
             Refusal::NoServer => "no_server",
             Refusal::Unreachable => "unreachable",
             Refusal::ProxyHeader => "proxy_header",
+            Refusal::Descriptors => "descriptors",
+            Refusal::FirstByte => "first_byte_timeout",
         }
     }
 
@@ -61,7 +71,7 @@ pub struct ServiceStats {
     /// Connections (TCP) or sessions (UDP) given a real server (a retry
     /// on another server counts again, as it does for the server).
     pub conns: AtomicU64,
-    refused: [AtomicU64; 6],
+    refused: [AtomicU64; Refusal::ALL.len()],
     /// Connects to a real server that failed (refused, timed out).
     pub connect_failures: AtomicU64,
     /// Connections retried on another real server.

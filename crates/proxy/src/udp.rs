@@ -16,12 +16,17 @@
 //! is scheduled on its own; the session only routes replies, from any of the
 //! service's real servers, back to the client.
 //!
-//! `udp.max_sessions` bounds the sessions of a service. Beyond it, a session
-//! is evicted with the CLOCK algorithm, an O(1) approximation of "least
-//! recently used": sessions wait in a queue; one that saw traffic since it
-//! was last looked at gets a second chance at the back, the first one that
-//! did not is evicted. A flood of new sources thus evicts idle sessions, not
-//! busy ones.
+//! `udp.max_sessions` bounds the sessions of a service, and the process's
+//! descriptor budget (`crate::fds`: each session holds one socket) bounds
+//! them all. Beyond either, a session is evicted with the CLOCK algorithm,
+//! an O(1) approximation of "least recently used": sessions wait in a
+//! queue; one that saw traffic since it was last looked at gets a second
+//! chance at the back, the first one that did not is evicted. A flood of
+//! new sources thus evicts idle sessions, not busy ones, and never takes
+//! the descriptors that TCP, the admin listener and health checks need.
+//! When the budget runs short, a listening socket holding more than its
+//! fair share gives idle sessions back each second, so that a flood on one
+//! service leaves room for another's new clients.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -47,9 +52,19 @@ use crate::proxy_proto::{self, Transport, V2Header};
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
 
-/// A session's places: under `max_sessions`, in the live table, and under
-/// `per_source`.
-type Held = (OpenGuard, Option<Registered>, Option<SourceGuard>);
+/// A session's places: under `max_sessions`, in the live table, under
+/// `per_source`, and in the descriptor budget.
+type Held = (
+    OpenGuard,
+    Option<Registered>,
+    Option<SourceGuard>,
+    crate::fds::Held,
+);
+
+/// UDP listening sockets serving now, each with its table: a table above
+/// its fair share of the descriptor budget gives sessions back when the
+/// budget runs short (see [`Table::trim`]).
+static TABLES: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug)]
 struct Session {
@@ -158,6 +173,25 @@ impl Table {
         self.clock.push_back(client);
     }
 
+    /// Gives back sessions when the UDP share of descriptors is more than
+    /// 7/8 used and this table holds more than its fair part of 7/8:
+    /// a flooded socket makes room for the others' new clients.
+    fn trim(&mut self) {
+        let budget = &crate::fds::BUDGET;
+        let (_, held) = budget.held();
+        let (_, share) = budget.shares();
+        let high = share / 8 * 7;
+        if held <= high {
+            return;
+        }
+        let fair = high / TABLES.load(Relaxed).max(1);
+        let mut over = held - high;
+        while over > 0 && self.map.len() as u64 > fair && self.evict_one() {
+            budget.evicted_udp.fetch_add(1, Relaxed);
+            over -= 1;
+        }
+    }
+
     /// Evicts one session by CLOCK; false when there is none.
     fn evict_one(&mut self) -> bool {
         while let Some(client) = self.clock.pop_front() {
@@ -214,6 +248,14 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
 /// Serves one listening socket until its slot is stopped. Datagrams are
 /// received in batches (recvmmsg(2), [`crate::datagrams`]).
 pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: TaskTracker) {
+    TABLES.fetch_add(1, Relaxed);
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            TABLES.fetch_sub(1, Relaxed);
+        }
+    }
+    let _counted = Counted;
     let mut table = Table::default();
     let mut batch = Batch::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -228,6 +270,7 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
             }
             _ = sweep.tick() => {
                 table.expire();
+                table.trim();
                 continue;
             }
             r = socket.readable() => if r.is_err() {
@@ -407,6 +450,28 @@ async fn open(
             return None;
         }
     };
+    let fds = loop {
+        if let Some(h) = crate::fds::BUDGET.udp() {
+            break h;
+        }
+        // At the descriptor budget: the idlest session of this socket
+        // makes room; with none here, the datagram is dropped.
+        let budget = &crate::fds::BUDGET;
+        if !table.evict_one() {
+            budget.refused_udp.fetch_add(1, Relaxed);
+            svc.refuse(Refusal::Descriptors, client, slot.local, started);
+            if let Some(unsaid) = budget.log.allow() {
+                let ((held, _), (_, share)) = (budget.held(), budget.shares());
+                tracing::warn!(service = %svc.name(), %client, held, udp_share = share, also_since = unsaid, "udp: no session opened: the UDP share of file descriptors is in use and this socket has none to evict");
+            }
+            return None;
+        }
+        budget.evicted_udp.fetch_add(1, Relaxed);
+        if let Some(unsaid) = budget.log.allow() {
+            let (_, share) = budget.shares();
+            tracing::warn!(service = %svc.name(), udp_share = share, also_since = unsaid, "udp: the UDP share of file descriptors is in use: the idlest session was evicted for a new one");
+        }
+    };
     let sched = svc.scheduler();
     let (conn, up) = if spec.udp.ops {
         let up = UdpSocket::bind(unspecified_for(slot.local)).await.ok()?;
@@ -460,7 +525,7 @@ async fn open(
         last: AtomicU64::new(clock::now().as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),
-        held: std::sync::Mutex::new(Some((open, registered, source))),
+        held: std::sync::Mutex::new(Some((open, registered, source, fds))),
     });
     table.insert(peer, Arc::clone(&session));
     tracker.spawn(replies(

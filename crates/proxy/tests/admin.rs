@@ -640,7 +640,7 @@ async fn hostile_requests_are_refused_within_a_bound_and_change_nothing() {
 
     // A body over the limit, announced: refused before it is read.
     let huge = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 4000000000\r\n\r\n{{"
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 4000000000\r\n\r\n{{"
     );
     let (status, text, took) = raw_request(admin, huge.as_bytes()).await;
     assert_eq!(status, Some(413), "{text}");
@@ -649,7 +649,7 @@ async fn hostile_requests_are_refused_within_a_bound_and_change_nothing() {
     // Sent whole (2 MiB, chunked so no length announces it).
     let chunk = vec![b'a'; 2 << 20];
     let mut sent = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
         chunk.len()
     )
     .into_bytes();
@@ -731,7 +731,7 @@ async fn hostile_requests_are_refused_within_a_bound_and_change_nothing() {
     });
     let stalled = tokio::spawn(async move {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 100\r\n\r\n{{"
+            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
         );
         raw_request(admin, head.as_bytes()).await
     });
@@ -864,4 +864,364 @@ async fn scrapes_are_scoped_and_written_as_sent() {
             .join("\n")
     };
     assert_eq!(mine(&dechunk(body)), mine(&all));
+}
+
+/// A request as a browser (or anyone) sends it: the headers given, a body,
+/// `Connection: close`. The status (`None`: closed unanswered) and the
+/// whole answer.
+async fn send(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (Option<u16>, String) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let (status, text, _) = raw_request(admin, req.as_bytes()).await;
+    (status, text)
+}
+
+/// What a page on another origin can make a browser send without a
+/// preflight — a form, or `fetch` with `text/plain` — and what a DNS
+/// rebinding page sends: each refused, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_are_refused_and_change_nothing() {
+    let a = name_backend("a").await;
+    let p = proxy(&one_service(&[a], ""));
+    let admin = admin(&p).await;
+    let host = admin.to_string();
+    let generation = p.generation();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let chosen = free.local_addr().unwrap();
+    drop(free);
+    let service = format!(
+        r#"{{"name": "evil", "listen": "{chosen}", "real_servers": [{{"address": "127.0.0.1:9"}}]}}"#
+    );
+    let evil = "http://attacker.example";
+    for (content_type, origin) in [
+        ("text/plain", None),
+        ("text/plain;charset=UTF-8", Some(evil)),
+        ("application/x-www-form-urlencoded", Some(evil)),
+        ("multipart/form-data; boundary=x", Some(evil)),
+    ] {
+        let mut headers = vec![("Host", host.as_str()), ("Content-Type", content_type)];
+        if let Some(o) = origin {
+            headers.push(("Origin", o));
+        }
+        let (status, text) = send(admin, "POST", "/api/v1/services", &headers, &service).await;
+        match origin {
+            None => {
+                assert_eq!(status, Some(415), "{content_type}: {text}");
+                assert!(text.contains("unsupported_media_type"), "{text}");
+            }
+            Some(_) => {
+                assert_eq!(status, Some(403), "{content_type}: {text}");
+                assert!(text.contains("cross_origin"), "{text}");
+            }
+        }
+    }
+    // The simple POSTs of drain and zero: a text/plain form, an empty
+    // fetch from another origin, a fetch the browser marks cross-site.
+    let drain = format!("/api/v1/services/web/real_servers/{a}/drain");
+    for (path, headers) in [
+        (drain.as_str(), vec![("Content-Type", "text/plain")]),
+        (drain.as_str(), vec![("Origin", evil)]),
+        ("/api/v1/zero", vec![("Origin", "null")]),
+        ("/api/v1/zero", vec![("Sec-Fetch-Site", "cross-site")]),
+        (
+            "/api/v1/zero",
+            vec![
+                ("Origin", "http://127.0.0.1:1"),
+                ("Content-Type", "application/json"),
+            ],
+        ),
+    ] {
+        let mut all = vec![("Host", host.as_str())];
+        all.extend(headers.iter().copied());
+        let (status, text) = send(admin, "POST", path, &all, "").await;
+        assert!(
+            matches!(status, Some(403 | 415)),
+            "{path} {headers:?}: {text}"
+        );
+    }
+    // A rebinding page: its own origin, a foreign Host.
+    let rebound = "rebind.attacker.example:9180";
+    let (status, text) = send(
+        admin,
+        "DELETE",
+        "/api/v1/services/web",
+        &[
+            ("Host", rebound),
+            ("Origin", "http://rebind.attacker.example:9180"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, Some(403), "{text}");
+    assert!(text.contains("host_not_allowed"), "{text}");
+    assert_eq!(p.generation(), generation, "nothing changed");
+    assert_eq!(p.config().services.len(), 1);
+    assert_eq!(p.config().services[0].real_servers[0].params.weight, 1);
+    assert!(
+        TcpStream::connect(chosen).await.is_err(),
+        "nothing listens on {chosen}"
+    );
+
+    // The same changes, as rvsadm and curl -H 'Content-Type:
+    // application/json' send them (same origin, or none), pass.
+    let json = [
+        ("Host", host.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, text) = send(admin, "POST", "/api/v1/services", &json, &service).await;
+    assert_eq!(status, Some(201), "{text}");
+    let own_origin = format!("http://{host}");
+    let (status, text) = send(
+        admin,
+        "POST",
+        &drain,
+        &[("Host", "localhost"), ("Origin", "http://localhost")],
+        "",
+    )
+    .await;
+    assert_eq!(status, Some(200), "{text}");
+    let (status, text) = send(
+        admin,
+        "POST",
+        "/api/v1/zero",
+        &[
+            ("Host", &host),
+            ("Origin", &own_origin),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, Some(200), "{text}");
+}
+
+/// The Host rule: reads and changes need a Host that names the listener
+/// (its address, localhost, a name of admin.allowed_hosts), the token
+/// notwithstanding; probes and scrapes answer whatever the Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_host_is_refused_for_reads_and_changes() {
+    let a = name_backend("a").await;
+    let p = proxy(&one_service(
+        &[a],
+        "admin:\n  token: s3cret\n  allowed_hosts: [rvs.example.test, \"*.lb.example.test\"]\n",
+    ));
+    let admin = admin(&p).await;
+    let auth = "Bearer s3cret";
+    for path in ["/api/v1/config", "/api/v1/services", "/"] {
+        for headers in [
+            vec![("Host", "rebind.attacker.example:9180")],
+            vec![
+                ("Host", "rebind.attacker.example:9180"),
+                ("Authorization", auth),
+            ],
+            vec![("Host", "127.0.0.2")],
+        ] {
+            let (status, text) = send(admin, "GET", path, &headers, "").await;
+            assert_eq!(status, Some(403), "{path} {headers:?}: {text}");
+            assert!(!text.contains("real_servers"), "{text}");
+        }
+    }
+    let (status, text) = send(
+        admin,
+        "DELETE",
+        "/api/v1/services/web",
+        &[("Host", "attacker.example"), ("Authorization", auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, Some(403), "{text}");
+    assert_eq!(p.config().services.len(), 1);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (status, text) = send(
+            admin,
+            "GET",
+            path,
+            &[("Host", "prometheus.target:9180")],
+            "",
+        )
+        .await;
+        assert_eq!(status, Some(200), "{path}: {text}");
+    }
+    for host in [
+        admin.to_string(),
+        "127.0.0.1".into(),
+        format!("localhost:{}", admin.port()),
+        "rvs.example.test".into(),
+        "a.lb.example.test:9180".into(),
+    ] {
+        let (status, text) = send(admin, "GET", "/api/v1/config", &[("Host", &host)], "").await;
+        assert_eq!(status, Some(200), "{host}: {text}");
+    }
+    // Absolute-form targets name a host too.
+    let (status, text) = send(
+        admin,
+        "GET",
+        "http://attacker.example/api/v1/config",
+        &[("Host", &admin.to_string())],
+        "",
+    )
+    .await;
+    assert_eq!(status, Some(403), "{text}");
+}
+
+/// Secrets of the configuration (misc check arguments written {secret:},
+/// HTTP check query values) are shown only to a request with the token;
+/// a service sent back redacted keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_shown_only_with_the_token_and_kept_when_sent_back() {
+    let a = name_backend("a").await;
+    let yaml = format!(
+        r#"admin:
+  token: s3cret
+services:
+  - name: web
+    listen: 127.0.0.1:0
+    scheduler: rr
+    health_checks:
+      - {{type: misc, command: [/bin/true, --password, {{secret: hunter2}}], delay_loop: 60s}}
+      - {{type: http, path: "/status?key=k3y", delay_loop: 60s}}
+    real_servers:
+      - address: "{a}"
+"#
+    );
+    let p = proxy(&yaml);
+    let admin = admin(&p).await;
+    let host = admin.to_string();
+    let secrets = ["hunter2", "k3y", "s3cret"];
+    let (status, config) = send(admin, "GET", "/api/v1/config", &[("Host", &host)], "").await;
+    assert_eq!(status, Some(200), "{config}");
+    assert!(config.contains("<redacted>"), "{config}");
+    let (_, service) = send(admin, "GET", "/api/v1/services/web", &[("Host", &host)], "").await;
+    for s in secrets {
+        assert!(!config.contains(s), "{s}: {config}");
+        assert!(!service.contains(s), "{s}: {service}");
+    }
+    let with = [("Host", host.as_str()), ("Authorization", "Bearer s3cret")];
+    let (_, shown) = send(admin, "GET", "/api/v1/config", &with, "").await;
+    assert!(
+        shown.contains("hunter2") && shown.contains("k3y"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "the token itself never: {shown}");
+    let wrong = [("Host", host.as_str()), ("Authorization", "Bearer guess")];
+    assert_eq!(
+        send(admin, "GET", "/api/v1/config", &wrong, "").await.0,
+        Some(401)
+    );
+
+    // rvsadm -E's way: read the service (without the token), change a
+    // key, send it back.
+    let v: serde_json::Value =
+        serde_json::from_str(service.split_once("\r\n\r\n").map_or("", |(_, b)| b)).unwrap();
+    let mut body = v["config"].clone();
+    body["scheduler"] = "wrr".into();
+    let body = body.to_string();
+    assert!(body.contains("<redacted>"), "{body}");
+    let put = [
+        ("Host", host.as_str()),
+        ("Authorization", "Bearer s3cret"),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, text) = send(admin, "PUT", "/api/v1/services/web", &put, &body).await;
+    assert_eq!(status, Some(200), "{text}");
+    let running = p.config();
+    let checks = &running.services[0].health.checks;
+    let running_yaml = running.to_yaml();
+    assert!(running_yaml.contains("hunter2"), "{running_yaml}");
+    assert!(running_yaml.contains("/status?key=k3y"), "{running_yaml}");
+    assert!(!running_yaml.contains("<redacted>"), "{running_yaml}");
+    assert_eq!(checks.len(), 2);
+    assert_eq!(running.services[0].sched.scheduler.name(), "wrr");
+
+    // A new service cannot borrow a secret it never had.
+    let mut new = v["config"].clone();
+    new["name"] = "other".into();
+    new["listen"] = serde_json::json!(["127.0.0.1:0"]);
+    let (status, text) = send(admin, "POST", "/api/v1/services", &put, &new.to_string()).await;
+    assert_eq!(status, Some(422), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+    assert_eq!(p.config().services.len(), 1);
+}
+
+/// A thousand idle connections to the admin port (what any local user can
+/// open): the probes still answer, through the probe lane; another client
+/// address is still served whole; what the lane does not serve is 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_admin_connections_leave_the_probes_answered() {
+    let a = name_backend("a").await;
+    let p = proxy(&one_service(&[a], ""));
+    let admin = admin(&p).await;
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(TcpStream::connect(admin).await.unwrap());
+    }
+    // Past the per-source cap (64) and the lane (32): the probes from the
+    // same address are answered, again and again.
+    for _ in 0..5 {
+        for (path, body) in [("/readyz", "ready\n"), ("/healthz", "ok\n")] {
+            let t = std::time::Instant::now();
+            let (status, text) =
+                send(admin, "GET", path, &[("Host", &admin.to_string())], "").await;
+            assert_eq!(status, Some(200), "{path}: {text}");
+            assert!(text.ends_with(body), "{text}");
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        }
+    }
+    let (status, text) = send(
+        admin,
+        "GET",
+        "/api/v1/services",
+        &[("Host", "127.0.0.1")],
+        "",
+    )
+    .await;
+    assert_eq!(status, Some(503), "{text}");
+    assert!(
+        text.contains("busy") && text.contains("Retry-After: 1"),
+        "{text}"
+    );
+    // Another address has places of its own.
+    let mut other = connect_from("127.0.0.2".parse().unwrap(), admin)
+        .await
+        .unwrap();
+    other
+        .write_all(
+            format!("GET /api/v1/services HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let reply = String::from_utf8(read_all(&mut other).await).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"web\""), "{reply}");
+    // Idle served connections are closed after the header timeout: then
+    // everything is served again.
+    let t = std::time::Instant::now();
+    let mut closed = 0;
+    for s in &mut idle {
+        let mut one = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_secs(10), s.read(&mut one)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, idle.len(), "every idle connection is closed");
+    assert!(
+        t.elapsed() < rvs_proxy::admin::HEADER_TIMEOUT + Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(idle);
+    assert_eq!(
+        get_json(admin, "/api/v1/services").await["services"][0]["name"],
+        "web"
+    );
 }

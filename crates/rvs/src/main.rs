@@ -94,12 +94,19 @@ enum Cmd {
     ///
     /// Edits made with rvsadm or the admin API are in it: they last until
     /// the configuration file is reloaded, so write this out to keep them
-    /// (`rvs show-config > rvs.yaml`). The admin token is never printed.
+    /// (`rvs show-config > rvs.yaml`). The admin token is never printed;
+    /// the configuration's other secrets (misc check arguments written
+    /// `{secret: ...}`, HTTP check query values) are printed `<redacted>`
+    /// unless the admin token is given.
     ShowConfig {
         /// The admin listener of the running rvs (else RVS_ADMIN, else
         /// 127.0.0.1:9180).
         #[arg(long)]
         admin: Option<String>,
+        /// The admin token (else RVS_ADMIN_TOKEN): the secrets are then
+        /// printed as they are.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Convert an ipvsadm, keepalived or ldirectord setup into rvs's
     /// configuration.
@@ -207,7 +214,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::SchedReplay { trace } => sched_replay(trace),
         Cmd::Check { config } => daemon::check(&config),
-        Cmd::ShowConfig { admin } => show_config(admin),
+        Cmd::ShowConfig { admin, token } => show_config(admin, token),
         Cmd::Ready { admin, timeout } => ready(admin, timeout),
         Cmd::Import { from } => import(from),
         Cmd::Run {
@@ -386,8 +393,8 @@ fn ready(admin: Option<String>, timeout: f64) -> ExitCode {
     }
 }
 
-fn show_config(admin: Option<String>) -> ExitCode {
-    let client = rvs::admin_client::AdminClient::from_env(admin, None);
+fn show_config(admin: Option<String>, token: Option<String>) -> ExitCode {
+    let client = rvs::admin_client::AdminClient::from_env(admin, token);
     match client.request("GET", "/api/v1/config", None) {
         Ok(r) if r.ok() => {
             let mut out = io::stdout().lock();

@@ -559,6 +559,124 @@ fn a_udp_flood_from_many_ports_holds_the_table_at_its_bound() {
     );
 }
 
+/// A UDP flood from thousands of source ports under a low descriptor
+/// limit (soft and hard 512, which rvs cannot raise): each session holds
+/// a socket, so unbounded sessions would take every descriptor — TCP
+/// accepts, the admin API, reloads and new UDP clients would all fail for
+/// the whole UDP timeout. rvs keeps its reserve: the flood's idlest
+/// sessions are evicted, counted and logged, and everyone else is served.
+#[test]
+fn a_udp_flood_under_a_low_descriptor_limit_leaves_everyone_else_served() {
+    const FLOOD: usize = 3000;
+    let echo = udp_echo();
+    let web = name_backend("web");
+    let (vip, dns, admin) = (free_port(), free_port(), free_port());
+    let yaml = |extra: &str| {
+        format!(
+            "admin:\n  listen: \"{admin}\"\nservices:\n  - name: web\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{web}\"\n  - name: dns\n    proto: udp\n    listen: \"{dns}\"\n    real_servers:\n      - address: \"{echo}\"\n{extra}"
+        )
+    };
+    let d = Running::start_limited("fdflood", &yaml(""), admin, "-n 512");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 512 ")),
+        "{limits}"
+    );
+    let started = Instant::now();
+    for i in 0..FLOOD {
+        if let Ok(s) = UdpSocket::bind(format!("127.0.0.{}:0", 2 + i % 4).as_str()) {
+            let _ = s.send_to(b"flood", dns);
+        }
+        if i % 100 == 99 {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let flood_took = started.elapsed();
+    thread::sleep(Duration::from_millis(300));
+    let fds = fd_count(d.pid());
+    assert!(fds < 512, "{fds} descriptors open");
+    // TCP, the admin API, a reload, a new UDP client: all served.
+    assert_eq!(common::fetch(vip).as_deref(), Some("web"), "{}", d.log());
+    let (status, _) = common::http_get(admin, "/api/v1/services").unwrap();
+    assert_eq!(status, 200);
+    let m = d.scrape();
+    let evicted = sample(&m, "rvs_udp_session_evictions_total{service=\"dns\"}").unwrap();
+    let sessions = sample(&m, "rvs_udp_sessions{service=\"dns\"}").unwrap();
+    let plan = sample(&m, "rvs_descriptors_budget{part=\"udp_sessions\"}").unwrap();
+    assert!(
+        evicted > 0.0 && sessions <= plan,
+        "{evicted} evicted, {sessions} of {plan}"
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    client.send_to(b"legit", dns).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = client
+        .recv_from(&mut buf)
+        .expect("a new UDP client is answered at once");
+    assert_eq!(&buf[..n], b"legit");
+    let extra = free_port();
+    std::fs::write(
+        d.dir.join("rvs.yaml"),
+        yaml(&format!("  - name: extra\n    listen: \"{extra}\"\n    real_servers:\n      - address: \"{web}\"\n")),
+    )
+    .unwrap();
+    signal(&d.child, "HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || common::fetch(extra).as_deref()
+            == Some("web")),
+        "the reload applied: {}",
+        d.log()
+    );
+    assert!(
+        d.log()
+            .contains("the idlest session was evicted for a new one"),
+        "the eviction is logged: {}",
+        d.log()
+    );
+    record(
+        "06-fd-flood",
+        "a UDP flood: 3,000 datagrams from new source ports, under a descriptor limit of 512 (soft and hard, so rvs cannot raise it)",
+        "`crates/rvs/tests/faults.rs` `a_udp_flood_under_a_low_descriptor_limit_leaves_everyone_else_served`",
+        &format!(
+            "the flood took {:.1} s; sessions held at {sessions} of a budget of {plan} ({evicted} evicted, the idlest first); {fds} descriptors open of 512; a TCP connection, the admin API, a reload adding a listener and a new UDP client all served",
+            flood_took.as_secs_f64()
+        ),
+    );
+
+    // A low soft limit alone is raised to the hard limit at start.
+    let (vip2, admin2) = (free_port(), free_port());
+    let raised = Running::start_limited(
+        "fdraise",
+        &common::config(vip2, web, admin2),
+        admin2,
+        "-Sn 256",
+    );
+    let hard = hard_limit_here();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", raised.pid())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(Some(soft), hard, "{limits}");
+}
+
+/// This process's hard descriptor limit (what a child inherits).
+fn hard_limit_here() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|v| v.parse().ok())
+}
+
 /// Three hundred reloads (by the admin API, every third of a broken file)
 /// while transfers stream and new connections arrive without pause: every
 /// good file applies, every broken one is refused, no connection fails,

@@ -63,8 +63,9 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// One service, as `GET /api/v1/services` lists it.
-pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
+/// One service, as `GET /api/v1/services` lists it; its `config` with
+/// its secrets unless `reveal` (a request with the admin token).
+pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime, reveal: bool) -> Value {
     svc.flush();
     let spec = svc.spec();
     let sched = svc.scheduler();
@@ -83,6 +84,11 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
         })
     };
     let sorry = spec.health.sorry_server;
+    let shown = if reveal {
+        std::borrow::Cow::Borrowed(&*spec)
+    } else {
+        spec.redacted()
+    };
     let table = sched.dests();
     // The scheduler's table, in IPVS's list order.
     let mut real_servers: Vec<Value> = table
@@ -181,7 +187,7 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime) -> Value {
         "connect_failures": svc.stats.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
         "retries": svc.stats.retries.load(std::sync::atomic::Ordering::Relaxed),
         "real_servers": real_servers,
-        "config": OutService::new(&spec, &config.global.timeouts),
+        "config": OutService::new(&shown, &config.global.timeouts),
     });
     if !spec.discovery.is_empty() {
         v["discovery"] = p
@@ -238,21 +244,21 @@ pub(super) fn dest_state(d: &rvs_sched::Dest) -> &'static str {
     }
 }
 
-pub(super) fn services(p: &Proxy) -> Value {
+pub(super) fn services(p: &Proxy, reveal: bool) -> Value {
     // In configuration order.
     let config = p.config();
     let list: Vec<Value> = config
         .services
         .iter()
         .filter_map(|s| p.service(&s.name))
-        .map(|s| service_json(p, &s))
+        .map(|s| service_json(p, &s, reveal))
         .collect();
     json!({ "services": list })
 }
 
-pub(super) fn service(p: &Proxy, name: &str) -> Result<Value, ApiError> {
+pub(super) fn service(p: &Proxy, name: &str, reveal: bool) -> Result<Value, ApiError> {
     p.service(name)
-        .map(|s| service_json(p, &s))
+        .map(|s| service_json(p, &s, reveal))
         .ok_or_else(|| no_such_service(name))
 }
 

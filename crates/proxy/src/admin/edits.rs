@@ -68,10 +68,17 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_yaml::from_str(t).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
 }
 
+/// A service as the body writes it; the secrets it sends back as
+/// `<redacted>` (as it read them without the token) keep the values of
+/// the service running under that name.
 fn parse_service(config: &Config, body: &[u8]) -> Result<ServiceSpec, ApiError> {
-    config
+    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
+    let mut spec = config
         .parse_service(text(body)?, "request body")
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))
+        .map_err(|e| invalid(e.to_string()))?;
+    spec.keep_secrets(config.service(&spec.name))
+        .map_err(|m| invalid(format!("request body: {m}")))?;
+    Ok(spec)
 }
 
 fn find<'a>(config: &'a mut Config, name: &str) -> Result<&'a mut ServiceSpec, ApiError> {

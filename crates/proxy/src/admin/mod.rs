@@ -8,14 +8,22 @@
 //! [`crate::Proxy::edit`]: the running configuration is copied, changed,
 //! checked whole and applied, or nothing changes.
 //!
-//! Edits need `Authorization: Bearer TOKEN` when `admin.token` is set.
-//! Without a token they are allowed only on a loopback listener: a
-//! listener reachable from elsewhere without a token refuses them (403).
+//! Before any route, [`guard`] refuses what a browser could be made to
+//! send (DNS rebinding, cross-site requests): every route but the probes
+//! and `/metrics` needs a `Host` naming this listener, a change needs a
+//! JSON (or YAML) body and no foreign `Origin`. Edits need `Authorization:
+//! Bearer TOKEN` when `admin.token` is set. Without a token they are
+//! allowed only on a loopback listener: a listener reachable from
+//! elsewhere without a token refuses them (403). Secrets in the
+//! configuration are shown only to a request with the token.
 //!
 //! Routes are listed in docs/admin-api.md.
 
+mod admission;
 mod api;
 mod edits;
+pub(crate) mod guard;
+pub mod lane;
 mod metrics;
 
 use std::convert::Infallible;
@@ -37,6 +45,7 @@ use tracing::{debug, warn};
 
 use crate::Proxy;
 use crate::reload::Reloader;
+use crate::throttle::Throttle;
 
 /// A response's body: whole, or a scrape written as it is sent.
 type AnyBody = Either<Full<Bytes>, metrics::Scrape>;
@@ -44,13 +53,14 @@ type AnyBody = Either<Full<Bytes>, metrics::Scrape>;
 /// Request bodies larger than this are refused (413).
 pub const MAX_BODY: usize = 1 << 20;
 
-/// How long a client may take to send a request's headers, and then its
-/// body: a slower one is closed (headers) or answered 408 (body).
+/// How long a client may take to send a request's body: a slower one is
+/// answered 408.
 pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Admin connections served at once; beyond, a new one is closed at once
-/// (a flood of idle connections cannot take every descriptor).
-pub const MAX_CONNECTIONS: usize = 512;
+/// How long a client may take to send a request's headers, and how long a
+/// kept-alive connection may wait for its next request: then it is closed.
+/// Short, so that idle connections cannot hold the listener's places.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the admin listener serves.
 #[derive(Debug, Clone)]
@@ -63,6 +73,17 @@ struct Inner {
     proxy: Proxy,
     reloader: Option<Reloader>,
     metrics: metrics::Metrics,
+    /// Logging of refused requests: a flood of them logs once a second.
+    refusals: Throttle,
+}
+
+/// The two ends of an admin connection.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    /// The client.
+    addr: SocketAddr,
+    /// The address it reached.
+    local: SocketAddr,
 }
 
 impl Admin {
@@ -75,13 +96,16 @@ impl Admin {
                 proxy,
                 reloader,
                 metrics,
+                refusals: Throttle::per_second(),
             }),
         }
     }
 
-    /// Serves `listener` until `stop`.
+    /// Serves `listener` until `stop`. Connections beyond
+    /// `admin.max_connections` (or `max_connections_per_source` from one
+    /// address) go to the probe lane ([`lane`]).
     pub async fn serve(self, listener: TcpListener, stop: CancellationToken) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let admission = Arc::new(admission::Admission::default());
         loop {
             let (stream, peer) = tokio::select! {
                 () = stop.cancelled() => return,
@@ -95,12 +119,32 @@ impl Admin {
                     }
                 },
             };
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                debug!(%peer, limit = MAX_CONNECTIONS, "admin: too many connections, closing a new one");
-                continue;
+            let limits = self.inner.proxy.config().admin.limits;
+            // A small descriptor limit lowers the cap (`fds::Plan`).
+            let max = (limits.max_connections as usize).min(crate::fds::BUDGET.admin_connections());
+            let per_source = (limits.max_connections_per_source as usize).min(max);
+            let lane = crate::fds::PROBE_LANE as usize;
+            let slot = match admission.admit(peer.ip(), max, per_source, lane) {
+                admission::Admitted::Serve(place) => place,
+                admission::Admitted::Lane(place) => {
+                    if let Some(unsaid) = self.inner.refusals.allow() {
+                        warn!(%peer, max, per_source, also_since = unsaid, "admin: too many connections: a new one is answered only for /healthz and /readyz");
+                    }
+                    let proxy = self.inner.proxy.clone();
+                    tokio::spawn(async move {
+                        let closed = place.closed.clone();
+                        let _place = place;
+                        lane::serve(stream, closed, |path| probe(&proxy, path)).await;
+                    });
+                    continue;
+                }
             };
             let admin = self.clone();
             let stop = stop.clone();
+            let peer = Peer {
+                addr: peer,
+                local: stream.local_addr().unwrap_or(peer),
+            };
             tokio::spawn(async move {
                 let _slot = slot;
                 let service = service_fn(move |req| {
@@ -109,13 +153,13 @@ impl Admin {
                 });
                 let conn = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(READ_TIMEOUT)
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
                     r = conn.as_mut() => {
                         if let Err(e) = r {
-                            debug!(%peer, error = %e, "admin: connection ended");
+                            debug!(peer = %peer.addr, error = %e, "admin: connection ended");
                         }
                     }
                     () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
@@ -124,9 +168,14 @@ impl Admin {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<AnyBody> {
+    async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<AnyBody> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
+        if !is_open_route(&method, &path)
+            && let Err(e) = self.vet(&req, peer)
+        {
+            return e.response().map(Either::Left);
+        }
         // /metrics is written as it is sent; the rest is whole.
         let response = if method == Method::GET && path.trim_end_matches('/') == "/metrics" {
             self.inner
@@ -134,16 +183,61 @@ impl Admin {
                 .scrape(req.uri().query())
                 .map(|r| r.map(Either::Right))
         } else {
-            self.route(req).await.map(|r| r.map(Either::Left))
+            self.route(req, peer).await.map(|r| r.map(Either::Left))
         };
         let response = response.unwrap_or_else(|e| e.response().map(Either::Left));
         if method != Method::GET {
-            debug!(%peer, %method, %path, status = response.status().as_u16(), "admin request");
+            debug!(peer = %peer.addr, %method, %path, status = response.status().as_u16(), "admin request");
         }
         response
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    /// The guard's checks ([`guard`]) on `req`; a refusal is logged (once
+    /// a second at most).
+    fn vet(&self, req: &Request<Incoming>, peer: Peer) -> Result<(), ApiError> {
+        use hyper::body::Body as _;
+        let headers = req.headers();
+        // A value that is not visible ASCII is refused by every check
+        // that reads it.
+        let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let config = self.inner.proxy.config();
+        let at = guard::Listener {
+            listen: config.admin.listen,
+            local: peer.local,
+            allowed_hosts: &config.admin.allowed_hosts,
+        };
+        let head = guard::Head {
+            change: !matches!(*req.method(), Method::GET | Method::HEAD),
+            host: text(header::HOST.as_str()),
+            origin: text(header::ORIGIN.as_str()),
+            fetch_site: text("sec-fetch-site"),
+            content_type: text(header::CONTENT_TYPE.as_str()),
+            has_body: req.body().size_hint().upper() != Some(0),
+        };
+        let mut checked = guard::check(&head, &at);
+        // An absolute-form target names a host too.
+        if checked.is_ok()
+            && let Some(authority) = req.uri().authority()
+        {
+            let target = guard::Head {
+                host: Some(authority.as_str()),
+                ..guard::Head::default()
+            };
+            checked = guard::check(&target, &at);
+        }
+        checked.map_err(|refused| {
+            if let Some(unsaid) = self.inner.refusals.allow() {
+                warn!(peer = %peer.addr, method = %req.method(), path = %crate::quote::bounded(req.uri().path()), reason = ?refused, also_refused_since = unsaid, "admin: request refused");
+            }
+            ApiError::from(refused)
+        })
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         let segments: Vec<String> = req
             .uri()
             .path()
@@ -156,15 +250,19 @@ impl Admin {
         let p = &self.inner.proxy;
         match (&method, seg.as_slice()) {
             (&Method::GET, []) => Ok(page()),
-            (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
-            (&Method::GET, ["readyz"]) => Ok(if p.is_ready() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            }),
-            (&Method::GET, ["api", "v1", rest @ ..]) => self.read(rest),
+            (&Method::GET, [name @ ("healthz" | "readyz")]) => {
+                let (status, body) = probe(p, &format!("/{name}")).unwrap_or((500, ""));
+                Ok(text(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    body,
+                ))
+            }
+            (&Method::GET, ["api", "v1", rest @ ..]) => {
+                let reveal = self.presents_token(&req, peer)?;
+                self.read(rest, reveal)
+            }
             (_, ["api", "v1", rest @ ..]) => {
-                self.authorize(&req)?;
+                self.authorize(&req, peer)?;
                 let rest: Vec<String> = rest.iter().map(|s| (*s).to_owned()).collect();
                 let body = read_body(req).await?;
                 let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
@@ -175,21 +273,30 @@ impl Admin {
         }
     }
 
-    fn read(&self, rest: &[&str]) -> Result<Response<Full<Bytes>>, ApiError> {
+    /// A read; the configuration's secrets are shown when `reveal`.
+    fn read(&self, rest: &[&str], reveal: bool) -> Result<Response<Full<Bytes>>, ApiError> {
         let p = &self.inner.proxy;
         match rest {
-            ["services"] => Ok(json(StatusCode::OK, &api::services(p))),
-            ["services", name] => api::service(p, name).map(|v| json(StatusCode::OK, &v)),
+            ["services"] => Ok(json(StatusCode::OK, &api::services(p, reveal))),
+            ["services", name] => api::service(p, name, reveal).map(|v| json(StatusCode::OK, &v)),
             ["history"] => Ok(json(StatusCode::OK, &api::history(p, None)?)),
             ["services", name, "history"] => {
                 Ok(json(StatusCode::OK, &api::history(p, Some(name))?))
             }
             ["connections"] => Ok(json(StatusCode::OK, &api::connections(p))),
-            ["config"] => Ok(respond(
-                StatusCode::OK,
-                "application/yaml; charset=utf-8",
-                p.config().to_yaml(),
-            )),
+            ["config"] => {
+                let config = p.config();
+                let yaml = if reveal {
+                    config.to_yaml()
+                } else {
+                    config.redacted().to_yaml()
+                };
+                Ok(respond(
+                    StatusCode::OK,
+                    "application/yaml; charset=utf-8",
+                    yaml,
+                ))
+            }
             ["reload"] => Ok(json(
                 StatusCode::OK,
                 &api::reload_status(p, self.inner.reloader.as_ref()),
@@ -254,7 +361,7 @@ impl Admin {
                     "this proxy was not started from a file: there is nothing to reload",
                 )),
             },
-            _ => Err(if self.read(rest).is_ok() {
+            _ => Err(if self.read(rest, false).is_ok() {
                 ApiError::method()
             } else {
                 ApiError::not_found()
@@ -262,27 +369,46 @@ impl Admin {
         }
     }
 
+    /// What `req` says of the token: `Ok(true)` when it presents the
+    /// configured one, `Ok(false)` when it presents none (or none is
+    /// configured), 401 when it presents a wrong one.
+    fn presents_token(&self, req: &Request<Incoming>, peer: Peer) -> Result<bool, ApiError> {
+        let config = self.inner.proxy.config();
+        let Some(token) = &config.admin.token else {
+            return Ok(false);
+        };
+        let Some(given) = req.headers().get(header::AUTHORIZATION) else {
+            return Ok(false);
+        };
+        let given = given
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            return Ok(true);
+        }
+        if let Some(unsaid) = self.inner.refusals.allow() {
+            warn!(peer = %peer.addr, also_refused_since = unsaid, "admin: a request with a wrong token was refused");
+        }
+        Err(ApiError::unauthorized("the bearer token is wrong"))
+    }
+
     /// Edits need the token when one is set; without one, a loopback
     /// listener.
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
+    fn authorize(&self, req: &Request<Incoming>, peer: Peer) -> Result<(), ApiError> {
         let admin = self.inner.proxy.config().admin.clone();
         match &admin.token {
-            Some(token) => {
-                let given = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                match given {
-                    Some(g) if constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
-                    Some(_) => {
-                        warn!("admin: an edit with a wrong token was refused");
-                        Err(ApiError::unauthorized("the bearer token is wrong"))
-                    }
-                    None => Err(ApiError::unauthorized(
-                        "edits need the admin token: send Authorization: Bearer TOKEN",
-                    )),
+            Some(_) => {
+                if self.presents_token(req, peer)? {
+                    return Ok(());
                 }
+                if let Some(unsaid) = self.inner.refusals.allow() {
+                    warn!(peer = %peer.addr, also_refused_since = unsaid, "admin: an edit without the token was refused");
+                }
+                Err(ApiError::unauthorized(
+                    "edits need the admin token: send Authorization: Bearer TOKEN",
+                ))
             }
             None if admin.mutations_open_without_token() => Ok(()),
             None => Err(ApiError::new(
@@ -294,6 +420,74 @@ impl Admin {
                 ),
             )),
         }
+    }
+}
+
+/// The answer to a probe's `path`, `/healthz` or `/readyz`: a status and
+/// a body. The probe lane answers with it too.
+fn probe(p: &Proxy, path: &str) -> Option<(u16, &'static str)> {
+    match path.trim_end_matches('/') {
+        "/healthz" => Some((200, "ok\n")),
+        "/readyz" if p.is_ready() => Some((200, "ready\n")),
+        "/readyz" => Some((503, "draining\n")),
+        _ => None,
+    }
+}
+
+/// Routes served whatever the request's Host: probes and scrapes, which
+/// the kubelet and Prometheus address as they were told to, and which show
+/// no secret and change nothing.
+fn is_open_route(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+        && matches!(
+            path.trim_end_matches('/'),
+            "/metrics" | "/healthz" | "/readyz"
+        )
+}
+
+impl From<guard::Refused> for ApiError {
+    fn from(r: guard::Refused) -> ApiError {
+        match r {
+            guard::Refused::Host(m) => ApiError::new(StatusCode::FORBIDDEN, "host_not_allowed", m),
+            guard::Refused::CrossOrigin(m) => {
+                ApiError::new(StatusCode::FORBIDDEN, "cross_origin", m)
+            }
+            guard::Refused::MediaType(m) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m,
+            ),
+        }
+    }
+}
+
+/// What the listener does with a request head before any route, for the
+/// fuzz target `admin_request`: `data` read as a head ([`lane::parse`]),
+/// the guard's rules on its headers, its path cut into segments and
+/// decoded. Whatever `data` is, it returns.
+#[doc(hidden)]
+pub fn fuzz_request(data: &[u8]) {
+    let lane::Parsed::Request(h) = lane::parse(data) else {
+        return;
+    };
+    let allowed = ["rvs.example.com".to_owned(), "*.lb.example".to_owned()];
+    let at = guard::Listener {
+        listen: SocketAddr::from(([0, 0, 0, 0], 9180)),
+        local: SocketAddr::from(([10, 0, 0, 1], 9180)),
+        allowed_hosts: &allowed,
+    };
+    let head = guard::Head {
+        change: !matches!(h.method, "GET" | "HEAD"),
+        host: h.header("host"),
+        origin: h.header("origin"),
+        fetch_site: h.header("sec-fetch-site"),
+        content_type: h.header("content-type"),
+        has_body: h.header("content-length").is_some_and(|l| l != "0")
+            || h.header("transfer-encoding").is_some(),
+    };
+    let _ = guard::check(&head, &at);
+    for segment in h.path().split('/') {
+        let _ = percent_decode(segment);
     }
 }
 

@@ -237,7 +237,9 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
             })
         }
         "misc" => {
-            let argv = r.command.unwrap_or_default();
+            let args = r.command.unwrap_or_default();
+            let secret_args = (0..args.len()).filter(|&i| args[i].secret).collect();
+            let argv: Vec<String> = args.into_iter().map(|a| a.value).collect();
             if argv.first().is_none_or(|p| p.trim().is_empty()) {
                 problems.push(At {
                     path: if argv.is_empty() {
@@ -252,6 +254,7 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
             }
             CheckKind::Misc(MiscCheck {
                 argv,
+                secret_args,
                 timeout: positive(r.timeout, delay_loop, format!("{base}.timeout"), problems),
                 dynamic: r.dynamic.unwrap_or(false),
             })

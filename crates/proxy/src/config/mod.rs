@@ -10,11 +10,14 @@
 //!
 //! Every key is documented in docs/configuration.md.
 
+mod admin;
 mod depth;
 mod health;
 mod locate;
 pub(crate) use health::defaults as health_defaults;
 mod raw;
+mod secrets;
+pub use secrets::REDACTED;
 mod validate;
 mod values;
 pub(crate) mod write;
@@ -136,6 +139,31 @@ pub struct Admin {
     /// (`admin.real_server_histograms`; the per-service one is always
     /// there).
     pub real_server_histograms: bool,
+    /// Host names the listener answers to besides its own addresses and
+    /// `localhost` (`admin.allowed_hosts`; `*.` and a name for every name
+    /// under it).
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once.
+    pub limits: AdminLimits,
+}
+
+/// How many admin connections are served at once (`admin.max_connections`,
+/// `admin.max_connections_per_source`). Beyond either, a connection is
+/// answered only if it asks for `/healthz` or `/readyz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// From every client together.
+    pub max_connections: u32,
+    /// From one client address.
+    pub max_connections_per_source: u32,
+}
+
+impl AdminLimits {
+    /// The defaults.
+    pub const DEFAULT: AdminLimits = AdminLimits {
+        max_connections: 512,
+        max_connections_per_source: 64,
+    };
 }
 
 impl Admin {
@@ -327,6 +355,9 @@ impl Eq for BodyPattern {}
 pub struct MiscCheck {
     /// The program and its arguments (no shell).
     pub argv: Vec<String>,
+    /// Which of `argv` are secrets (`{secret: ...}`), never shown by the
+    /// admin API or `rvs show-config` without the token.
+    pub secret_args: Vec<usize>,
     /// A run longer than this is killed and fails.
     pub timeout: Duration,
     /// Exit status 2–255 passes and sets the weight to status − 2.

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::values::{Addr, Cidr, Dur, Ip, Listen, ReplyMatch, StatusList};
+use super::values::{Addr, Arg, Cidr, Dur, Ip, Listen, ReplyMatch, StatusList};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +49,9 @@ pub(crate) struct RawAdmin {
     pub(crate) token: Option<String>,
     pub(crate) token_file: Option<String>,
     pub(crate) real_server_histograms: Option<bool>,
+    pub(crate) allowed_hosts: Option<Vec<String>>,
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) max_connections_per_source: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -138,7 +141,7 @@ pub(crate) struct RawHealthCheck {
     pub(crate) expect_body: Option<String>,
     pub(crate) method: Option<String>,
     pub(crate) virtualhost: Option<String>,
-    pub(crate) command: Option<Vec<String>>,
+    pub(crate) command: Option<Vec<Arg>>,
     pub(crate) timeout: Option<Dur>,
     pub(crate) dynamic: Option<bool>,
     pub(crate) payload: Option<String>,

@@ -13,8 +13,8 @@ use rvs_sched::{
 use super::locate::Positions;
 use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService, RawTimeouts};
 use super::{
-    Acl, Admin, Config, Discovery, DnsSettings, Global, Problem, Proto, ProxyVersion,
-    RealServerSpec, ServiceSpec, Target, Timeouts, UdpSettings,
+    Acl, Config, Discovery, DnsSettings, Global, Problem, Proto, ProxyVersion, RealServerSpec,
+    ServiceSpec, Target, Timeouts, UdpSettings,
 };
 
 /// Defaults, as ipvsadm's where it has one.
@@ -170,37 +170,7 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
         expire_nodest_conn: raw.global.expire_nodest_conn,
         expire_quiescent_template: raw.global.expire_quiescent_template,
     };
-    let token = match (raw.admin.token, raw.admin.token_file) {
-        (Some(_), Some(_)) => {
-            problems.push(At {
-                path: "admin.token_file".into(),
-                key: true,
-                reason: "give token or token_file, not both".into(),
-            });
-            None
-        }
-        (Some(t), None) => Some(t),
-        (None, Some(f)) => match std::fs::read_to_string(&f) {
-            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
-            Ok(_) => {
-                problems.push(at("admin.token_file", format!("{f}: the file is empty")));
-                None
-            }
-            Err(e) => {
-                problems.push(at("admin.token_file", format!("{f}: {e}")));
-                None
-            }
-        },
-        (None, None) => None,
-    };
-    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        problems.push(at("admin.token", "must not be empty"));
-    }
-    let admin = Admin {
-        listen: raw.admin.listen.map_or(defaults::ADMIN, |a| a.0),
-        token,
-        real_server_histograms: raw.admin.real_server_histograms.unwrap_or(false),
-    };
+    let admin = super::admin::admin(raw.admin, problems);
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut listeners: HashMap<(Proto, SocketAddr), String> = HashMap::new();
     let mut services = Vec::with_capacity(raw.services.len());

@@ -397,3 +397,55 @@ mod tests {
         assert!("::1:80".parse::<Addr>().is_err());
     }
 }
+
+/// An argument of a misc check's `command`: a string, or `{secret:
+/// STRING}` for one that the admin API and `rvs show-config` must not show
+/// (a password, a key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Arg {
+    pub(crate) value: String,
+    pub(crate) secret: bool,
+}
+
+impl<'de> Deserialize<'de> for Arg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Arg, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Arg;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an argument: a string, or {secret: STRING} for one never shown")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Arg, E> {
+                Ok(Arg {
+                    value: v.to_owned(),
+                    secret: false,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Arg, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Arg, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Arg, A::Error> {
+                let mut value: Option<String> = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k != "secret" {
+                        return Err(de::Error::unknown_field(&k, &["secret"]));
+                    }
+                    if value.is_some() {
+                        return Err(de::Error::duplicate_field("secret"));
+                    }
+                    value = Some(m.next_value()?);
+                }
+                value
+                    .map(|value| Arg {
+                        value,
+                        secret: true,
+                    })
+                    .ok_or_else(|| de::Error::missing_field("secret"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -55,6 +55,12 @@ struct OutAdmin {
     listen: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     real_server_histograms: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections_per_source: Option<u32>,
 }
 
 /// One service in the configuration file's form (also the admin API's).
@@ -157,7 +163,7 @@ struct OutCheck {
     #[serde(skip_serializing_if = "Option::is_none")]
     virtualhost: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    command: Option<Vec<String>>,
+    command: Option<Vec<OutArg>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +180,14 @@ struct OutCheck {
     name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     query_type: Option<String>,
+}
+
+/// A misc check's argument: a string, or `{secret: ...}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutArg {
+    Plain(String),
+    Secret { secret: String },
 }
 
 fn hex(bytes: impl Iterator<Item = (u8, u8)>) -> String {
@@ -246,7 +260,19 @@ impl OutCheck {
                 o.virtualhost.clone_from(&h.virtualhost);
             }
             CheckKind::Misc(m) => {
-                o.command = Some(m.argv.clone());
+                o.command = Some(
+                    m.argv
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| {
+                            if m.secret_args.contains(&i) {
+                                OutArg::Secret { secret: a.clone() }
+                            } else {
+                                OutArg::Plain(a.clone())
+                            }
+                        })
+                        .collect(),
+                );
                 o.timeout = differs(m.timeout, c.delay_loop);
                 o.dynamic = m.dynamic.then_some(true);
             }
@@ -486,6 +512,31 @@ pub(crate) fn service_yaml(s: &ServiceSpec, global: &Timeouts) -> String {
     serde_yaml::to_string(&OutService::new(s, global)).unwrap_or_default()
 }
 
+impl super::Admin {
+    /// `admin:` as written, without the token; `None` when every key has
+    /// its default.
+    fn out(&self) -> Option<OutAdmin> {
+        let limits = super::AdminLimits::DEFAULT;
+        let differs = |v: u32, d: u32| (v != d).then_some(v);
+        let out = OutAdmin {
+            listen: self.listen.to_string(),
+            real_server_histograms: self.real_server_histograms,
+            allowed_hosts: self.allowed_hosts.clone(),
+            max_connections: differs(self.limits.max_connections, limits.max_connections),
+            max_connections_per_source: differs(
+                self.limits.max_connections_per_source,
+                limits.max_connections_per_source,
+            ),
+        };
+        let default = self.listen == defaults::ADMIN
+            && !out.real_server_histograms
+            && out.allowed_hosts.is_empty()
+            && out.max_connections.is_none()
+            && out.max_connections_per_source.is_none();
+        (!default).then_some(out)
+    }
+}
+
 impl Config {
     /// The configuration in the file's form (YAML), without the admin token.
     pub fn to_yaml(&self) -> String {
@@ -509,11 +560,7 @@ impl Config {
                 expire_nodest_conn: self.global.expire_nodest_conn,
                 expire_quiescent_template: self.global.expire_quiescent_template,
             },
-            admin: (self.admin.listen != defaults::ADMIN || self.admin.real_server_histograms)
-                .then(|| OutAdmin {
-                    listen: self.admin.listen.to_string(),
-                    real_server_histograms: self.admin.real_server_histograms,
-                }),
+            admin: self.admin.out(),
             services: self
                 .services
                 .iter()

@@ -58,12 +58,33 @@ fn reset(stream: &TcpStream) {
     let _ = SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
 }
 
+/// A connection accepted beyond the data plane's share of descriptors
+/// ([`crate::fds`]): reset at once, counted, logged once a second.
+pub(crate) fn refuse_for_descriptors(
+    svc: &ServiceRuntime,
+    client: &TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let budget = &crate::fds::BUDGET;
+    budget.refused_tcp.fetch_add(1, Relaxed);
+    svc.refuse(Refusal::Descriptors, peer, local, Instant::now());
+    if let Some(unsaid) = budget.log.allow() {
+        let ((held, _), (share, _)) = (budget.held(), budget.shares());
+        tracing::warn!(service = %svc.name(), client = %peer, held, share, also_refused_since = unsaid, "refused: the data plane's share of file descriptors is in use (the rest is kept for the admin listener, health checks and reloads)");
+    }
+    reset(client);
+}
+
+/// Serves one accepted connection; `_fds` is its place in the descriptor
+/// budget, held until it ends.
 pub(crate) async fn serve(
     svc: Arc<ServiceRuntime>,
     mut client: TcpStream,
     peer: SocketAddr,
     local: Option<SocketAddr>,
     mode: Mode,
+    _fds: crate::fds::Held,
 ) {
     let started = Instant::now();
     let spec = svc.spec();

@@ -37,12 +37,20 @@ thread_local! {
 /// and wake-ups per byte); HAProxy's tune.pipesize is set the same.
 const PIPE_SIZE: usize = 1024 * 1024;
 
+/// Counted in the descriptor budget ([`crate::fds`]) while it exists.
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        crate::fds::BUDGET.pipe(false);
+    }
+}
+
 /// A pipe from the pool, or a new one.
 pub(crate) fn take() -> io::Result<Pipe> {
     if let Some(p) = POOL.with(|p| p.borrow_mut().pop()) {
         return Ok(p);
     }
     let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+    crate::fds::BUDGET.pipe(true);
     // Past the per-user budget the size cannot grow: use what it has.
     let capacity = fcntl_setpipe_size(&write, PIPE_SIZE)
         .or_else(|_| rustix::pipe::fcntl_getpipe_size(&write))

@@ -299,9 +299,12 @@ pub async fn http(
     let mut s = TcpStream::connect(admin).await.unwrap();
     let body = body.unwrap_or("");
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if method != "GET" {
+        req.push_str("Content-Type: application/json\r\n");
+    }
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }

@@ -296,7 +296,7 @@ pub fn http_get(at: SocketAddr, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = String::new();
@@ -336,7 +336,7 @@ pub fn http_post(at: SocketAddr, path: &str) -> Option<(u16, String)> {
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )
     .ok()?;
     let mut raw = String::new();
@@ -406,9 +406,22 @@ impl Running {
     /// Starts rvs (with two workers) on `yaml`, whose admin listener is
     /// `admin`, and waits until it is ready.
     pub fn start(tag: &str, yaml: &str, admin: SocketAddr) -> Running {
+        Running::start_in(tag, yaml, admin, Command::new(env!("CARGO_BIN_EXE_rvs")))
+    }
+
+    /// As [`Running::start`], under the shell's `ulimit` with `limit`
+    /// (`-n 512`: soft and hard; `-Sn 1024`: soft only).
+    pub fn start_limited(tag: &str, yaml: &str, admin: SocketAddr, limit: &str) -> Running {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_rvs"));
+        Running::start_in(tag, yaml, admin, cmd)
+    }
+
+    fn start_in(tag: &str, yaml: &str, admin: SocketAddr, mut cmd: Command) -> Running {
         let dir = temp_dir(tag);
         std::fs::write(dir.join("rvs.yaml"), yaml).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rvs"))
+        let child = cmd
             .args(["run", "--workers", "2", "-c"])
             .arg(dir.join("rvs.yaml"))
             .stderr(std::process::Stdio::from(

@@ -261,6 +261,53 @@ impl Scrape {
             Kind::Gauge,
             &mut |l| l.flag(&[], p.is_ready()),
         );
+        if let Some(plan) = p.descriptor_plan() {
+            one(
+                "rvs_descriptors_budget",
+                "The file descriptor plan: the soft limit, the reserve kept for the admin listener, health checks and reloads, what the data plane may hold, and the UDP sessions it allows.",
+                Kind::Gauge,
+                &mut |l| {
+                    l.int(&[("part", "limit")], plan.limit);
+                    l.int(&[("part", "reserve")], plan.reserve);
+                    l.int(&[("part", "data_plane")], plan.data);
+                    l.int(&[("part", "udp_sessions")], plan.udp_sessions);
+                    l.int(
+                        &[("part", "admin_connections")],
+                        u64::from(plan.admin_connections),
+                    );
+                },
+            );
+        }
+        let budget = &crate::fds::BUDGET;
+        let (held, udp) = budget.held();
+        one(
+            "rvs_descriptors_held",
+            "File descriptors the data plane holds: TCP connections' and UDP sessions' sockets and splice pipes (data_plane), of which UDP sessions' (udp_sessions).",
+            Kind::Gauge,
+            &mut |l| {
+                l.int(&[("part", "data_plane")], held);
+                l.int(&[("part", "udp_sessions")], udp);
+            },
+        );
+        one(
+            "rvs_descriptors_exhausted_total",
+            "For want of descriptors in the data plane's share: TCP connections refused (tcp_refused), UDP sessions evicted to make room (udp_evicted), UDP datagrams dropped with no session to evict (udp_refused).",
+            Kind::Counter,
+            &mut |l| {
+                l.int(
+                    &[("event", "tcp_refused")],
+                    budget.refused_tcp.load(Relaxed),
+                );
+                l.int(
+                    &[("event", "udp_evicted")],
+                    budget.evicted_udp.load(Relaxed),
+                );
+                l.int(
+                    &[("event", "udp_refused")],
+                    budget.refused_udp.load(Relaxed),
+                );
+            },
+        );
         if let Some(r) = &self.inner.reload {
             one(
                 "rvs_config_reloads_total",
