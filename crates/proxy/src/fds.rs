@@ -116,10 +116,13 @@ impl Plan {
                 self.limit, self.reserve
             ));
         }
+        // The default (65536) is a ceiling the budget lowers on its own:
+        // only values written in the file are said.
+        let default = crate::config::UdpSettings::DEFAULT_MAX_SESSIONS;
         let udp: u64 = config
             .services
             .iter()
-            .filter(|s| s.proto == Proto::Udp)
+            .filter(|s| s.proto == Proto::Udp && s.udp.max_sessions != default)
             .map(|s| s.udp.max_sessions as u64)
             .sum();
         if udp > self.udp_sessions {
@@ -342,11 +345,17 @@ mod tests {
         assert_eq!(p.udp_sessions, p.data / 2);
         assert_eq!(p.admin_connections, 512);
         assert!(
-            p.warnings(&c)
+            !p.warnings(&c)
                 .iter()
                 .any(|w| w.contains("udp.max_sessions")),
-            "65536 sessions do not fit"
+            "the default is lowered without a word"
         );
+        let set = config(
+            "  - {name: dns, proto: udp, listen: 127.0.0.1:53, udp: {max_sessions: 50000}}
+",
+        );
+        let w = Plan::new(20_000, &set, 2).warnings(&set);
+        assert!(w.iter().any(|w| w.contains("add up to 50000")), "{w:?}");
     }
 
     #[test]

@@ -492,3 +492,78 @@ async fn a_flood_of_sources_cannot_grow_the_table() {
     let mut name = [0u8; 1];
     c.read_exact(&mut name).await.unwrap();
 }
+
+/// `timeouts.client_first_byte`: a client that sends nothing in time is
+/// reset before any real server is chosen or connected; one that speaks
+/// is served; without the key, a silent client keeps its connection and
+/// its server, as under IPVS (where the server may speak first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_nothing_in_time_costs_no_server_connection() {
+    let (be, open) = hold_backend("h").await;
+    let p = proxy(&yaml("    timeouts: { client_first_byte: 300ms }\n", &[be]));
+    let vip = vip(&p, "s");
+    let t = Instant::now();
+    let mut silent = TcpStream::connect(vip).await.unwrap();
+    let mut buf = [0u8; 8];
+    let r = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0) | Err(_))),
+        "the silent client is closed: {r:?}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        open.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no server connection"
+    );
+    let svc = p.service("s").unwrap();
+    assert_eq!(svc.stats.refused(Refusal::FirstByte), 1);
+    assert_eq!(
+        svc.stats.conns.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    let mut talker = TcpStream::connect(vip).await.unwrap();
+    talker.write_all(b"hello").await.unwrap();
+    let mut name = [0u8; 1];
+    talker.read_exact(&mut name).await.unwrap();
+    assert_eq!(&name, b"h");
+    assert_eq!(
+        svc.stats.conns.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // Off (the default): the server speaks first to a silent client.
+    let plain = proxy(&yaml("", &[be]));
+    let mut quiet = TcpStream::connect(common::vip(&plain, "s")).await.unwrap();
+    let mut name = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), quiet.read_exact(&mut name))
+        .await
+        .expect("the server's greeting comes")
+        .unwrap();
+    assert_eq!(&name, b"h");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        plain
+            .service("s")
+            .unwrap()
+            .stats
+            .refused(Refusal::FirstByte),
+        0
+    );
+    // A bad value is refused where it is written.
+    let e = rvs_proxy::Config::parse(
+        &yaml("    timeouts: { client_first_byte: 0s }\n", &[be]),
+        "t.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("t.yaml:4:") && e.contains("client_first_byte: must be longer than 0"),
+        "{e}"
+    );
+}

@@ -61,6 +61,16 @@ pub(crate) fn check(path: &Path) -> ExitCode {
                 .flat_map(|s| s.listen.iter().map(SocketAddr::ip))
                 .filter(|ip| !rvs_proxy::local_addrs::is_local(*ip))
                 .collect();
+            // What `rvs run` will have: the hard limit, to which it raises
+            // its soft one.
+            let plan = rvs_proxy::fds::Plan::new(
+                rvs_proxy::fds::hard_limit(),
+                &c,
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            );
+            for w in plan.warnings(&c) {
+                println!("warning: {w}");
+            }
             if !absent.is_empty() {
                 let list: Vec<String> = absent.iter().map(ToString::to_string).collect();
                 println!(

@@ -175,6 +175,7 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime, reveal: bool) -> Val
             "tcpfin": secs(t.tcpfin),
             "udp": secs(t.udp),
             "proxy_header": secs(t.proxy_header),
+            "client_first_byte": t.client_first_byte.map(secs),
         },
         "active_conns": active,
         "inactive_conns": inactive,

@@ -401,6 +401,10 @@ pub struct Timeouts {
     pub udp: Duration,
     /// Reading the PROXY header of a client.
     pub proxy_header: Duration,
+    /// A client connection that sends nothing this long after it is
+    /// accepted is closed before a real server is chosen (TCP; off by
+    /// default, as in IPVS, where a server may speak first).
+    pub client_first_byte: Option<Duration>,
 }
 
 impl Timeouts {
@@ -411,6 +415,7 @@ impl Timeouts {
         tcpfin: Duration::from_secs(120),
         udp: Duration::from_secs(300),
         proxy_header: Duration::from_secs(5),
+        client_first_byte: None,
     };
 }
 
@@ -466,6 +471,12 @@ pub struct UdpSettings {
     pub proxy_protocol_every: bool,
     /// Sessions at once, at most; the idlest is evicted beyond.
     pub max_sessions: usize,
+}
+
+impl UdpSettings {
+    /// `max_sessions` when the file does not set it; the process's
+    /// descriptor budget ([`crate::fds`]) lowers it on its own.
+    pub const DEFAULT_MAX_SESSIONS: usize = validate::defaults::MAX_SESSIONS as usize;
 }
 
 /// One real server.

@@ -168,6 +168,7 @@ pub(crate) struct RawTimeouts {
     pub(crate) tcpfin: Option<Dur>,
     pub(crate) udp: Option<Dur>,
     pub(crate) proxy_header: Option<Dur>,
+    pub(crate) client_first_byte: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -364,6 +364,15 @@ fn timeouts(t: &RawTimeouts, inherited: &Timeouts, base: &str, problems: &mut Ve
             path("proxy_header"),
             problems,
         ),
+        client_first_byte: match t.client_first_byte {
+            None => inherited.client_first_byte,
+            Some(d) => Some(positive(
+                Some(d),
+                Duration::from_secs(1),
+                path("client_first_byte"),
+                problems,
+            )),
+        },
     }
 }
 

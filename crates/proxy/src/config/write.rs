@@ -329,6 +329,8 @@ struct OutTimeouts {
     udp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_first_byte: Option<String>,
 }
 
 impl OutTimeouts {
@@ -341,6 +343,9 @@ impl OutTimeouts {
             tcpfin: d(t.tcpfin, base.tcpfin),
             udp: d(t.udp, base.udp),
             proxy_header: d(t.proxy_header, base.proxy_header),
+            client_first_byte: (t.client_first_byte != base.client_first_byte)
+                .then(|| t.client_first_byte.map(duration))
+                .flatten(),
         }
     }
 
@@ -350,6 +355,7 @@ impl OutTimeouts {
             && self.tcpfin.is_none()
             && self.udp.is_none()
             && self.proxy_header.is_none()
+            && self.client_first_byte.is_none()
     }
 }
 

@@ -3,15 +3,17 @@
 //! 1. Check the client against the service's ACL and connection limit.
 //! 2. With `accept_proxy_protocol`, read the upstream balancer's header to
 //!    learn the real client.
-//! 3. Schedule: the destination the scheduler sees (dh, lblc, lblcr,
+//! 3. With `timeouts.client_first_byte`, wait for the client's first byte
+//!    (a client that sends nothing in time is reset, no server chosen).
+//! 4. Schedule: the destination the scheduler sees (dh, lblc, lblcr,
 //!    persistence) is the original destination when iptables redirected the
 //!    connection (SO_ORIGINAL_DST), else the address it was accepted on.
-//! 4. Connect with a timeout; on failure, count it against that server and
+//! 5. Connect with a timeout; on failure, count it against that server and
 //!    retry on another ([`rvs_sched::Service::schedule_retry`]).
-//! 5. Counts: the connection is inactive while connecting (IPVS's SYN
+//! 6. Counts: the connection is inactive while connecting (IPVS's SYN
 //!    state), active once both sides are established, inactive again after
 //!    the first FIN, and released at close.
-//! 6. Send the PROXY header if the service asks, then forward.
+//! 7. Send the PROXY header if the service asks, then forward.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,6 +137,19 @@ pub(crate) async fn serve(
         reset(&client);
         return;
     };
+    // A client that must speak first and does not is closed before it
+    // costs a real server a connection.
+    // (A peek: an accepted stream is assumed readable until tried.)
+    if let Some(wait) = spec.timeouts.client_first_byte
+        && tokio::time::timeout(wait, client.peek(&mut [0u8; 1]))
+            .await
+            .is_err()
+    {
+        debug!(service = %svc.name(), client = %who, "refused: nothing sent within client_first_byte");
+        svc.refuse(Refusal::FirstByte, who, vip, started);
+        reset(&client);
+        return;
+    }
     // TCP_NODELAY: inherited from the listener (`listener::bind`).
     let Some((mut server, mut conn, live)) = connect(&svc, &spec, who, vip, started).await else {
         reset(&client);
