@@ -58,6 +58,74 @@ pub fn bounded(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Whether `s` may be quoted as a value: at most [`MAX`] bytes of
+/// printable ASCII without `$`, `*`, `!`, quotes or backslashes (what a
+/// password hash or a line of a credentials file has).
+fn is_value(s: &str) -> bool {
+    s.len() <= MAX
+        && s.bytes().all(|b| {
+            (b.is_ascii_graphic() || b == b' ')
+                && !matches!(b, b'$' | b'*' | b'!' | b'"' | b'\\' | b'`')
+        })
+}
+
+/// Whether `s` is a path to a key as serde writes one
+/// (`services[0].listen`): words, dots and indices.
+pub fn is_path(s: &str) -> bool {
+    s.len() <= 4 * MAX && s.split('.').all(|seg| seg.is_empty() || is_word(seg))
+}
+
+/// A message that quotes input (serde's: `` unknown field `x` ``,
+/// `invalid type: string "x"`) with each quote kept only when it has the
+/// shape of a key (backticks) or of a plain value (double quotes), else
+/// replaced by its length.
+pub fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(4 * MAX));
+    let mut rest = message;
+    while let Some(i) = rest.find(['`', '"']) {
+        out.push_str(&rest[..i]);
+        let q = rest.as_bytes()[i];
+        let body = &rest[i + 1..];
+        // The closing quote: the next one not escaped by a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (j, b) in body.bytes().enumerate() {
+            match b {
+                b'\\' if q == b'"' => escaped = !escaped,
+                b if b == q && !escaped => {
+                    end = Some(j);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else {
+            out.push_str(&format!("(text of {} bytes, not quoted)", body.len() + 1));
+            return out;
+        };
+        let inner = &body[..end];
+        let keep = if q == b'`' {
+            is_word(inner)
+        } else {
+            is_value(inner)
+        };
+        if keep {
+            out.push(char::from(q));
+            out.push_str(inner);
+            out.push(char::from(q));
+        } else {
+            out.push_str(&format!(
+                "(a {} of {} bytes, not quoted)",
+                if q == b'`' { "key" } else { "value" },
+                inner.len()
+            ));
+        }
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +151,29 @@ mod tests {
         assert!(!word("root:*:20228:0:99999:7:::").contains("root"));
         assert!(!word(&"x".repeat(100)).contains("xx"));
         assert!(!word("").is_empty());
+    }
+
+    #[test]
+    fn messages_keep_the_quotes_a_reader_needs_and_no_others() {
+        assert_eq!(
+            scrub("unknown field `wieght`, expected one of `name`, `listen`"),
+            "unknown field `wieght`, expected one of `name`, `listen`"
+        );
+        assert_eq!(
+            scrub("unknown field `root:*:20228:0:99999:7::`, expected one of `global`"),
+            "unknown field (a key of 24 bytes, not quoted), expected one of `global`"
+        );
+        assert_eq!(
+            scrub(r#"invalid type: string "1h 30 m", expected a duration"#),
+            r#"invalid type: string "1h 30 m", expected a duration"#
+        );
+        assert_eq!(
+            scrub(r#"invalid type: string "$y$j9T$abc\"def", expected x"#),
+            "invalid type: string (a value of 15 bytes, not quoted), expected x"
+        );
+        assert_eq!(scrub("a \"dangling"), "a (text of 9 bytes, not quoted)");
+        assert!(is_path("services[0].listen[1]"));
+        assert!(!is_path("root:*:20228:0:99999:7::"));
     }
 
     #[test]

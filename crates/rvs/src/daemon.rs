@@ -42,10 +42,10 @@ pub(crate) fn check(path: &Path) -> ExitCode {
                 path.display(),
                 names.len(),
                 if names.len() == 1 { "" } else { "s" },
-                if names.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", names.join(", "))
+                match names.len() {
+                    0 => String::new(),
+                    n if n <= 20 => format!(": {}", names.join(", ")),
+                    n => format!(": {}, and {} more", names[..20].join(", "), n - 20),
                 }
             );
             let entries: usize = c.services.iter().map(|s| s.discovery.len()).sum();

@@ -648,3 +648,192 @@ fn broken_ldirectord_files_are_refused_with_their_line() {
         );
     }
 }
+
+/// Lines of a credentials file, as `/etc/shadow` holds them.
+const SHADOW: &str = "root:$y$j9T$Qm3cQ0l3Xk2d$Zq9vC1p8Rw4nYb2Ue7Hh5Ls0Tk6Jx3Fa.Gd1Mz8Nc4:20228:0:99999:7:::\ndaemon:*:20228:0:99999:7:::\noperator:!hunter2secret!:20228:0:99999:7:::\n";
+
+/// Nothing of `secret`'s lines appears in `said`.
+fn echoes_nothing_of(secret: &str, said: &str) {
+    for line in secret.lines() {
+        for part in line.split(':').filter(|p| p.len() >= 4) {
+            assert!(!said.contains(part), "{part:?} echoed in:\n{said}");
+        }
+    }
+}
+
+/// A file that is not what the command reads (a credentials file, given
+/// by mistake or by someone probing what rvs prints) is refused by
+/// position, never echoed: by `rvs check`, and by each importer, read
+/// directly or through keepalived's `include`.
+#[test]
+fn files_that_are_not_configurations_are_refused_without_being_echoed() {
+    let dir = temp_dir("noecho");
+    let shadow = dir.join("shadow");
+    std::fs::write(&shadow, SHADOW).unwrap();
+    let check = rvs().arg("check").arg("-c").arg(&shadow).output().unwrap();
+    let (out, err) = text(&check);
+    assert!(!check.status.success());
+    assert!(err.contains(&format!("{}:1:1:", shadow.display())), "{err}");
+    echoes_nothing_of(SHADOW, &(out + &err));
+    // One word: a password file.
+    let pw = dir.join("password");
+    std::fs::write(&pw, "hunter2secret\n").unwrap();
+    let (_, err) = text(&rvs().arg("check").arg("-c").arg(&pw).output().unwrap());
+    assert!(err.contains("not a configuration"), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!("global_defs {{\n}}\ninclude {}\n", shadow.display()),
+    )
+    .unwrap();
+    for (kind, file) in [
+        ("keepalived", &conf),
+        ("keepalived", &shadow),
+        ("ldirectord", &shadow),
+        ("ipvsadm", &shadow),
+    ] {
+        let o = rvs().args(["import", kind]).arg(file).output().unwrap();
+        let (out, err) = text(&o);
+        echoes_nothing_of(SHADOW, &format!("{out}{err}"));
+        assert!(err.contains("shadow:1"), "{kind}: the place is said: {err}");
+    }
+}
+
+/// A line of tens of megabytes is not written back whole, in a warning or
+/// an error, whichever importer reads it.
+#[test]
+fn a_huge_line_is_quoted_bounded() {
+    let dir = temp_dir("hugeline");
+    let huge = "A".repeat(30 << 20);
+    let cases = [
+        (
+            "keepalived",
+            format!("virtual_server 10.0.0.1 80 {{\n  lb_algo {huge}\n  {huge} 1\n}}\n"),
+        ),
+        ("keepalived", format!("{huge}\n")),
+        (
+            "ldirectord",
+            format!("virtual=10.0.0.1:80\n\treal=10.0.0.2:80 masq\n\tscheduler={huge}\n"),
+        ),
+        ("ldirectord", format!("{huge}=1\n")),
+        ("ipvsadm", format!("-A -t 10.0.0.1:80 -s {huge}\n")),
+    ];
+    for (i, (kind, body)) in cases.iter().enumerate() {
+        let f = dir.join(format!("in-{i}"));
+        std::fs::write(&f, body).unwrap();
+        let o = rvs().args(["import", kind]).arg(&f).output().unwrap();
+        let (out, err) = text(&o);
+        assert!(
+            err.len() < 8192,
+            "{kind} case {i}: {} bytes on stderr",
+            err.len()
+        );
+        assert!(
+            !out.contains(&huge[..4096]),
+            "{kind} case {i}: the line in the YAML"
+        );
+    }
+}
+
+/// The peak memory of a command, in KiB (the largest resident set of the
+/// children of a Python that runs it).
+fn peak_kib(args: &[&std::ffi::OsStr]) -> u64 {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import resource, subprocess, sys\nsubprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)\nprint(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Importing a large file (200,000 real servers) takes memory linear in
+/// its size with a small constant: a keepalived.conf of 20 MB took 70
+/// times its size before, as ldirectord.cf and ipvsadm rules took 15 to
+/// 30 times.
+#[test]
+fn importers_memory_is_a_small_multiple_of_the_file() {
+    let dir = temp_dir("bigimport");
+    let (mut ka, mut ld, mut ipv) = (String::new(), String::new(), String::new());
+    for v in 0..200 {
+        let vip = format!("10.0.{v}.1");
+        ka.push_str(&format!(
+            "virtual_server {vip} 80 {{\n  delay_loop 6\n  lb_algo wlc\n  protocol TCP\n"
+        ));
+        ld.push_str(&format!("virtual={vip}:80\n"));
+        ipv.push_str(&format!("-A -t {vip}:80 -s wlc\n"));
+        for r in 0..1000 {
+            let rs = format!("172.16.{}.{}", r / 250, r % 250);
+            ka.push_str(&format!("  real_server {rs} 8080 {{\n    weight 1\n    TCP_CHECK {{\n      connect_timeout 3\n    }}\n  }}\n"));
+            ld.push_str(&format!("\treal={rs}:8080 masq 1\n"));
+            ipv.push_str(&format!("-a -t {vip}:80 -r {rs}:8080 -m -w 1\n"));
+        }
+        ka.push_str("}\n");
+        ld.push_str("\tservice=http\n\tchecktype=connect\n\n");
+    }
+    let base = peak_kib(&[env!("CARGO_BIN_EXE_rvs").as_ref(), "--version".as_ref()]);
+    for (kind, body) in [("keepalived", ka), ("ldirectord", ld), ("ipvsadm", ipv)] {
+        let f = dir.join(kind);
+        std::fs::write(&f, &body).unwrap();
+        let peak = peak_kib(&[
+            env!("CARGO_BIN_EXE_rvs").as_ref(),
+            "import".as_ref(),
+            kind.as_ref(),
+            f.as_os_str(),
+        ]);
+        let size_kib = body.len() as u64 / 1024;
+        common::report(&format!(
+            "import {kind}: {size_kib} KiB read, peak {peak} KiB ({:.1} times)",
+            peak as f64 / size_kib as f64
+        ));
+        assert!(
+            peak <= base + 12 * size_kib,
+            "{kind}: {peak} KiB at peak for a file of {size_kib} KiB"
+        );
+    }
+}
+
+/// A token file others could read or replace is refused, with the reason
+/// and the command that mends it; one readable by its owner alone is
+/// taken.
+#[test]
+fn a_loose_token_file_is_refused_as_ssh_refuses_a_loose_key() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("tokenmode");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let conf = dir.join("rvs.yaml");
+    std::fs::write(
+        &conf,
+        format!("admin:\n  token_file: {}\nservices: []\n", token.display()),
+    )
+    .unwrap();
+    for (mode, ok) in [
+        (0o600, true),
+        (0o400, true),
+        (0o644, false),
+        (0o640, false),
+        (0o666, false),
+        (0o602, false),
+    ] {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = rvs().arg("check").arg("-c").arg(&conf).output().unwrap();
+        let (_, err) = text(&o);
+        assert_eq!(o.status.success(), ok, "{mode:o}: {err}");
+        if !ok {
+            assert!(
+                err.contains(&format!("mode {mode:04o}")) && err.contains("chmod"),
+                "{err}"
+            );
+            assert!(err.contains("rvs.yaml:2:"), "placed at its key: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+}

@@ -103,10 +103,27 @@ fn deserialize<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Vec<Prob
                 positions.find(&path, unknown).or(own)
             }
             .unwrap_or(super::locate::Pos { line: 1, column: 1 });
-            let reason = if syntax || path.is_empty() || path == "." {
-                message
+            // What the message quotes of the file is kept to keys and
+            // plain values: a file read by mistake (`rvs check -c
+            // /etc/shadow`) is never echoed.
+            let top = path.is_empty() || path == ".";
+            let message = if top && message.starts_with("invalid type: ") {
+                let found = message["invalid type: ".len()..]
+                    .split([' ', ','])
+                    .next()
+                    .unwrap_or("something else");
+                format!(
+                    "not a configuration: a mapping of keys (global, admin, services) was expected, and the file holds a {found}"
+                )
             } else {
+                crate::quote::scrub(&message)
+            };
+            let reason = if syntax || top {
+                message
+            } else if crate::quote::is_path(&path) {
                 format!("{path}: {message}")
+            } else {
+                format!("(a key not quoted): {message}")
             };
             Err(vec![Problem {
                 line: pos.line,

@@ -303,6 +303,7 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
             rs.push(Value::Mapping(m));
         }
         b.insert(key("real_servers"), Value::Sequence(rs));
+        out.seal();
         imp.services.push(out);
     }
     Ok(imp)

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_yaml::{Mapping, Value};
 
@@ -27,7 +28,7 @@ use super::{
 /// One line after includes, conditions and substitution.
 #[derive(Clone, Debug)]
 struct Line {
-    file: String,
+    file: Arc<str>,
     line: usize,
     text: String,
 }
@@ -38,14 +39,15 @@ pub(super) struct Node {
     pub(super) kw: String,
     pub(super) args: Vec<String>,
     pub(super) children: Option<Vec<Node>>,
-    pub(super) file: String,
+    /// Shared by every statement of the file.
+    pub(super) file: Arc<str>,
     pub(super) line: usize,
 }
 
 impl Node {
     fn note(&self, text: impl Into<String>) -> Note {
         Note {
-            file: self.file.clone(),
+            file: self.file.to_string(),
             line: self.line,
             text: text.into(),
         }
@@ -61,7 +63,7 @@ impl Node {
 
     fn syntax(&self, reason: impl Into<String>) -> ImportError {
         ImportError::Syntax {
-            file: self.file.clone(),
+            file: self.file.to_string(),
             line: self.line,
             reason: reason.into(),
         }
@@ -97,7 +99,8 @@ pub fn import_keeping_vrrp(
     config_id: &str,
     vrrp_out: Option<&str>,
 ) -> Result<Imported, ImportError> {
-    let (nodes, read) = statements(path, config_id)?;
+    let mut read = lines_of(path, config_id)?;
+    let lines = std::mem::take(&mut read.lines);
     let mut imp = Imported {
         source: format!("{} (keepalived)", path.display()),
         notes: read.notes,
@@ -107,7 +110,7 @@ pub fn import_keeping_vrrp(
         vrrp_out: vrrp_out.map(str::to_owned),
         ..Converter::default()
     }
-    .convert(&nodes, &mut imp)?;
+    .convert(&lines, &mut imp)?;
     Ok(imp)
 }
 
@@ -124,24 +127,32 @@ pub fn import_text(text: &str, file: &str, config_id: &str) -> Result<Imported, 
         &mut read,
         0,
     )?;
-    let nodes = parse(&tokenize(&read.lines))?;
+    let lines = std::mem::take(&mut read.lines);
     let mut imp = Imported {
         source: format!("{file} (keepalived)"),
         notes: read.notes,
         ..Imported::default()
     };
-    Converter::default().convert(&nodes, &mut imp)?;
+    Converter::default().convert(&lines, &mut imp)?;
     Ok(imp)
 }
 
 /// The file's statements, includes expanded, conditions applied,
 /// parameters substituted; with what the reading itself noticed.
 pub(super) fn statements(path: &Path, config_id: &str) -> Result<(Vec<Node>, Read), ImportError> {
+    let mut read = lines_of(path, config_id)?;
+    let lines = std::mem::take(&mut read.lines);
+    let nodes = parse(&lines)?;
+    Ok((nodes, read))
+}
+
+/// The file's lines, includes expanded, conditions applied, parameters
+/// substituted; with what the reading itself noticed.
+fn lines_of(path: &Path, config_id: &str) -> Result<Read, ImportError> {
     let mut params: HashMap<String, String> = HashMap::new();
     let mut read = Read::default();
     read_file(path, config_id, &mut params, &mut read, 0)?;
-    let nodes = parse(&tokenize(&read.lines))?;
-    Ok((nodes, read))
+    Ok(read)
 }
 
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -246,6 +257,7 @@ fn read_text(
     depth: usize,
 ) -> Result<(), ImportError> {
     let raw: Vec<&str> = text.lines().collect();
+    let name: Arc<str> = Arc::from(file);
     let mut i = 0;
     while i < raw.len() {
         let line = i + 1;
@@ -321,7 +333,7 @@ fn read_text(
                 continue;
             }
             out.lines.push(Line {
-                file: file.to_owned(),
+                file: Arc::clone(&name),
                 line,
                 text: piece.to_owned(),
             });
@@ -381,45 +393,72 @@ fn wildcard(p: &str, s: &str) -> bool {
 struct Tok {
     text: String,
     quoted: bool,
-    file: String,
+    file: Arc<str>,
     line: usize,
 }
 
-fn tokenize(lines: &[Line]) -> Vec<Tok> {
-    let mut out = Vec::new();
-    for l in lines {
-        let mut cur = String::new();
-        let mut quoted = false;
-        let mut was_quoted = false;
-        let push = |cur: &mut String, was_quoted: &mut bool, out: &mut Vec<Tok>| {
+/// The words of one line, `{` and `}` words of their own.
+fn words_of(l: &Line, out: &mut std::collections::VecDeque<Tok>) {
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    let push =
+        |cur: &mut String, was_quoted: &mut bool, out: &mut std::collections::VecDeque<Tok>| {
             if !cur.is_empty() || *was_quoted {
-                out.push(Tok {
+                out.push_back(Tok {
                     text: std::mem::take(cur),
                     quoted: *was_quoted,
-                    file: l.file.clone(),
+                    file: Arc::clone(&l.file),
                     line: l.line,
                 });
             }
             *was_quoted = false;
         };
-        for c in l.text.chars() {
-            match c {
-                '"' => {
-                    quoted = !quoted;
-                    was_quoted = true;
-                }
-                '{' | '}' if !quoted => {
-                    push(&mut cur, &mut was_quoted, &mut out);
-                    cur.push(c);
-                    push(&mut cur, &mut was_quoted, &mut out);
-                }
-                c if c.is_whitespace() && !quoted => push(&mut cur, &mut was_quoted, &mut out),
-                c => cur.push(c),
+    for c in l.text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                was_quoted = true;
             }
+            '{' | '}' if !quoted => {
+                push(&mut cur, &mut was_quoted, out);
+                cur.push(c);
+                push(&mut cur, &mut was_quoted, out);
+            }
+            c if c.is_whitespace() && !quoted => push(&mut cur, &mut was_quoted, out),
+            c => cur.push(c),
         }
-        push(&mut cur, &mut was_quoted, &mut out);
     }
-    out
+    push(&mut cur, &mut was_quoted, out);
+}
+
+/// The words of the lines, made a line at a time as the parser asks for
+/// them: the words of a whole file are never held at once.
+struct Words<'a> {
+    lines: std::slice::Iter<'a, Line>,
+    ahead: std::collections::VecDeque<Tok>,
+}
+
+impl<'a> Words<'a> {
+    fn new(lines: &'a [Line]) -> Words<'a> {
+        Words {
+            lines: lines.iter(),
+            ahead: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The next word, without taking it.
+    fn peek(&mut self) -> Option<&Tok> {
+        while self.ahead.is_empty() {
+            words_of(self.lines.next()?, &mut self.ahead);
+        }
+        self.ahead.front()
+    }
+
+    fn next(&mut self) -> Option<Tok> {
+        self.peek()?;
+        self.ahead.pop_front()
+    }
 }
 
 fn is_brace(t: &Tok) -> bool {
@@ -428,57 +467,91 @@ fn is_brace(t: &Tok) -> bool {
 
 /// Statements and blocks: a statement is a keyword and the words after it
 /// on its line; a `{` (on that line or the next) opens its block.
-fn parse(toks: &[Tok]) -> Result<Vec<Node>, ImportError> {
-    let mut i = 0;
-    let nodes = block(toks, &mut i, None)?;
-    Ok(nodes)
+fn parse(lines: &[Line]) -> Result<Vec<Node>, ImportError> {
+    block(&mut Words::new(lines), None)
 }
 
-fn block(toks: &[Tok], i: &mut usize, opened: Option<&Tok>) -> Result<Vec<Node>, ImportError> {
+/// What [`step`] read.
+enum Step {
+    /// The words ended.
+    End,
+    /// A `}`: the enclosing block ended.
+    Close,
+    /// A statement.
+    Node(Node),
+    /// A block without a keyword: its statements, kept flat.
+    Flat(Vec<Node>),
+}
+
+/// Reads one statement (with its block) from `words`.
+fn step(words: &mut Words<'_>) -> Result<Step, ImportError> {
+    let Some(t) = words.next() else {
+        return Ok(Step::End);
+    };
+    if t.text == "}" && !t.quoted {
+        return Ok(Step::Close);
+    }
+    if t.text == "{" && !t.quoted {
+        return block(words, Some(&t)).map(Step::Flat);
+    }
+    let mut node = Node {
+        kw: t.text,
+        args: Vec::new(),
+        children: None,
+        file: t.file,
+        line: t.line,
+    };
+    while let Some(w) = words.peek()
+        && Arc::ptr_eq(&w.file, &node.file)
+        && w.line == node.line
+        && !is_brace(w)
+    {
+        if let Some(w) = words.next() {
+            node.args.push(w.text);
+        }
+    }
+    if words.peek().is_some_and(|w| w.text == "{" && !w.quoted)
+        && let Some(open) = words.next()
+    {
+        node.children = Some(block(words, Some(&open))?);
+    }
+    node.args.shrink_to_fit();
+    Ok(Step::Node(node))
+}
+
+fn block(words: &mut Words<'_>, opened: Option<&Tok>) -> Result<Vec<Node>, ImportError> {
     let mut nodes = Vec::new();
-    while *i < toks.len() {
-        let t = &toks[*i];
-        if t.text == "}" && !t.quoted {
-            *i += 1;
-            return Ok(nodes);
+    loop {
+        match step(words)? {
+            Step::Node(n) => nodes.push(n),
+            Step::Flat(inner) => nodes.extend(inner),
+            Step::Close => return Ok(nodes),
+            Step::End => break,
         }
-        if t.text == "{" && !t.quoted {
-            // A block without a keyword: read and keep its children flat.
-            *i += 1;
-            let inner = block(toks, i, Some(t))?;
-            nodes.extend(inner);
-            continue;
-        }
-        *i += 1;
-        let mut node = Node {
-            kw: t.text.clone(),
-            args: Vec::new(),
-            children: None,
-            file: t.file.clone(),
-            line: t.line,
-        };
-        while *i < toks.len()
-            && toks[*i].file == t.file
-            && toks[*i].line == t.line
-            && !is_brace(&toks[*i])
-        {
-            node.args.push(toks[*i].text.clone());
-            *i += 1;
-        }
-        if *i < toks.len() && toks[*i].text == "{" && !toks[*i].quoted {
-            let open = &toks[*i];
-            *i += 1;
-            node.children = Some(block(toks, i, Some(open))?);
-        }
-        nodes.push(node);
     }
     match opened {
         Some(t) => Err(ImportError::Syntax {
-            file: t.file.clone(),
+            file: t.file.to_string(),
             line: t.line,
             reason: "this { is never closed".into(),
         }),
         None => Ok(nodes),
+    }
+}
+
+/// The top-level statements of `lines`, one at a time, each given to `f`
+/// and dropped: a whole file's statements are never held at once.
+fn each_statement(
+    lines: &[Line],
+    mut f: impl FnMut(&Node) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    let mut words = Words::new(lines);
+    loop {
+        match step(&mut words)? {
+            Step::Node(n) => f(&n)?,
+            Step::Flat(inner) => inner.iter().try_for_each(&mut f)?,
+            Step::Close | Step::End => return Ok(()),
+        }
     }
 }
 
@@ -491,7 +564,13 @@ fn timer(node: &Node) -> Result<String, ImportError> {
         .parse()
         .ok()
         .filter(|x: &f64| x.is_finite() && *x >= 0.0)
-        .ok_or_else(|| node.syntax(format!("{}: {v:?} is not a number of seconds", node.kw)))?;
+        .ok_or_else(|| {
+            node.syntax(format!(
+                "{}: {v} is not a number of seconds",
+                node.kw,
+                v = super::q(v)
+            ))
+        })?;
     Ok(if secs.fract() == 0.0 {
         format!("{}s", secs as u64)
     } else {
@@ -503,8 +582,13 @@ fn int(node: &Node) -> Result<u64, ImportError> {
     let v = node
         .arg(0)
         .ok_or_else(|| node.syntax(format!("{} needs a value", node.kw)))?;
-    v.parse()
-        .map_err(|_| node.syntax(format!("{}: {v:?} is not a whole number", node.kw)))
+    v.parse().map_err(|_| {
+        node.syntax(format!(
+            "{}: {v} is not a whole number",
+            node.kw,
+            v = super::q(v)
+        ))
+    })
 }
 
 /// An optional boolean argument (`alpha`, `alpha yes`, `alpha false`).
@@ -517,12 +601,12 @@ fn flag(node: &Node) -> bool {
 
 fn ip(node: &Node, v: &str) -> Result<IpAddr, ImportError> {
     v.parse()
-        .map_err(|_| node.syntax(format!("{v:?} is not an IP address")))
+        .map_err(|_| node.syntax(format!("{v} is not an IP address", v = super::q(v))))
 }
 
 fn port(node: &Node, v: &str) -> Result<u16, ImportError> {
     v.parse()
-        .map_err(|_| node.syntax(format!("{v:?} is not a port")))
+        .map_err(|_| node.syntax(format!("{v} is not a port", v = super::q(v))))
 }
 
 /// Check settings inherited down: virtual server, real server, checker.
@@ -565,18 +649,29 @@ const SCHEDULERS: [&str; 14] = [
 ];
 
 impl Converter {
-    fn convert(&mut self, nodes: &[Node], imp: &mut Imported) -> Result<(), ImportError> {
-        for node in nodes {
+    /// Converts the statements of `lines`, read twice (the groups first,
+    /// which virtual servers may name before they come), each statement
+    /// dropped once converted and each service sealed: memory stays a
+    /// small multiple of the file's size.
+    fn convert(&mut self, lines: &[Line], imp: &mut Imported) -> Result<(), ImportError> {
+        each_statement(lines, |node| {
             if node.kw == "virtual_server_group"
                 && let Some(name) = node.arg(0)
             {
                 self.groups.insert(name.to_owned(), node.clone());
             }
-        }
-        for node in nodes {
+            Ok(())
+        })?;
+        each_statement(lines, |node| self.statement(node, imp))
+    }
+
+    /// One top-level statement.
+    fn statement(&mut self, node: &Node, imp: &mut Imported) -> Result<(), ImportError> {
+        {
             match node.kw.as_str() {
                 "virtual_server" => {
-                    if let Some(svc) = self.virtual_server(node, imp)? {
+                    if let Some(mut svc) = self.virtual_server(node, imp)? {
+                        svc.seal();
                         imp.services.push(svc);
                     }
                 }
@@ -623,8 +718,7 @@ impl Converter {
                     "SSL: rvs's HTTPS checks do not verify the server's certificate and present none: the SSL settings are left out",
                 )),
                 other => imp.notes.push(node.note(format!(
-                    "{other}: a keyword rvs does not know: left out"
-                ))),
+                    "{other}: a keyword rvs does not know: left out", other = super::kw(other)))),
             }
         }
         Ok(())
@@ -643,7 +737,7 @@ impl Converter {
                         };
                         let secs: u64 = v
                             .parse()
-                            .map_err(|_| c.syntax(format!("lvs_timeouts {k}: {v:?} is not a number")))?;
+                            .map_err(|_| c.syntax(format!("lvs_timeouts {k}: {v} is not a number", k = super::w(k), v = super::q(v))))?;
                         if matches!(k.as_str(), "tcp" | "tcpfin" | "udp") && secs > 0 {
                             t.insert(key(k), s(format!("{secs}s")));
                         }
@@ -722,8 +816,7 @@ impl Converter {
             (Some(a), Some(p)) => Ok(vec![SocketAddr::new(ip(node, a)?, port(node, p)?)]),
             (Some(a), None) => {
                 svc.notes.push(node.note(format!(
-                    "virtual_server {a} without a port (persistent, every port): rvs listens on a port. Left out"
-                )));
+                    "virtual_server {a} without a port (persistent, every port): rvs listens on a port. Left out", a = super::w(a))));
                 Ok(Vec::new())
             }
             _ => {
@@ -762,8 +855,7 @@ impl Converter {
                     } else {
                         svc.notes.push(c.note(format!(
                             "{} {v}: not a scheduler rvs has: wlc (the default) instead",
-                            c.kw
-                        )));
+                            c.kw, v = super::w(&v))));
                     }
                 }
                 "lvs_method" | "lb_kind" => {
@@ -807,8 +899,7 @@ impl Converter {
                     Some("TCP") | None => proto = "tcp",
                     Some(other) => {
                         imp.notes.push(c.note(format!(
-                            "protocol {other}: rvs balances TCP and UDP: this virtual server is left out"
-                        )));
+                            "protocol {other}: rvs balances TCP and UDP: this virtual server is left out", other = super::w(other))));
                         return Ok(None);
                     }
                 },
@@ -864,8 +955,7 @@ impl Converter {
                 }
                 "real_server" => real.push(c),
                 other => svc.notes.push(c.note(format!(
-                    "{other}: a virtual_server keyword rvs does not know: left out"
-                ))),
+                    "{other}: a virtual_server keyword rvs does not know: left out", other = super::kw(other)))),
             }
         }
         if listen.is_empty() {
@@ -1013,8 +1103,7 @@ impl Converter {
                     checks.extend(self.checker(c, &inherited, &mut m, svc)?);
                 }
                 other => svc.notes.push(c.note(format!(
-                    "{other}: a real_server keyword rvs does not know: left out"
-                ))),
+                    "{other}: a real_server keyword rvs does not know: left out", other = super::kw(other)))),
             }
         }
         if weight > 65_535 {
@@ -1070,8 +1159,10 @@ impl Converter {
                 "tcp"
             }
             other => {
-                svc.notes
-                    .push(node.note(format!("{other}: rvs has no such checker: left out")));
+                svc.notes.push(node.note(format!(
+                    "{other}: rvs has no such checker: left out",
+                    other = super::kw(other)
+                )));
                 return Ok(Vec::new());
             }
         };
@@ -1118,7 +1209,8 @@ impl Converter {
                                 u.insert(key("virtualhost"), s(k.arg(0).unwrap_or("")));
                             }
                             other => svc.notes.push(k.note(format!(
-                                "{other} in url: not available in rvs's HTTP check: left out"
+                                "{other} in url: not available in rvs's HTTP check: left out",
+                                other = super::kw(other)
                             ))),
                         }
                     }
@@ -1165,7 +1257,8 @@ impl Converter {
                 }
                 other => svc.notes.push(c.note(format!(
                     "{other} in {}: rvs does not know it: left out",
-                    node.kw
+                    node.kw,
+                    other = super::kw(other)
                 ))),
             }
         }
@@ -1266,7 +1359,7 @@ fn expand_range(node: &Node, v: &str) -> Result<Vec<IpAddr>, ImportError> {
     if let Some((a, len)) = v.split_once('/') {
         let net: ipnet::IpNet = format!("{a}/{len}")
             .parse()
-            .map_err(|_| node.syntax(format!("{v:?} is not an address range")))?;
+            .map_err(|_| node.syntax(format!("{v} is not an address range", v = super::q(v))))?;
         return Ok(net.hosts().take(1025).collect());
     }
     let Some((a, b)) = v.split_once('-') else {
@@ -1280,15 +1373,16 @@ fn expand_range(node: &Node, v: &str) -> Result<Vec<IpAddr>, ImportError> {
         match start {
             IpAddr::V4(s4) => {
                 let mut o = s4.octets();
-                o[3] = b
-                    .parse()
-                    .map_err(|_| node.syntax(format!("{v:?} is not an address range")))?;
+                o[3] = b.parse().map_err(|_| {
+                    node.syntax(format!("{v} is not an address range", v = super::q(v)))
+                })?;
                 IpAddr::from(o)
             }
             IpAddr::V6(s6) => {
                 let mut seg = s6.segments();
-                seg[7] = u16::from_str_radix(b, 16)
-                    .map_err(|_| node.syntax(format!("{v:?} is not an address range")))?;
+                seg[7] = u16::from_str_radix(b, 16).map_err(|_| {
+                    node.syntax(format!("{v} is not an address range", v = super::q(v)))
+                })?;
                 IpAddr::from(seg)
             }
         }
@@ -1311,10 +1405,10 @@ fn expand_range(node: &Node, v: &str) -> Result<Vec<IpAddr>, ImportError> {
                 }
             }
         }
-        _ => return Err(node.syntax(format!("{v:?} mixes address families"))),
+        _ => return Err(node.syntax(format!("{v} mixes address families", v = super::q(v)))),
     }
     if out.is_empty() {
-        return Err(node.syntax(format!("{v:?} is an empty range")));
+        return Err(node.syntax(format!("{v} is an empty range", v = super::q(v))));
     }
     Ok(out)
 }
@@ -1336,12 +1430,12 @@ mod tests {
         .iter()
         .enumerate()
         .map(|(i, t)| Line {
-            file: "k".into(),
+            file: Arc::from("k"),
             line: i + 1,
             text: strip_comment(t).to_owned(),
         })
         .collect();
-        let nodes = parse(&tokenize(&lines)).unwrap();
+        let nodes = parse(&lines).unwrap();
         assert_eq!(nodes.len(), 1);
         let vs = &nodes[0];
         assert_eq!(
@@ -1357,7 +1451,7 @@ mod tests {
         let misc = &kids[1].children()[0];
         assert_eq!(misc.kw, "misc_path");
         assert_eq!(shell_words(&misc.args[0]), ["/bin/check", "a", "b c"]);
-        let unclosed = parse(&tokenize(&lines[..2])).unwrap_err().to_string();
+        let unclosed = parse(&lines[..2]).unwrap_err().to_string();
         assert_eq!(unclosed, "k:1: this { is never closed");
     }
 
@@ -1417,7 +1511,7 @@ mod tests {
             kw: "x".into(),
             args: Vec::new(),
             children: None,
-            file: "k".into(),
+            file: Arc::from("k"),
             line: 1,
         };
         let r = |v: &str| {

@@ -55,7 +55,7 @@ pub fn import_text(text: &str, file: &str, names: &Names) -> Result<Imported, Im
             names,
             globals: &globals,
         };
-        if let Some(svc) = conv.virtual_service(v, &mut taken, &mut imp.notes)? {
+        if let Some(mut svc) = conv.virtual_service(v, &mut taken, &mut imp.notes)? {
             let id = (
                 svc.body.get(key("proto")).cloned(),
                 svc.body.get(key("listen")).cloned(),
@@ -68,6 +68,9 @@ pub fn import_text(text: &str, file: &str, names: &Names) -> Result<Imported, Im
                 ));
             }
             seen.push(id);
+            // Kept as text: a large file's services as trees would take
+            // tens of times the file's size.
+            svc.seal();
             imp.services.push(svc);
         }
     }
@@ -118,7 +121,10 @@ fn directive(text: &str, line: usize, file: &str) -> Result<Directive, ImportErr
         return Err(syntax(
             file,
             line,
-            format!("{text:?} is not a directive (KEY=VALUE)"),
+            format!(
+                "{text} is not a directive (KEY=VALUE)",
+                text = super::q(text)
+            ),
         ));
     }
     Ok(Directive {
@@ -194,7 +200,7 @@ fn number(d: &Directive, file: &str) -> Result<u64, ImportError> {
         syntax(
             file,
             d.line,
-            format!("{}: {:?} is not a number", d.key, d.value),
+            format!("{}: {} is not a number", d.key, super::q(&d.value)),
         )
     })
 }
@@ -206,7 +212,11 @@ fn yes_no(d: &Directive, file: &str) -> Result<bool, ImportError> {
         other => Err(syntax(
             file,
             d.line,
-            format!("{} must be yes or no, not {other:?}", d.key),
+            format!(
+                "{} must be yes or no, not {other}",
+                d.key,
+                other = super::q(other)
+            ),
         )),
     }
 }
@@ -287,7 +297,10 @@ impl Globals {
                 other => notes.push(note(
                     file,
                     line,
-                    format!("{other}: a global directive rvs does not know: left out"),
+                    format!(
+                        "{other}: a global directive rvs does not know: left out",
+                        other = super::kw(other)
+                    ),
                 )),
             }
         }
@@ -575,7 +588,7 @@ impl Convert<'_> {
                     } else {
                         return Err(self.err(
                             line,
-                            format!("checktype must be connect, negotiate, on, off, ping, external, external-perl or a number, not {t:?}"),
+                            format!("checktype must be connect, negotiate, on, off, ping, external, external-perl or a number, not {t}", t = super::q(t)),
                         ));
                     }
                 }
@@ -595,7 +608,7 @@ impl Convert<'_> {
                     } else {
                         svc.notes.push(self.note(
                             line,
-                            format!("scheduler={val}: not a scheduler rvs has: wrr (ldirectord's default) instead"),
+                            format!("scheduler={val}: not a scheduler rvs has: wrr (ldirectord's default) instead", val = super::w(val)),
                         ));
                     }
                 }
@@ -606,9 +619,13 @@ impl Convert<'_> {
                 "ops" => ops = yes_no(d, file)?,
                 "service" => {
                     if !SERVICES.contains(&val) {
-                        return Err(
-                            self.err(line, format!("service {val:?} is not one ldirectord knows"))
-                        );
+                        return Err(self.err(
+                            line,
+                            format!(
+                                "service {val} is not one ldirectord knows",
+                                val = super::q(val)
+                            ),
+                        ));
                     }
                     service = Some(val.to_owned());
                 }
@@ -624,7 +641,10 @@ impl Convert<'_> {
                 "comment" => svc.notes.push(self.note(line, format!("comment: {val}"))),
                 other => svc.notes.push(self.note(
                     line,
-                    format!("{other}: a virtual directive rvs does not know: left out"),
+                    format!(
+                        "{other}: a virtual directive rvs does not know: left out",
+                        other = super::kw(other)
+                    ),
                 )),
             }
         }
@@ -640,12 +660,16 @@ impl Convert<'_> {
         if !va.is_empty() && va.chars().all(|c| c.is_ascii_digit()) {
             global_notes.push(self.note(
                 v.line,
-                format!("virtual={va}: a firewall-mark service: rvs has no firewall marks (it listens on addresses and ports): this virtual service is left out"),
+                format!("virtual={va}: a firewall-mark service: rvs has no firewall marks (it listens on addresses and ports): this virtual service is left out", va = super::w(va)),
             ));
             return Ok(None);
         }
-        let (vhost, vport) = split_host_port(va)
-            .ok_or_else(|| self.err(v.line, format!("{va:?} is not an address and port")))?;
+        let (vhost, vport) = split_host_port(va).ok_or_else(|| {
+            self.err(
+                v.line,
+                format!("{va} is not an address and port", va = super::q(va)),
+            )
+        })?;
         if v.v6 != vhost.starts_with('[') {
             return Err(self.err(
                 v.line,
@@ -668,9 +692,13 @@ impl Convert<'_> {
                     return Ok(None);
                 }
                 other => {
-                    return Err(
-                        self.err(*line, format!("protocol must be tcp or udp, not {other:?}"))
-                    );
+                    return Err(self.err(
+                        *line,
+                        format!(
+                            "protocol must be tcp or udp, not {other}",
+                            other = super::q(other)
+                        ),
+                    ));
                 }
             },
             None if vport == "53" || vport == "domain" => Proto::Udp,
@@ -679,13 +707,19 @@ impl Convert<'_> {
         let vip = self.host(vhost, v.v6).ok_or_else(|| {
             self.err(
                 v.line,
-                format!("{vhost}: not an address, nor a name in /etc/hosts: write the address"),
+                format!(
+                    "{vhost}: not an address, nor a name in /etc/hosts: write the address",
+                    vhost = super::w(vhost)
+                ),
             )
         })?;
         let vport = self.port(vport, proto).ok_or_else(|| {
             self.err(
                 v.line,
-                format!("{vport}: not a port, nor a service in /etc/services"),
+                format!(
+                    "{vport}: not a port, nor a service in /etc/services",
+                    vport = super::w(vport)
+                ),
             )
         })?;
         let listen = SocketAddr::new(vip, vport);
@@ -744,7 +778,7 @@ impl Convert<'_> {
                     if rvs.is_none() {
                         svc.notes.push(self.note(
                             line,
-                            format!("schedflags {f}: not a flag of the {scheduler} scheduler in rvs: left out"),
+                            format!("schedflags {f}: not a flag of the {scheduler} scheduler in rvs: left out", f = super::w(f)),
                         ));
                     }
                     rvs
@@ -970,15 +1004,19 @@ impl Convert<'_> {
         };
         let port_n = self
             .port(port, proto)
-            .ok_or_else(|| self.err(line, format!("invalid port ({port}) for real server (not a port, nor a service in /etc/services)")))?;
+            .ok_or_else(|| self.err(line, format!("invalid port ({port}) for real server (not a port, nor a service in /etc/services)", port = super::w(port))))?;
         let targets = match hosts.split_once("->") {
             None => match self.host(hosts, v6) {
                 Some(a) => vec![Target::Addr(a)],
                 None if is_hostname(hosts) => vec![Target::Name(hosts.to_owned())],
                 None => {
-                    return Err(
-                        self.err(line, format!("invalid address ({hosts}) for real server"))
-                    );
+                    return Err(self.err(
+                        line,
+                        format!(
+                            "invalid address ({hosts}) for real server",
+                            hosts = super::w(hosts)
+                        ),
+                    ));
                 }
             },
             Some((a, b)) => {
@@ -989,10 +1027,17 @@ impl Convert<'_> {
                     (Some(IpAddr::V4(x)), Some(IpAddr::V4(y))) => {
                         let (x, y) = (u32::from(x), u32::from(y));
                         if x > y {
-                            return Err(self.err(line, format!("invalid range {a}->{b}: the first address must not be above the last")));
+                            return Err(self.err(line, format!("invalid range {a}->{b}: the first address must not be above the last", a = super::w(a), b = super::w(b))));
                         }
                         if y - x >= 1024 {
-                            return Err(self.err(line, format!("{a}->{b}: over 1024 addresses")));
+                            return Err(self.err(
+                                line,
+                                format!(
+                                    "{a}->{b}: over 1024 addresses",
+                                    a = super::w(a),
+                                    b = super::w(b)
+                                ),
+                            ));
                         }
                         (x..=y)
                             .map(|i| Target::Addr(IpAddr::V4(Ipv4Addr::from(i))))
@@ -1042,7 +1087,10 @@ impl Convert<'_> {
         if !words.0.trim().is_empty() {
             return Err(self.err(
                 line,
-                format!("invalid real server line, around {:?}", words.0.trim()),
+                format!(
+                    "invalid real server line, around {}",
+                    super::q(words.0.trim())
+                ),
             ));
         }
         Ok(r)

@@ -29,7 +29,7 @@ pub struct Note {
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.line, self.text)
+        write!(f, "{}:{}: {}", self.file, self.line, bounded(&self.text))
     }
 }
 
@@ -38,8 +38,30 @@ impl std::fmt::Display for Note {
 pub struct Service {
     /// The notes about it.
     pub notes: Vec<Note>,
-    /// The service as `services:` holds it.
+    /// The service as `services:` holds it (empty once [`Service::seal`]ed).
     pub body: Mapping,
+    /// The body written out, once the service is complete: an import of a
+    /// large file keeps each finished service as text, a fraction of what
+    /// its YAML tree takes.
+    pub written: Option<String>,
+}
+
+impl Service {
+    /// Writes the body out and drops its tree: nothing more is added to it.
+    pub fn seal(&mut self) {
+        if self.written.is_none() {
+            self.written = Some(serde_yaml::to_string(&self.body).unwrap_or_default());
+            self.body = Mapping::new();
+        }
+    }
+
+    /// The body as YAML.
+    fn yaml(&self) -> std::borrow::Cow<'_, str> {
+        match &self.written {
+            Some(w) => std::borrow::Cow::Borrowed(w),
+            None => std::borrow::Cow::Owned(serde_yaml::to_string(&self.body).unwrap_or_default()),
+        }
+    }
 }
 
 /// An imported configuration.
@@ -67,7 +89,7 @@ pub enum ImportError {
         error: std::io::Error,
     },
     /// The input is not what it should be.
-    #[error("{file}:{line}: {reason}")]
+    #[error("{file}:{line}: {}", bounded(reason))]
     Syntax {
         /// The file.
         file: String,
@@ -79,6 +101,54 @@ pub enum ImportError {
     /// The YAML made of it does not check (a setting rvs refuses).
     #[error("the converted configuration does not check:\n{0}")]
     Invalid(String),
+}
+
+/// A word of the input in a message: itself when it has a word's shape
+/// (a keyword, a number, an address), else only its length
+/// ([`rvs_proxy::quote`]): a file read by mistake (`/etc/shadow`) is never
+/// echoed.
+pub(crate) fn w(s: &str) -> std::borrow::Cow<'_, str> {
+    rvs_proxy::quote::word(s)
+}
+
+/// A keyword of the input (where one was expected) in a message: itself
+/// when it has a keyword's shape (letters, digits, `_`, `-`, at most 64),
+/// else only its length.
+pub(crate) fn kw(s: &str) -> std::borrow::Cow<'_, str> {
+    let keyword = !s.is_empty()
+        && s.len() <= rvs_proxy::quote::MAX
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if keyword {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(format!("(a word of {} bytes, not quoted)", s.len()))
+    }
+}
+
+/// As [`w`], a word quoted (`"wrr2"`).
+pub(crate) fn q(s: &str) -> String {
+    if rvs_proxy::quote::is_word(s) {
+        format!("{s:?}")
+    } else {
+        w(s).into_owned()
+    }
+}
+
+/// The longest message an import writes (a note, an error): whatever went
+/// into it, a line of the input never comes out whole.
+const MAX_MESSAGE: usize = 1024;
+
+/// `text`, cut at [`MAX_MESSAGE`] bytes.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_MESSAGE {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_MESSAGE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..end], text.len()))
 }
 
 pub(crate) fn key(k: &str) -> Value {
@@ -128,31 +198,53 @@ impl Imported {
             comment(&mut out, "", &n.to_string());
         }
         out.push('\n');
+        let mut head = String::new();
         if !self.global.is_empty() {
             let mut g = Mapping::new();
             g.insert(key("global"), Value::Mapping(self.global.clone()));
-            out.push_str(&serde_yaml::to_string(&g).unwrap_or_default());
-            out.push('\n');
+            head.push_str(&serde_yaml::to_string(&g).unwrap_or_default());
+            head.push('\n');
         }
+        // Checked service by service, as the admin API checks one, then
+        // across services: the memory the check takes is one service's,
+        // not the whole file's (a million real servers are a 50 MB file).
+        let invalid = |e: rvs_proxy::config::ConfigError| ImportError::Invalid(e.to_string());
+        let checked = rvs_proxy::Config::parse(&format!("{head}services: []\n"), "converted")
+            .map_err(invalid)?;
+        out.push_str(&head);
         if self.services.is_empty() {
             out.push_str("services: []\n");
         } else {
             out.push_str("services:\n");
         }
+        let mut names = std::collections::HashSet::new();
+        let mut addresses = std::collections::HashMap::new();
         for svc in &self.services {
             let mut notes: Vec<&Note> = svc.notes.iter().collect();
             notes.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             for n in notes {
                 comment(&mut out, "  ", &n.to_string());
             }
-            let item =
-                serde_yaml::to_string(&vec![Value::Mapping(svc.body.clone())]).unwrap_or_default();
-            for line in item.lines() {
-                let _ = writeln!(out, "  {line}");
+            let item = svc.yaml();
+            let spec = checked
+                .parse_service(&item, "converted service")
+                .map_err(invalid)?;
+            let clash = |reason: String| ImportError::Invalid(format!("converted: {reason}"));
+            if !names.insert(spec.name.clone()) {
+                return Err(clash(format!("service name {:?} is used twice", spec.name)));
+            }
+            for a in &spec.listen {
+                if let Some(other) = addresses.insert((spec.proto, *a), spec.name.clone()) {
+                    return Err(clash(format!(
+                        "{} {a} is the address of services {other:?} and {:?}",
+                        spec.proto, spec.name
+                    )));
+                }
+            }
+            for (i, line) in item.lines().enumerate() {
+                let _ = writeln!(out, "  {}{line}", if i == 0 { "- " } else { "  " });
             }
         }
-        rvs_proxy::Config::parse(&out, "converted")
-            .map_err(|e| ImportError::Invalid(e.to_string()))?;
         Ok(out)
     }
 }

@@ -76,7 +76,7 @@ pub fn vrrp_config(path: &Path, config_id: &str, probe: &Probe) -> Result<VrrpCo
     for n in &nodes {
         if MOVED.contains(&n.kw.as_str()) {
             moved.push(Note {
-                file: n.file.clone(),
+                file: n.file.to_string(),
                 line: n.line,
                 text: format!(
                     "{} {}: to rvs's YAML (see its comments)",
@@ -94,7 +94,7 @@ pub fn vrrp_config(path: &Path, config_id: &str, probe: &Probe) -> Result<VrrpCo
                 for c in n.children.as_deref().unwrap_or(&[]) {
                     if lvs_global(&c.kw) {
                         moved.push(Note {
-                            file: c.file.clone(),
+                            file: c.file.to_string(),
                             line: c.line,
                             text: if c.kw == "lvs_timeouts" {
                                 "global_defs lvs_timeouts: moved to rvs (global.timeouts)"
