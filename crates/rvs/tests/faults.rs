@@ -639,7 +639,7 @@ fn a_udp_flood_under_a_low_descriptor_limit_leaves_everyone_else_served() {
         d.log()
     );
     record(
-        "06-fd-flood",
+        "05b-udp-flood-low-limit",
         "a UDP flood: 3,000 datagrams from new source ports, under a descriptor limit of 512 (soft and hard, so rvs cannot raise it)",
         "`crates/rvs/tests/faults.rs` `a_udp_flood_under_a_low_descriptor_limit_leaves_everyone_else_served`",
         &format!(

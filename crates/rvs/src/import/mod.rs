@@ -163,8 +163,24 @@ pub(crate) fn n(v: impl Into<u64>) -> Value {
     Value::Number(v.into().into())
 }
 
+/// `text` as YAML comment lines. What YAML forbids in a comment, or
+/// reads as a line break (control characters, NEL, the Unicode line and
+/// paragraph separators, a byte-order mark), is written `?`: a note that
+/// quotes the input (ldirectord's `comment=`) cannot break the file.
 fn comment(out: &mut String, indent: &str, text: &str) {
     for line in text.lines() {
+        let line: String = line
+            .chars()
+            .map(|c| {
+                if (c.is_control() && c != '\t')
+                    || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
+                {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect();
         let _ = writeln!(out, "{indent}# {line}");
     }
 }
@@ -323,4 +339,32 @@ pub(crate) fn insert_servers(
         })
         .collect();
     b.insert(key("real_servers"), Value::Sequence(rs));
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// A note quoting input with characters YAML refuses in a comment, or
+    /// reads as a line break, still gives a file rvs reads (a fuzz
+    /// target's find: ldirectord's `comment=` with control characters).
+    #[test]
+    fn notes_cannot_break_the_yaml() {
+        let names = crate::ipvsadm::names::Names::none();
+        for bad in [
+            "\u{16}\u{16}",
+            "a\u{2028}services: oops",
+            "\u{85}x",
+            "\u{feff}",
+        ] {
+            let cf =
+                format!("virtual=10.0.0.1:80\n\treal=10.0.0.2:80 masq\n\tcomment=web {bad} site\n");
+            let imp = super::ldirectord::import_text(&cf, "ldirectord.cf", &names).unwrap();
+            let yaml = imp.render().unwrap();
+            let c = rvs_proxy::Config::parse(&yaml, "out.yaml")
+                .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+            assert_eq!(c.services.len(), 1, "{yaml}");
+            assert!(yaml.contains("# ldirectord.cf:3: comment: web"), "{yaml}");
+        }
+    }
 }
