@@ -45,9 +45,9 @@ pub struct Plan {
 /// inotify descriptors, the configuration file being read, DNS sockets.
 const BASE: u64 = 64;
 
-/// Per data-plane worker: its runtime's epoll and eventfd, and the pipes
-/// its splice pool keeps (16 pairs).
-const PER_WORKER: u64 = 4 + 2 * 16;
+/// Per data-plane worker: its runtime's epoll and eventfd. (The pipes its
+/// splice pool keeps are the data plane's, counted as they are made.)
+const PER_WORKER: u64 = 4;
 
 /// Admin connections beyond the cap that are still read, to answer
 /// `/healthz` and `/readyz` (`admin::lane`).
