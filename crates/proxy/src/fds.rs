@@ -12,7 +12,7 @@
 //! session one (its upstream socket). UDP sessions may take at most half
 //! of the data plane's share, so that a UDP flood leaves TCP its room.
 //!
-//! The [`Budget`] counts what the data plane holds, in atomics (no lock
+//! The `Budget` counts what the data plane holds, in atomics (no lock
 //! on the accept path), process-wide as the limit is: a TCP connection
 //! accepted beyond the share is closed at once (refused, reason
 //! `descriptors`); a new UDP session beyond it evicts the idlest session

@@ -1,4 +1,4 @@
-//! The probe lane: admin connections beyond the caps ([`super::admission`])
+//! The probe lane: admin connections beyond the caps (`admin::admission`)
 //! are read for one request head, within [`LANE_TIMEOUT`] and
 //! [`MAX_HEAD`] bytes, and answered only when they ask for `/healthz` or
 //! `/readyz`; anything else gets 503 and a `Retry-After`, and the
@@ -6,7 +6,7 @@
 //!
 //! The head is read by [`parse`], a small sans-io reader of an HTTP/1.x
 //! request head (the request line and the header lines), which the fuzz
-//! target `admin_request` drives together with the [`super::guard`] rules.
+//! target `admin_request` drives together with the `admin::guard` rules.
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! [`crate::Proxy::edit`]: the running configuration is copied, changed,
 //! checked whole and applied, or nothing changes.
 //!
-//! Before any route, [`guard`] refuses what a browser could be made to
+//! Before any route, `guard` refuses what a browser could be made to
 //! send (DNS rebinding, cross-site requests): every route but the probes
 //! and `/metrics` needs a `Host` naming this listener, a change needs a
 //! JSON (or YAML) body and no foreign `Origin`. Edits need `Authorization:
