@@ -29,7 +29,7 @@ pub struct Note {
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.line, bounded(&self.text))
+        write!(f, "{}:{}: {}", self.file, self.line, cut(&self.text))
     }
 }
 
@@ -89,7 +89,7 @@ pub enum ImportError {
         error: std::io::Error,
     },
     /// The input is not what it should be.
-    #[error("{file}:{line}: {}", bounded(reason))]
+    #[error("{file}:{line}: {}", cut(reason))]
     Syntax {
         /// The file.
         file: String,
@@ -140,7 +140,7 @@ pub(crate) fn q(s: &str) -> String {
 const MAX_MESSAGE: usize = 1024;
 
 /// `text`, cut at [`MAX_MESSAGE`] bytes.
-fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+fn cut(text: &str) -> std::borrow::Cow<'_, str> {
     if text.len() <= MAX_MESSAGE {
         return std::borrow::Cow::Borrowed(text);
     }
