@@ -131,12 +131,11 @@ impl Plan {
                 self.udp_sessions, self.limit
             ));
         }
-        let unbounded: Vec<&str> = config
+        // With a service unbounded, the sum means nothing.
+        let bounded = config
             .services
             .iter()
-            .filter(|s| s.proto == Proto::Tcp && s.max_connections.is_none())
-            .map(|s| s.name.as_str())
-            .collect();
+            .all(|s| s.proto != Proto::Tcp || s.max_connections.is_some());
         let tcp: u64 = config
             .services
             .iter()
@@ -144,7 +143,7 @@ impl Plan {
             .filter_map(|s| s.max_connections)
             .map(|m| 2 * u64::from(m))
             .sum();
-        if unbounded.is_empty() && tcp > self.data {
+        if bounded && tcp > self.data {
             out.push(format!(
                 "max_connections of the TCP services add up to {} connections, above the {} that {} descriptors allow: beyond, new connections are refused",
                 tcp / 2,

@@ -62,11 +62,7 @@ impl Drop for SourceGuard {
 
 /// `ip` under the group's prefix length.
 fn group(cfg: &PerSource, ip: IpAddr) -> IpAddr {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(a) => {
             let bits = u32::from(cfg.prefix_v4.min(32));
             let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);

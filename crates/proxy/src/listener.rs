@@ -15,7 +15,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -242,7 +242,7 @@ fn is_resource_error(e: &io::Error) -> bool {
 
 async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracker, mode: Mode) {
     let mut backoff = Duration::from_millis(5);
-    let mut last_warning: Option<Instant> = None;
+    let warnings = crate::throttle::Throttle::per_second();
     loop {
         let accepted = tokio::select! {
             () = slot.stop.cancelled() => return,
@@ -265,9 +265,8 @@ async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracke
                 tracker.spawn(crate::tcp::conn::serve(svc, stream, peer, local, mode, fds));
             }
             Err(e) if is_resource_error(&e) => {
-                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    warn!(listen = %slot.local, error = %e, "accept failed: backing off");
-                    last_warning = Some(Instant::now());
+                if let Some(unsaid) = warnings.allow() {
+                    warn!(listen = %slot.local, error = %e, also_since = unsaid, "accept failed: backing off");
                 }
                 tokio::select! {
                     () = slot.stop.cancelled() => return,

@@ -28,6 +28,21 @@ pub fn is_word(s: &str) -> bool {
         })
 }
 
+/// `s` itself when it has a keyword's shape (letters, digits, `_`, `-`,
+/// at most [`MAX`] bytes), else a description of it by length: for a word
+/// where a keyword was expected ("unknown keyword X").
+pub fn keyword(s: &str) -> Cow<'_, str> {
+    let shaped = !s.is_empty()
+        && s.len() <= MAX
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if shaped {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("(a word of {} bytes, not quoted)", s.len()))
+    }
+}
+
 /// `s` itself when it has a word's shape ([`is_word`]), else a
 /// description of it by length: for messages that name what was found
 /// ("unknown keyword X").
@@ -151,6 +166,8 @@ mod tests {
         assert!(!word("root:*:20228:0:99999:7:::").contains("root"));
         assert!(!word(&"x".repeat(100)).contains("xx"));
         assert!(!word("").is_empty());
+        assert_eq!(keyword("virtual_server"), "virtual_server");
+        assert_eq!(keyword("operator:"), "(a word of 9 bytes, not quoted)");
     }
 
     #[test]

@@ -58,15 +58,6 @@ pub(crate) struct LanePlace {
     pub(crate) closed: CancellationToken,
 }
 
-/// `ip` as one client: an IPv4 client of a dual-stack socket is its IPv4
-/// address.
-fn source(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 impl Admission {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -82,7 +73,8 @@ impl Admission {
         per_source: usize,
         lane: usize,
     ) -> Admitted {
-        let ip = source(ip);
+        // An IPv4 client of a dual-stack socket is its IPv4 address.
+        let ip = ip.to_canonical();
         let mut st = self.lock();
         let mine = st.by_source.get(&ip).copied().unwrap_or(0);
         if st.total < max && mine < per_source {

@@ -117,12 +117,9 @@ fn is_port(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The same address, an IPv4 client of a dual-stack socket as its IPv4.
 fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    let plain = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    plain(a) == plain(b)
+    a.to_canonical() == b.to_canonical()
 }
 
 /// Whether `host` (lower-case, from [`host_part`]) is one of `allowed`:

@@ -450,10 +450,7 @@ pub struct Acl {
 impl Acl {
     /// Whether a client address may connect.
     pub fn allows(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         if self.deny.iter().any(|n| n.contains(&ip)) {
             return false;
         }

@@ -111,19 +111,10 @@ pub(crate) fn w(s: &str) -> std::borrow::Cow<'_, str> {
     rvs_proxy::quote::word(s)
 }
 
-/// A keyword of the input (where one was expected) in a message: itself
-/// when it has a keyword's shape (letters, digits, `_`, `-`, at most 64),
-/// else only its length.
+/// A keyword of the input (where one was expected) in a message
+/// ([`rvs_proxy::quote::keyword`]).
 pub(crate) fn kw(s: &str) -> std::borrow::Cow<'_, str> {
-    let keyword = !s.is_empty()
-        && s.len() <= rvs_proxy::quote::MAX
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-    if keyword {
-        std::borrow::Cow::Borrowed(s)
-    } else {
-        std::borrow::Cow::Owned(format!("(a word of {} bytes, not quoted)", s.len()))
-    }
+    rvs_proxy::quote::keyword(s)
 }
 
 /// As [`w`], a word quoted (`"wrr2"`).
