@@ -127,11 +127,47 @@ fn status_field(pid: &str, name: &str) -> String {
 
 #[test]
 fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
-    let build = Command::new(root().join("deploy/container/build.sh"))
-        .output()
-        .expect("deploy/container/build.sh runs");
-    let built = output_text(&build);
-    assert!(build.status.success(), "build.sh: {built}");
+    // docs/deploy.md's commands, as written: the builds (from the top of
+    // the checkout), then its `podman run` with this test's directory for
+    // /etc/rvs, its own name, and the options this machine needs.
+    let guide = std::fs::read_to_string(root().join("docs/deploy.md")).unwrap();
+    let commands = common::doc_commands(&guide, None);
+    let builds: Vec<&String> = commands
+        .iter()
+        .filter(|l| l.starts_with("deploy/container/build.sh"))
+        .collect();
+    assert!(builds.len() >= 2, "docs/deploy.md's builds: {commands:#?}");
+    let mut built = String::new();
+    for line in &builds {
+        let build = Command::new("sh")
+            .arg("-c")
+            .arg(line.as_str())
+            .current_dir(root())
+            .output()
+            .expect("sh runs");
+        let out = output_text(&build);
+        assert!(build.status.success(), "docs/deploy.md: `{line}`: {out}");
+        report(&format!("container test: `{line}` exited 0"));
+        if line
+            .split_whitespace()
+            .nth(1)
+            .is_none_or(|w| w.starts_with('#'))
+        {
+            built = out;
+        } else {
+            // Another tag: the same image, removed again.
+            let tag = line.split_whitespace().nth(1).unwrap_or_default();
+            assert!(out.contains(&format!("{tag}: ")), "{line}: {out}");
+            let same = output_text(&podman(&["image", "inspect", "--format", "{{.Id}}", tag]));
+            let dev = output_text(&podman(&["image", "inspect", "--format", "{{.Id}}", IMAGE]));
+            assert_eq!(same, dev, "`{line}` tags the same image");
+            let _ = podman(&["rmi", tag]);
+        }
+    }
+    let run_line = commands
+        .iter()
+        .find(|l| l.starts_with("podman run"))
+        .unwrap_or_else(|| panic!("docs/deploy.md's podman run: {commands:#?}"));
     // The size goal the README and docs/deploy.md state.
     let size_line = built
         .lines()
@@ -191,23 +227,29 @@ fn the_image_runs_unprivileged_follows_configmap_updates_and_drains_on_stop() {
     let mut cm = ConfigMapDir::new(&config(vip, one, admin));
     let name = format!("rvs-test-{}", std::process::id());
     let volume = format!("{}:/etc/rvs:ro", cm.dir.display());
-    let mut args: Vec<&str> = vec![
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--read-only",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "--user",
-        "65532:65532",
-        "--network",
-        "host",
-        "-v",
-        &volume,
-    ];
+    let mut words: Vec<&str> = run_line.split_whitespace().skip(1).collect();
+    assert_eq!(words.pop(), Some(IMAGE), "{run_line}");
+    let mut args: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        match (words[i], words.get(i + 1).copied()) {
+            ("--name", Some(_)) => {
+                args.extend(["--name", &name]);
+                i += 2;
+            }
+            ("-v", Some(v)) if v.starts_with("/etc/rvs:/etc/rvs") => {
+                args.extend(["-v", &volume]);
+                i += 2;
+            }
+            (w, _) => {
+                args.push(w);
+                i += 1;
+            }
+        }
+    }
+    for hardening in ["--read-only", "ALL", "no-new-privileges", "65532:65532"] {
+        assert!(args.contains(&hardening), "{run_line}");
+    }
     args.extend(opts.iter().map(String::as_str));
     args.push(IMAGE);
     let started = podman(&args);

@@ -618,3 +618,113 @@ fn the_units_run_under_a_real_systemd() {
     }
     assert!(journal.contains("all connections closed"), "{journal}");
 }
+
+/// docs/deploy.md's systemd steps, line by line as written, from a
+/// checkout (the shipped config/rvs.yaml, the units, the binary where
+/// `cargo build --release` puts it), in a fresh container under a real
+/// systemd: rvs.service is installed, enabled and serving, then
+/// rvs.socket takes over its addresses. `$EDITOR` edits nothing.
+#[test]
+fn the_deploy_guide_systemd_steps_run_as_written() {
+    let guide = std::fs::read_to_string(root().join("docs/deploy.md")).unwrap();
+    let steps: Vec<String> = common::doc_commands(&guide, None)
+        .into_iter()
+        .skip_while(|l| !l.starts_with("install -m 0755 target/release/rvs"))
+        .collect();
+    let (service, socket): (Vec<&String>, Vec<&String>) = {
+        let split = steps
+            .iter()
+            .position(|l| l.contains("rvs.socket"))
+            .expect("the guide installs rvs.socket");
+        (
+            steps[..split].iter().collect(),
+            steps[split..].iter().collect(),
+        )
+    };
+    assert!(
+        service
+            .iter()
+            .any(|l| l.starts_with("systemctl enable --now rvs"))
+            && socket
+                .iter()
+                .any(|l| l.starts_with("systemctl enable --now rvs.socket")),
+        "the guide's systemd steps: {steps:#?}"
+    );
+    // The checkout, as the guide's commands expect it.
+    let src = temp_dir("deploy-guide");
+    for rel in [
+        "config/rvs.yaml",
+        "deploy/systemd/rvs.service",
+        "deploy/systemd/rvs.socket",
+    ] {
+        std::fs::create_dir_all(src.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(root().join(rel), src.join(rel)).unwrap();
+    }
+    std::fs::create_dir_all(src.join("target/release")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_rvs"), src.join("target/release/rvs")).unwrap();
+
+    let image = systemd_image();
+    let name = format!("rvs-test-guide-{}", std::process::id());
+    let started = podman(&[
+        "run".to_owned(),
+        "-d".into(),
+        "--name".into(),
+        name.clone(),
+        "--privileged".into(),
+        "--systemd=always".into(),
+        "--network".into(),
+        "none".into(),
+        "--runtime".into(),
+        "runc".into(),
+        "--ulimit".into(),
+        "nofile=4096:4096".into(),
+        "--ulimit".into(),
+        "nproc=4096:4096".into(),
+        "-v".into(),
+        format!("{}:/src:ro", src.display()),
+        image,
+        "/sbin/init".into(),
+    ]);
+    assert!(started.status.success(), "{}", output_text(&started));
+    let _removed = PodmanContainer(name.clone());
+    let (ok, boot) = in_container(
+        &name,
+        "for i in $(seq 120); do \
+           case $(systemctl is-system-running 2>/dev/null) in running|degraded) exit 0;; esac; sleep 0.5; \
+         done; exit 1",
+    );
+    assert!(ok, "systemd up: {boot}");
+    let step = |line: &str| {
+        let (ok, out) = in_container(&name, &format!("cd /src && export EDITOR=true && {line}"));
+        assert!(ok, "docs/deploy.md: `{line}` failed:\n{out}");
+        report(&format!("deploy guide: `{line}` exited 0"));
+    };
+    let serving = |what: &str| {
+        let (ok, out) = in_container(
+            &name,
+            "for i in $(seq 40); do curl -sf -o /dev/null http://127.0.0.1:9180/healthz && \
+               systemctl is-active rvs.service && exit 0; sleep 0.5; done; \
+             systemctl status rvs.service rvs.socket --no-pager; journalctl -u rvs.service --no-pager | tail -20; exit 1",
+        );
+        assert!(ok, "{what}: rvs serves its admin address:\n{out}");
+    };
+    for line in &service {
+        step(line);
+    }
+    serving("rvs.service enabled");
+    let (_, enabled) = in_container(&name, "systemctl is-enabled rvs.service");
+    assert_eq!(enabled.trim(), "enabled");
+    for line in &socket {
+        step(line);
+    }
+    serving("rvs.socket enabled");
+    let (ok, out) = in_container(
+        &name,
+        "systemctl is-active rvs.socket && systemctl is-enabled rvs.socket && \
+         journalctl -u rvs.service --no-pager | grep -c 'admin: adopting the socket'",
+    );
+    assert!(
+        ok,
+        "rvs.socket active and enabled, its admin socket adopted:\n{out}"
+    );
+}

@@ -531,3 +531,41 @@ pub fn connection_stream(
     };
     (handle, ok, failed)
 }
+
+/// The shell commands of a Markdown file as a reader would type them:
+/// every line of its ```` ```sh ```` blocks up to the heading `until` (or
+/// the end), continuation lines (`\`) joined, blank lines and whole-line
+/// comments left out. A trailing comment stays: the shell ignores it.
+pub fn doc_commands(markdown: &str, until: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if until.is_some_and(|h| line.trim_end() == h) {
+            break;
+        }
+        let fence = line.trim_start();
+        if fence.starts_with("```") {
+            in_sh = !in_sh && fence.trim_end() == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        let trimmed = line.trim();
+        if pending.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(trimmed);
+                out.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    out
+}
