@@ -188,7 +188,7 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime, reveal: bool) -> Val
         "connect_failures": svc.stats.connect_failures.load(std::sync::atomic::Ordering::Relaxed),
         "retries": svc.stats.retries.load(std::sync::atomic::Ordering::Relaxed),
         "real_servers": real_servers,
-        "config": OutService::new(&shown, &config.global.timeouts),
+        "config": OutService::new(&shown, &config.global),
     });
     if !spec.discovery.is_empty() {
         v["discovery"] = p

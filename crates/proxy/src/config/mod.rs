@@ -17,6 +17,7 @@ mod locate;
 pub(crate) use health::defaults as health_defaults;
 mod raw;
 mod secrets;
+mod tcp_options;
 pub use secrets::REDACTED;
 mod validate;
 mod values;
@@ -61,6 +62,32 @@ pub struct Global {
     /// IPVS's `expire_quiescent_template`: a persistence template whose
     /// real server has weight 0 ends at its next use.
     pub expire_quiescent_template: bool,
+    /// The TCP socket options of services that set none.
+    pub tcp: TcpOptions,
+}
+
+/// Socket options set on both of a TCP connection's sockets, the client's
+/// and the real server's (`tcp_keepalive`, `tcp_user_timeout`). Off by
+/// default: the kernel's own settings, as HAProxy without `clitcpka`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// SO_KEEPALIVE, with the probes' timing; `None`: no keepalive.
+    pub keepalive: Option<Keepalive>,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged
+    /// before the kernel ends the connection; `None`: the kernel's default.
+    pub user_timeout: Option<Duration>,
+}
+
+/// TCP keepalive's timing; a `None` is the kernel's setting
+/// (net.ipv4.tcp_keepalive_time, _intvl, _probes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence before the first probe (TCP_KEEPIDLE), whole seconds.
+    pub idle: Option<Duration>,
+    /// Between unanswered probes (TCP_KEEPINTVL), whole seconds.
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection ends (TCP_KEEPCNT).
+    pub count: Option<u32>,
 }
 
 /// DNS discovery settings (`global.dns`).
@@ -214,6 +241,8 @@ pub struct ServiceSpec {
     pub sched: rvs_sched::ServiceConfig,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Keepalive and user timeout of both sockets of a connection (TCP).
+    pub tcp: TcpOptions,
     /// Further servers tried when a connect fails (TCP).
     pub connect_retries: u32,
     /// Connections at once, at most (TCP).
@@ -614,13 +643,12 @@ impl Config {
     /// or JSON), as the admin API receives it; `source` names it in errors.
     /// Timeouts it leaves out are this configuration's global ones.
     pub fn parse_service(&self, text: &str, source: &str) -> Result<ServiceSpec, ConfigError> {
-        let mut spec =
-            validate::parse_service(text, &self.global.timeouts).map_err(|problems| {
-                ConfigError::Invalid {
-                    file: source.to_owned(),
-                    problems,
-                }
-            })?;
+        let mut spec = validate::parse_service(text, &self.global).map_err(|problems| {
+            ConfigError::Invalid {
+                file: source.to_owned(),
+                problems,
+            }
+        })?;
         spec.sched.expire_quiescent_template = self.global.expire_quiescent_template;
         Ok(spec)
     }
@@ -661,7 +689,7 @@ impl Config {
             let checked = if running.get(s.name.as_str()).is_some_and(|r| *r == s) {
                 s.clone()
             } else {
-                let text = write::service_yaml(s, &self.global.timeouts);
+                let text = write::service_yaml(s, &self.global);
                 match self.parse_service(&text, "edited configuration") {
                     Ok(c) => c,
                     Err(ConfigError::Invalid { problems: p, .. }) => {

@@ -31,6 +31,46 @@ pub(crate) struct RawGlobal {
     pub(crate) expire_nodest_conn: bool,
     #[serde(default)]
     pub(crate) expire_quiescent_template: bool,
+    pub(crate) tcp_keepalive: Option<RawKeepalive>,
+    pub(crate) tcp_user_timeout: Option<Dur>,
+}
+
+/// `tcp_keepalive:` as written: `true`/`false`, or its timing.
+#[derive(Debug)]
+pub(crate) enum RawKeepalive {
+    Switch(bool),
+    Timing(RawKeepaliveTiming),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKeepaliveTiming {
+    pub(crate) idle: Option<Dur>,
+    pub(crate) interval: Option<Dur>,
+    pub(crate) count: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawKeepalive {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawKeepalive;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or {idle, interval, count}")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawKeepalive, E> {
+                Ok(RawKeepalive::Switch(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawKeepalive, A::Error> {
+                RawKeepaliveTiming::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawKeepalive::Timing)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +120,8 @@ pub(crate) struct RawService {
     pub(crate) persistence: Option<RawPersistence>,
     #[serde(default)]
     pub(crate) timeouts: RawTimeouts,
+    pub(crate) tcp_keepalive: Option<RawKeepalive>,
+    pub(crate) tcp_user_timeout: Option<Dur>,
     pub(crate) connect_retries: Option<u32>,
     pub(crate) max_connections: Option<u32>,
     pub(crate) per_source: Option<RawPerSource>,

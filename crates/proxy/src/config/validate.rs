@@ -14,7 +14,7 @@ use super::locate::Positions;
 use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService, RawTimeouts};
 use super::{
     Acl, Config, Discovery, DnsSettings, Global, Problem, Proto, ProxyVersion, RealServerSpec,
-    ServiceSpec, Target, Timeouts, UdpSettings,
+    ServiceSpec, Target, TcpOptions, Timeouts, UdpSettings,
 };
 
 /// Defaults, as ipvsadm's where it has one.
@@ -59,7 +59,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
 
 /// Parses and checks one service alone (as the admin API receives it),
 /// its timeouts defaulting to `inherited`.
-pub(crate) fn parse_service(text: &str, inherited: &Timeouts) -> Result<ServiceSpec, Vec<Problem>> {
+pub(crate) fn parse_service(text: &str, inherited: &Global) -> Result<ServiceSpec, Vec<Problem>> {
     let raw: RawService = deserialize(text)?;
     let mut problems = Vec::new();
     let spec = service(raw, "", inherited, &mut problems);
@@ -186,6 +186,13 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
         dns: dns(raw.global.dns.unwrap_or_default(), problems),
         expire_nodest_conn: raw.global.expire_nodest_conn,
         expire_quiescent_template: raw.global.expire_quiescent_template,
+        tcp: super::tcp_options::options(
+            raw.global.tcp_keepalive,
+            raw.global.tcp_user_timeout,
+            &TcpOptions::default(),
+            "global",
+            problems,
+        ),
     };
     let admin = super::admin::admin(raw.admin, problems);
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -202,7 +209,7 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
                 ),
             ));
         }
-        let mut spec = service(s, &base, &global.timeouts, problems);
+        let mut spec = service(s, &base, &global, problems);
         spec.sched.expire_quiescent_template = global.expire_quiescent_template;
         for (j, addr) in spec.listen.iter().enumerate() {
             if let Some(other) = listeners.insert((spec.proto, *addr), spec.name.clone()) {
@@ -412,7 +419,7 @@ fn positive(
 fn service(
     mut s: RawService,
     base: &str,
-    inherited: &Timeouts,
+    inherited: &Global,
     problems: &mut Vec<At>,
 ) -> ServiceSpec {
     let health = super::health::service(&mut s, base, problems);
@@ -495,7 +502,7 @@ fn service(
     });
     let timeouts = timeouts(
         &s.timeouts,
-        inherited,
+        &inherited.timeouts,
         &format!("{base}.timeouts"),
         problems,
     );
@@ -531,6 +538,15 @@ fn service(
         ));
     }
     tcp_only("max_connections", s.max_connections.is_some(), problems);
+    tcp_only("tcp_keepalive", s.tcp_keepalive.is_some(), problems);
+    tcp_only("tcp_user_timeout", s.tcp_user_timeout.is_some(), problems);
+    let tcp = super::tcp_options::options(
+        s.tcp_keepalive.take(),
+        s.tcp_user_timeout.take(),
+        &inherited.tcp,
+        base,
+        problems,
+    );
     let per_source = s
         .per_source
         .map(|p| per_source(p, &format!("{base}.per_source"), problems));
@@ -672,6 +688,7 @@ fn service(
             expire_quiescent_template: false,
         },
         timeouts,
+        tcp,
         connect_retries,
         max_connections: s.max_connections,
         per_source,

@@ -14,8 +14,8 @@ use super::health::defaults as hd;
 use super::validate::defaults;
 use super::values::Dur;
 use super::{
-    CheckKind, Config, DnsSettings, Entry, HealthCheck, Proto, ProxyVersion, RealServerSpec,
-    ServiceSpec, Target, Timeouts,
+    CheckKind, Config, DnsSettings, Entry, Global, HealthCheck, Proto, ProxyVersion,
+    RealServerSpec, ServiceSpec, Target, TcpOptions, Timeouts,
 };
 
 #[derive(Serialize)]
@@ -39,6 +39,44 @@ struct OutGlobal {
     expire_nodest_conn: bool,
     #[serde(skip_serializing_if = "is_false")]
     expire_quiescent_template: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp_keepalive: Option<OutKeepalive>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp_user_timeout: Option<String>,
+}
+
+/// `tcp_keepalive:` as written: `false` (turning an inherited one off),
+/// or its timing (`{}`: the kernel's).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutKeepalive {
+    Off(bool),
+    On {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idle: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interval: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
+    },
+}
+
+impl OutKeepalive {
+    /// `tcp_keepalive` and `tcp_user_timeout` of `t` where they differ
+    /// from `base`.
+    fn diff(t: &TcpOptions, base: &TcpOptions) -> (Option<OutKeepalive>, Option<String>) {
+        let keepalive = (t.keepalive != base.keepalive).then(|| match t.keepalive {
+            None => OutKeepalive::Off(false),
+            Some(k) => OutKeepalive::On {
+                idle: k.idle.map(duration),
+                interval: k.interval.map(duration),
+                count: k.count,
+            },
+        });
+        let user_timeout = (t.user_timeout != base.user_timeout)
+            .then(|| duration(t.user_timeout.unwrap_or_default()));
+        (keepalive, user_timeout)
+    }
 }
 
 #[derive(Serialize)]
@@ -76,6 +114,10 @@ pub(crate) struct OutService<'a> {
     persistence: Option<OutPersistence>,
     #[serde(skip_serializing_if = "OutTimeouts::is_empty")]
     timeouts: OutTimeouts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp_keepalive: Option<OutKeepalive>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp_user_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connect_retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -407,8 +449,9 @@ fn duration(d: Duration) -> String {
 
 impl<'a> OutService<'a> {
     /// `s` as the file would say it, with timeouts relative to `global`.
-    pub(crate) fn new(s: &'a ServiceSpec, global: &Timeouts) -> OutService<'a> {
+    pub(crate) fn new(s: &'a ServiceSpec, global: &Global) -> OutService<'a> {
         let sched = &s.sched;
+        let (tcp_keepalive, tcp_user_timeout) = OutKeepalive::diff(&s.tcp, &global.tcp);
         let checks = out_checks(&s.health.checks);
         OutService {
             name: &s.name,
@@ -433,7 +476,9 @@ impl<'a> OutService<'a> {
                     ipv6_prefix: (prefix != 128).then_some(prefix),
                 }
             }),
-            timeouts: OutTimeouts::diff(&s.timeouts, global),
+            timeouts: OutTimeouts::diff(&s.timeouts, &global.timeouts),
+            tcp_keepalive,
+            tcp_user_timeout,
             connect_retries: (s.connect_retries != defaults::CONNECT_RETRIES)
                 .then_some(s.connect_retries),
             max_connections: s.max_connections,
@@ -514,7 +559,7 @@ fn real_server(r: &RealServerSpec) -> OutRealServer {
 }
 
 /// One service in the file's form, alone (as the admin API takes one).
-pub(crate) fn service_yaml(s: &ServiceSpec, global: &Timeouts) -> String {
+pub(crate) fn service_yaml(s: &ServiceSpec, global: &Global) -> String {
     serde_yaml::to_string(&OutService::new(s, global)).unwrap_or_default()
 }
 
@@ -546,6 +591,8 @@ impl super::Admin {
 impl Config {
     /// The configuration in the file's form (YAML), without the admin token.
     pub fn to_yaml(&self) -> String {
+        let (tcp_keepalive, tcp_user_timeout) =
+            OutKeepalive::diff(&self.global.tcp, &TcpOptions::default());
         let out = OutConfig {
             global: OutGlobal {
                 shutdown_grace: duration(self.global.shutdown_grace),
@@ -565,12 +612,14 @@ impl Config {
                 }),
                 expire_nodest_conn: self.global.expire_nodest_conn,
                 expire_quiescent_template: self.global.expire_quiescent_template,
+                tcp_keepalive,
+                tcp_user_timeout,
             },
             admin: self.admin.out(),
             services: self
                 .services
                 .iter()
-                .map(|s| OutService::new(s, &self.global.timeouts))
+                .map(|s| OutService::new(s, &self.global))
                 .collect(),
         };
         // Serializing plain strings, numbers and lists cannot fail.
@@ -611,6 +660,8 @@ global:
   shutdown_grace: 2.5s
   access_log: true
   timeouts: { tcp: 1h, connect: 250ms }
+  tcp_keepalive: { idle: 60s, count: 4 }
+  tcp_user_timeout: 30s
 admin:
   listen: 127.0.0.1:9999
   token: secret
@@ -621,6 +672,8 @@ services:
     flags: [sh-port, sh-fallback]
     persistence: { timeout: 5m, netmask: 255.255.255.0, ipv6_prefix: 64 }
     timeouts: { tcpfin: 30s, proxy_header: 0.0005s }
+    tcp_keepalive: false
+    tcp_user_timeout: 0s
     connect_retries: 0
     max_connections: 10
     proxy_protocol: v2
@@ -656,6 +709,9 @@ services:
     real_servers: []
 "#;
         let c = Config::parse(text, "t").unwrap();
+        assert_eq!(c.services[0].tcp, crate::config::TcpOptions::default());
+        assert_eq!(c.services[1].tcp, c.global.tcp);
+        assert_eq!(c.global.tcp.user_timeout, Some(Duration::from_secs(30)));
         let yaml = c.to_yaml();
         assert!(!yaml.contains("secret"), "the token leaked:\n{yaml}");
         let mut back = Config::parse(&yaml, "written").unwrap_or_else(|e| panic!("{e}\n{yaml}"));

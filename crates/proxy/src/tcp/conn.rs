@@ -151,11 +151,13 @@ pub(crate) async fn serve(
         return;
     }
     // TCP_NODELAY: inherited from the listener (`listener::bind`).
+    super::sockopts::apply(&client, &spec.tcp, "client");
     let Some((mut server, mut conn, live)) = connect(&svc, &spec, who, vip, started).await else {
         reset(&client);
         return;
     };
     let _ = server.set_nodelay(true);
+    super::sockopts::apply(&server, &spec.tcp, "server");
     conn.established();
     live.conn.set_state(ConnState::Established);
     if let Some(version) = spec.proxy_protocol {

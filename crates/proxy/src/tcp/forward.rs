@@ -16,7 +16,12 @@
 //! but cost 10–20% on small keep-alive requests; Auto keeps both.
 //!
 //! Idle timeouts are ipvsadm's: `tcp` while both directions are open,
-//! `tcpfin` once one direction has ended.
+//! `tcpfin` once one direction has ended. As under IPVS, where every
+//! packet refreshes a connection's entry, a segment without data counts:
+//! a TCP keepalive probe from either peer (or an answer to rvs's own,
+//! `tcp_keepalive`) keeps the connection. Nothing is read per packet: the
+//! kernel's segment counters (`TCP_INFO`) are read when the timer fires,
+//! and once a short while into each silence, for the count to compare with.
 //!
 //! The end of a stream rides on its last data when it can: a read that
 //! empties the socket after the peer's FIN came in (epoll said RDHUP) has
@@ -110,7 +115,7 @@ pub(crate) async fn run(
     let (up_first, res) = tokio::select! {
         r = &mut up => (true, r),
         r = &mut down => (false, r),
-        () = idle(c, tcp) => return End::Timeout,
+        () = idle(c, tcp, client, server) => return End::Timeout,
         () = c.expire.notified() => return End::Expired,
     };
     if let Err(e) = res {
@@ -129,13 +134,13 @@ pub(crate) async fn run(
     let res = if up_first {
         tokio::select! {
             r = &mut down => r,
-            () = idle(c, tcpfin) => return End::Timeout,
+            () = idle(c, tcpfin, client, server) => return End::Timeout,
             () = c.expire.notified() => return End::Expired,
         }
     } else {
         tokio::select! {
             r = &mut up => r,
-            () = idle(c, tcpfin) => return End::Timeout,
+            () = idle(c, tcpfin, client, server) => return End::Timeout,
             () = c.expire.notified() => return End::Expired,
         }
     };
@@ -145,14 +150,68 @@ pub(crate) async fn run(
     }
 }
 
-async fn idle(c: &Counters, limit: Duration) {
+/// Returns once neither peer has sent a segment, data or not, for
+/// `limit`.
+///
+/// The data is seen in user space ([`Counters::touch`]); segments without
+/// data (keepalive probes) only in the kernel's count of segments received
+/// (`tcpi_segs_in`) of the two sockets. The count is read a `lead` into
+/// each silence (once the last data's acknowledgements are in), and again
+/// when `limit` of silence has passed: if it grew, a peer spoke, and the
+/// silence is measured from then. A segment in the first `lead` of a
+/// silence is missed, and a keepalive probe is never alone in it: the
+/// data came just before.
+async fn idle(c: &Counters, limit: Duration, client: &TcpStream, server: &TcpStream) {
+    let lead = (limit / 4).min(Duration::from_secs(1));
+    let segments = || {
+        let a = super::info::segments(client)?.0;
+        let b = super::info::segments(server)?.0;
+        Some(a.wrapping_add(b))
+    };
+    // The last data seen, and the silence's start with the count then.
+    let mut data = c.last.load(Relaxed);
+    let mut quiet_since = rvs_sched::Time::from_nanos(data);
+    let mut counted: Option<u64> = None;
     loop {
-        let deadline = rvs_sched::Time::from_nanos(c.last.load(Relaxed)).saturating_add(limit);
-        let now = clock::now();
-        if now >= deadline {
-            return;
+        let last = c.last.load(Relaxed);
+        if last != data {
+            data = last;
+            quiet_since = rvs_sched::Time::from_nanos(last);
+            counted = None;
         }
-        tokio::time::sleep(deadline.saturating_since(now)).await;
+        let now = clock::now();
+        let (wake, at_deadline) = match counted {
+            None => (quiet_since.saturating_add(lead), false),
+            Some(_) => (quiet_since.saturating_add(limit), true),
+        };
+        if now < wake {
+            tokio::time::sleep(wake.saturating_since(now)).await;
+            continue;
+        }
+        if !at_deadline {
+            match segments() {
+                Some(n) => counted = Some(n),
+                // No TCP_INFO: data alone counts, as before.
+                None => {
+                    if now >= quiet_since.saturating_add(limit) {
+                        return;
+                    }
+                    tokio::time::sleep(quiet_since.saturating_add(limit).saturating_since(now))
+                        .await;
+                    if c.last.load(Relaxed) == data {
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
+        match (segments(), counted) {
+            (Some(n), Some(before)) if n != before => {
+                quiet_since = now;
+                counted = Some(n);
+            }
+            _ => return,
+        }
     }
 }
 

@@ -5,3 +5,4 @@ pub mod forward;
 pub(crate) mod info;
 #[cfg(target_os = "linux")]
 pub(crate) mod pipes;
+pub(crate) mod sockopts;
