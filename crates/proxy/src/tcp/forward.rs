@@ -160,12 +160,16 @@ pub(crate) async fn run(
 /// when `limit` of silence has passed: if it grew, a peer spoke, and the
 /// silence is measured from then. A segment in the first `lead` of a
 /// silence is missed, and a keepalive probe is never alone in it: the
-/// data came just before.
+/// data came just before. While data waits to be sent on either socket (a
+/// peer that does not read), the segments are window probes and their
+/// answers, not keepalives: such a connection is timed out by its data.
 async fn idle(c: &Counters, limit: Duration, client: &TcpStream, server: &TcpStream) {
     let lead = (limit / 4).min(Duration::from_secs(1));
+    // `None` while data waits on either socket: a connection stuck on a
+    // peer that does not read is timed out by its data alone.
     let segments = || {
-        let a = super::info::segments(client)?.0;
-        let b = super::info::segments(server)?.0;
+        let a = super::info::idle_segments_in(client)?;
+        let b = super::info::idle_segments_in(server)?;
         Some(a.wrapping_add(b))
     };
     // The last data seen, and the silence's start with the count then.

@@ -13,6 +13,30 @@ use std::os::fd::AsRawFd;
 /// says (Linux 4.2 and later).
 #[cfg(target_os = "linux")]
 pub(crate) fn segments(sock: &impl AsRawFd) -> Option<(u64, u64)> {
+    let info = tcp_info(sock)?;
+    // Kernels older than the segment counters leave them at zero.
+    Some((u64::from(info.tcpi_segs_in), u64::from(info.tcpi_segs_out)))
+}
+
+/// Segments received from the peer of `sock`, when nothing waits to be
+/// sent or acknowledged on it: the count an idle connection's keepalive
+/// probes raise. `None` while data waits (a peer that does not read: the
+/// segments then are window probes and their answers, not a sign of
+/// life), or when the kernel does not say.
+#[cfg(target_os = "linux")]
+pub(crate) fn idle_segments_in(sock: &impl AsRawFd) -> Option<u64> {
+    let info = tcp_info(sock)?;
+    (info.tcpi_unacked == 0 && info.tcpi_notsent_bytes == 0).then_some(u64::from(info.tcpi_segs_in))
+}
+
+/// Elsewhere: unknown.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn idle_segments_in(_sock: &impl AsRawFd) -> Option<u64> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn tcp_info(sock: &impl AsRawFd) -> Option<libc::tcp_info> {
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
     // SAFETY: `info` is a writable, zero-initialized `tcp_info` of `len`
@@ -32,9 +56,7 @@ pub(crate) fn segments(sock: &impl AsRawFd) -> Option<(u64, u64)> {
     }
     // SAFETY: zero-initialized, then filled (in part) by the kernel: every
     // bit pattern is a valid `tcp_info` (integers only).
-    let info = unsafe { info.assume_init() };
-    // Kernels older than the segment counters leave them at zero.
-    Some((u64::from(info.tcpi_segs_in), u64::from(info.tcpi_segs_out)))
+    Some(unsafe { info.assume_init() })
 }
 
 /// Elsewhere: unknown.
