@@ -11,16 +11,15 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Kill, NAME_SERVER, Netns, Running, connection_stream, fd_count, free_port, http_post,
+    NAME_SERVER, Netns, Running, connection_stream, fd_count, free_port, http_post,
     kernel_udp_drops, median_p99, name_backend, record, rss_kib, sample, signal, spawn_ready,
-    temp_dir, udp_echo, wait_for,
+    udp_echo, wait_for,
 };
 
 fn mib(kib: u64) -> f64 {
@@ -189,19 +188,9 @@ fn a_black_holed_server_is_timed_out_ejected_and_recovered() {
             name,
         ])));
     }
-    let dir = temp_dir("bhole");
-    std::fs::write(
-        dir.join("rvs.yaml"),
+    let (rvs, log) = ns.rvs(
+        "bhole",
         "admin:\n  listen: 127.0.0.1:9180\nservices:\n  - name: bh\n    listen: 127.0.0.1:80\n    scheduler: rr\n    connect_retries: 1\n    passive: { failures: 1 }\n    timeouts: { connect: 1s }\n    real_servers:\n      - address: 127.0.0.2:8000\n      - address: 127.0.0.3:8000\n",
-    )
-    .unwrap();
-    let log = dir.join("rvs.log");
-    let rvs = Kill(
-        ns.cmd(&[env!("CARGO_BIN_EXE_rvs"), "run", "-c"])
-            .arg(dir.join("rvs.yaml"))
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap(),
     );
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

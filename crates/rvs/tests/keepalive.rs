@@ -220,19 +220,9 @@ except OSError as e:
 fn tcp_keepalive_and_user_timeout_find_a_black_holed_server() {
     let ns = Netns::new("kalive");
     let _server = spawn_ready(&mut ns.cmd(&["python3", "-c", ECHO, "127.0.0.2", "8000"]));
-    let dir = temp_dir("kalive");
-    std::fs::write(
-        dir.join("rvs.yaml"),
+    let (_rvs, log) = ns.rvs(
+        "kalive",
         "admin:\n  listen: 127.0.0.1:9180\nservices:\n  - name: probed\n    listen: 127.0.0.1:80\n    timeouts: {tcp: 300s}\n    tcp_keepalive: {idle: 2s, interval: 1s, count: 2}\n    real_servers:\n      - address: 127.0.0.2:8000\n  - name: bounded\n    listen: 127.0.0.1:81\n    timeouts: {tcp: 300s}\n    tcp_user_timeout: 2s\n    real_servers:\n      - address: 127.0.0.2:8000\n",
-    )
-    .unwrap();
-    let log = dir.join("rvs.log");
-    let _rvs = Kill(
-        ns.cmd(&[env!("CARGO_BIN_EXE_rvs"), "run", "-c"])
-            .arg(dir.join("rvs.yaml"))
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap(),
     );
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

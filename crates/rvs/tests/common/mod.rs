@@ -244,6 +244,26 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// `rvs run` inside the namespace on `yaml` (written in a directory of
+    /// `tag`), its standard error in the returned log file; killed when
+    /// the `Kill` is dropped.
+    pub fn rvs(&self, tag: &str, yaml: &str) -> (Kill, PathBuf) {
+        let dir = temp_dir(tag);
+        std::fs::write(dir.join("rvs.yaml"), yaml).unwrap();
+        let log = dir.join("rvs.log");
+        let child = self
+            .cmd(&[env!("CARGO_BIN_EXE_rvs"), "run", "-c"])
+            .arg(dir.join("rvs.yaml"))
+            .stderr(std::process::Stdio::from(
+                std::fs::File::create(&log).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        (Kill(child), log)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
