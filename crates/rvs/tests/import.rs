@@ -395,8 +395,18 @@ fn ldirectords_own_sample_block_by_block() {
             // sql01->sql03: three names rvs resolves, weight 10.
             assert_eq!((s.real_servers.len(), s.discovery.len()), (0, 3));
             assert_eq!(s.discovery[2].template.params.weight, 10);
+            // ldirectord's MySQL check: its login, database and query.
+            assert_eq!(kinds, ["mysql"], "{yaml}");
+            let rvs_proxy::config::CheckKind::Protocol(p) = &s.health.checks[0].kind else {
+                panic!("{yaml}");
+            };
+            assert_eq!(p.login.as_deref(), Some("readuser"));
+            assert_eq!(p.password.as_deref(), Some("genericpassword"));
+            assert_eq!(p.database.as_deref(), Some("portal"));
+            assert_eq!(p.query, "SELECT * FROM link");
+        } else if head.contains(":1521") {
             assert!(
-                warnings.contains("service=mysql: rvs has no mysql check"),
+                warnings.contains("service=oracle: rvs has no oracle check"),
                 "{warnings}"
             );
         } else if head.contains(":23") {
@@ -414,16 +424,29 @@ fn ldirectords_own_sample_block_by_block() {
         for (j, l) in text.iter().enumerate().skip(start + 1).take(i - start - 1) {
             let d = l.trim_start();
             for what in ["login", "passwd", "secret", "database"] {
-                if d.starts_with(&format!("{what}=")) {
-                    let w = format!("{}:{}: warning: {what}", file.display(), j + 1);
-                    assert!(warnings.contains(&w), "{w} in\n{warnings}");
-                }
+                let Some(value) = d.strip_prefix(&format!("{what}=")) else {
+                    continue;
+                };
+                // Used by the check rvs writes, or said to be left out.
+                let key = if what == "passwd" { "password" } else { what };
+                let used = format!("{key}: {}", value.trim_matches('"'));
+                let w = format!("{}:{}: warning: {what}", file.display(), j + 1);
+                assert!(
+                    yaml.contains(&used) || warnings.contains(&w),
+                    "{w} in\n{warnings}\nor {used} in\n{yaml}"
+                );
             }
         }
-        if !yaml.contains("passwd") {
-            continue;
+        // A secret only ever where a check uses it.
+        for (at, _) in yaml.match_indices("genericpassword") {
+            let line_start = yaml[..at].rfind('\n').map_or(0, |i| i + 1);
+            let before = yaml[line_start..at].trim_start().trim_start_matches("- ");
+            assert!(
+                before == "password: " || before == "secret: ",
+                "a password out of place: {}",
+                &yaml[line_start..]
+            );
         }
-        assert!(!yaml.contains("genericpassword"), "a password copied");
     }
     for k in ["https", "dns", "tcp", "udp"] {
         assert!(seen_kinds.contains(k), "{k} among {seen_kinds:?}");
@@ -836,4 +859,131 @@ fn a_loose_token_file_is_refused_as_ssh_refuses_a_loose_key() {
             assert!(!err.contains("s3cret"), "{err}");
         }
     }
+}
+
+/// keepalived's SMTP_CHECK and ldirectord's negotiate checks become the
+/// checks that speak their protocol, with their logins, queries and
+/// secrets; what rvs cannot honour is a warning with its line.
+#[test]
+fn protocol_checks_are_imported_as_protocol_checks() {
+    use rvs_proxy::config::{CheckKind, Protocol, TcpStep};
+    let dir = temp_dir("import-protocols");
+    let ka = dir.join("keepalived.conf");
+    std::fs::write(
+        &ka,
+        "virtual_server 192.0.2.10 25 {\n  lb_algo rr\n  protocol TCP\n  real_server 192.0.2.21 25 {\n    SMTP_CHECK {\n      helo_name mail-check.example.com\n      connect_timeout 4\n    }\n  }\n  real_server 192.0.2.22 25 {\n    SMTP_CHECK {\n      host {\n        connect_ip 192.0.2.31\n        connect_port 2525\n      }\n      host {\n        connect_ip 192.0.2.32\n      }\n    }\n  }\n}\n",
+    )
+    .unwrap();
+    let out = rvs()
+        .args(["import", "keepalived"])
+        .arg(&ka)
+        .output()
+        .unwrap();
+    let (yaml, warnings) = text(&out);
+    assert!(out.status.success(), "{warnings}");
+    assert!(!warnings.contains("SMTP"), "{warnings}");
+    let c = checks(&yaml, "import-smtp");
+    let rs = &c.services[0].real_servers;
+    let one = rs[0].checks.as_deref().unwrap();
+    let CheckKind::Protocol(p) = &one[0].kind else {
+        panic!("{yaml}")
+    };
+    assert_eq!(
+        (p.protocol, p.helo_name.as_str()),
+        (Protocol::Smtp, "mail-check.example.com")
+    );
+    let two = rs[1].checks.as_deref().unwrap();
+    assert_eq!(two.len(), 2, "one check per host: {yaml}");
+    assert_eq!(two[0].connect_port, Some(2525));
+    assert_eq!(two[1].connect_ip.unwrap().to_string(), "192.0.2.32");
+
+    let ld = dir.join("ldirectord.cf");
+    std::fs::write(
+        &ld,
+        "checktimeout=3\nvirtual=192.0.2.10:110\n\treal=192.0.2.21:110 masq\n\tservice=pop\n\tlogin=\"probe\"\n\tpasswd=\"pw1\"\n\
+         virtual=192.0.2.10:993\n\treal=192.0.2.21:993 masq\n\tservice=imaps\n\
+         virtual=192.0.2.10:21\n\treal=192.0.2.21:21 masq\n\tservice=ftp\n\trequest=\"welcome.msg\"\n\treceive=\"Welcome\"\n\
+         virtual=192.0.2.10:389\n\treal=192.0.2.21:389 masq\n\tservice=ldap\n\trequest=\"dc=example,dc=com\"\n\treceive=\"example\"\n\
+         virtual=192.0.2.10:5432\n\treal=192.0.2.21:5432 masq\n\tservice=pgsql\n\tlogin=\"readuser\"\n\tpasswd=\"pw2\"\n\tdatabase=\"portal\"\n\trequest=\"SELECT 1\"\n\
+         virtual=192.0.2.10:3306\n\treal=192.0.2.21:3306 masq\n\tservice=mysql\n\
+         virtual=192.0.2.10:5060\n\treal=192.0.2.21:5060 masq\n\tprotocol=udp\n\tservice=sip\n\tlogin=\"ops@example.com\"\n\
+         virtual=192.0.2.10:1812\n\treal=192.0.2.21:1812 masq\n\tprotocol=udp\n\tservice=radius\n\tsecret=\"s3\"\n\tlogin=\"readuser\"\n\tpasswd=\"pw3\"\n\
+         virtual=192.0.2.10:6379\n\treal=192.0.2.21:6379 masq\n\tservice=simpletcp\n\trequest=\"PING\\n\"\n\treceive=\"^\\+PONG\"\n\
+         virtual=192.0.2.10:8080\n\treal=192.0.2.21:8080 masq\n\tservice=http\n\tlogin=\"nobody\"\n",
+    )
+    .unwrap();
+    let out = rvs()
+        .args(["import", "ldirectord"])
+        .arg(&ld)
+        .output()
+        .unwrap();
+    let (yaml, warnings) = text(&out);
+    assert!(out.status.success(), "{warnings}");
+    let c = checks(&yaml, "import-negotiate");
+    let by_port = |port: u16| {
+        let s = c
+            .services
+            .iter()
+            .find(|s| s.listen[0].port() == port)
+            .unwrap_or_else(|| panic!("{port} in {yaml}"));
+        s.health.checks[0].kind.clone()
+    };
+    let proto = |port: u16| match by_port(port) {
+        CheckKind::Protocol(p) => p,
+        other => panic!("{port}: {other:?}\n{yaml}"),
+    };
+    let pop = proto(110);
+    assert_eq!(
+        (pop.protocol, pop.login.as_deref(), pop.password.as_deref()),
+        (Protocol::Pop, Some("probe"), Some("pw1"))
+    );
+    let imaps = proto(993);
+    assert!(imaps.protocol == Protocol::Imap && imaps.tls && imaps.login.is_none());
+    let ftp = proto(21);
+    assert_eq!(ftp.path.as_deref(), Some("/welcome.msg"));
+    assert_eq!(
+        ftp.expect_body.as_ref().map(|p| p.as_str()),
+        Some("Welcome")
+    );
+    let ldap = proto(389);
+    assert_eq!(ldap.base, "dc=example,dc=com");
+    assert_eq!(ldap.expect_dn.as_ref().map(|p| p.as_str()), Some("example"));
+    let pg = proto(5432);
+    assert_eq!(
+        (pg.database.as_deref(), pg.query.as_str()),
+        (Some("portal"), "SELECT 1")
+    );
+    // No login nor request: ldirectord never adds these servers.
+    assert_eq!(by_port(3306), CheckKind::Tcp);
+    assert!(
+        warnings.contains("service=mysql without login= and request="),
+        "{warnings}"
+    );
+    let sip = proto(5060);
+    assert_eq!(
+        (sip.uri.as_deref(), sip.sip_tcp),
+        (Some("sip:ops@example.com"), false)
+    );
+    let radius = proto(1812);
+    assert_eq!(
+        (radius.secret.as_deref(), radius.password.as_deref()),
+        (Some("s3"), Some("pw3"))
+    );
+    let CheckKind::Steps(steps) = by_port(6379) else {
+        panic!("{yaml}")
+    };
+    assert_eq!(steps[0], TcpStep::Send(b"PING\n".to_vec()));
+    assert!(matches!(&steps[1], TcpStep::ExpectRegex(p) if p.as_str() == "^\\+PONG"));
+    // The http check has no login: said, with its line.
+    assert!(
+        warnings.contains(&format!(
+            "{}:50: warning: login: used by ldirectord's protocol checks",
+            ld.display()
+        )),
+        "{warnings}"
+    );
+    assert!(
+        !warnings.contains("the protocol exchange is not tried"),
+        "{warnings}"
+    );
 }

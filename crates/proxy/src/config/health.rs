@@ -72,6 +72,51 @@ fn regex_error(e: &regex::Error) -> String {
 /// The DNS query types a DNS check may ask (keepalived's).
 pub(crate) const DNS_TYPES: [&str; 7] = ["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"];
 
+/// Every check type, as `type:` names it.
+pub(crate) const TYPES: [&str; 16] = [
+    "tcp", "http", "https", "misc", "udp", "dns", "smtp", "pop", "imap", "nntp", "ftp", "ldap",
+    "mysql", "pgsql", "sip", "radius",
+];
+
+/// `a, b or c`.
+fn or_list(words: &[&str]) -> String {
+    and_list(words).replacen(" and ", " or ", 1)
+}
+
+/// `a, b and c`.
+fn and_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn known_type(t: &str) -> bool {
+    TYPES.contains(&t)
+}
+
+/// The check types a type-specific key belongs to.
+fn key_owners(key: &str) -> &'static [&'static str] {
+    match key {
+        "path" => &["http", "https", "ftp"],
+        "expect_body" => &["http", "https", "ftp"],
+        "status" | "digest" | "method" | "virtualhost" => &["http", "https"],
+        "command" | "timeout" | "dynamic" => &["misc"],
+        "payload" | "require_reply" | "min_reply_length" | "max_reply_length" => &["udp"],
+        "name" | "query_type" => &["dns"],
+        "steps" => &["tcp"],
+        "tls" => &["pop", "imap", "ldap"],
+        "login" | "password" => &["pop", "imap", "ftp", "ldap", "mysql", "pgsql", "radius"],
+        "database" | "query" => &["mysql", "pgsql"],
+        "base" | "expect_dn" => &["ldap"],
+        "helo_name" => &["smtp"],
+        "secret" => &["radius"],
+        "uri" | "transport" => &["sip"],
+        _ => &[],
+    }
+}
+
 /// `health_check:` (one) or `health_checks:` (several), not both.
 pub(crate) fn checks(
     one: Option<RawHealthCheck>,
@@ -116,44 +161,47 @@ fn positive(
 }
 
 /// One check.
-fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
+fn check(mut r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
     let kind_name = r.kind.trim().to_ascii_lowercase();
-    // Keys that belong to one type only (http's to https too).
-    let only = |key: &str, set: bool, owner: &str, problems: &mut Vec<At>| {
-        let same = kind_name == owner || (owner == "http" && kind_name == "https");
-        if set && !same {
+    // Keys that belong to some types only.
+    for (key, set) in [
+        ("path", r.path.is_some()),
+        ("status", r.status.is_some()),
+        ("digest", r.digest.is_some()),
+        ("expect_body", r.expect_body.is_some()),
+        ("method", r.method.is_some()),
+        ("virtualhost", r.virtualhost.is_some()),
+        ("command", r.command.is_some()),
+        ("timeout", r.timeout.is_some()),
+        ("dynamic", r.dynamic.is_some()),
+        ("payload", r.payload.is_some()),
+        ("require_reply", r.require_reply.is_some()),
+        ("min_reply_length", r.min_reply_length.is_some()),
+        ("max_reply_length", r.max_reply_length.is_some()),
+        ("name", r.name.is_some()),
+        ("query_type", r.query_type.is_some()),
+        ("steps", r.steps.is_some()),
+        ("tls", r.tls.is_some()),
+        ("login", r.login.is_some()),
+        ("password", r.password.is_some()),
+        ("database", r.database.is_some()),
+        ("query", r.query.is_some()),
+        ("base", r.base.is_some()),
+        ("expect_dn", r.expect_dn.is_some()),
+        ("helo_name", r.helo_name.is_some()),
+        ("secret", r.secret.is_some()),
+        ("uri", r.uri.is_some()),
+        ("transport", r.transport.is_some()),
+    ] {
+        let owners = key_owners(key);
+        if set && !owners.contains(&kind_name.as_str()) && known_type(&kind_name) {
             problems.push(At {
                 path: format!("{base}.{key}"),
                 key: true,
-                reason: format!("only {owner} checks have this"),
+                reason: format!("only {} checks have this", and_list(owners)),
             });
         }
-    };
-    only("path", r.path.is_some(), "http", problems);
-    only("status", r.status.is_some(), "http", problems);
-    only("digest", r.digest.is_some(), "http", problems);
-    only("expect_body", r.expect_body.is_some(), "http", problems);
-    only("method", r.method.is_some(), "http", problems);
-    only("virtualhost", r.virtualhost.is_some(), "http", problems);
-    only("command", r.command.is_some(), "misc", problems);
-    only("timeout", r.timeout.is_some(), "misc", problems);
-    only("dynamic", r.dynamic.is_some(), "misc", problems);
-    only("payload", r.payload.is_some(), "udp", problems);
-    only("require_reply", r.require_reply.is_some(), "udp", problems);
-    only(
-        "min_reply_length",
-        r.min_reply_length.is_some(),
-        "udp",
-        problems,
-    );
-    only(
-        "max_reply_length",
-        r.max_reply_length.is_some(),
-        "udp",
-        problems,
-    );
-    only("name", r.name.is_some(), "dns", problems);
-    only("query_type", r.query_type.is_some(), "dns", problems);
+    }
     if kind_name == "misc" {
         for (key, set) in [
             ("connect_ip", r.connect_ip.is_some()),
@@ -177,7 +225,13 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
         problems,
     );
     let kind = match kind_name.as_str() {
-        "tcp" => CheckKind::Tcp,
+        "tcp" => match r.steps.take() {
+            Some(steps) => CheckKind::Steps(super::check_protocols::steps(steps, base, problems)),
+            None => CheckKind::Tcp,
+        },
+        k if super::check_protocols::protocol(k).is_some() => {
+            super::check_protocols::check(k, &mut r, base, problems)
+        }
         "http" | "https" => {
             let path = r.path.unwrap_or_else(|| "/".into());
             if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -311,9 +365,7 @@ fn check(r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthCheck {
         other => {
             problems.push(at(
                 format!("{base}.type"),
-                format!(
-                    "unknown check type {other:?}: expected tcp, http, https, misc, udp or dns"
-                ),
+                format!("unknown check type {other:?}: expected {}", or_list(&TYPES)),
             ));
             CheckKind::Tcp
         }

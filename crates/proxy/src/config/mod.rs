@@ -11,6 +11,7 @@
 //! Every key is documented in docs/configuration.md.
 
 mod admin;
+mod check_protocols;
 mod depth;
 mod health;
 mod locate;
@@ -322,6 +323,12 @@ pub enum CheckKind {
     Udp(UdpCheck),
     /// A DNS query over UDP (DNS_CHECK).
     Dns(DnsCheck),
+    /// A TCP exchange: bytes sent and answers expected, in order
+    /// (HAProxy's `tcp-check send/expect`, ldirectord's simpletcp).
+    Steps(Vec<TcpStep>),
+    /// A server's own protocol spoken (keepalived's SMTP_CHECK,
+    /// ldirectord's negotiate checks).
+    Protocol(ProtocolCheck),
 }
 
 impl CheckKind {
@@ -334,8 +341,125 @@ impl CheckKind {
             CheckKind::Misc(_) => "misc",
             CheckKind::Udp(_) => "udp",
             CheckKind::Dns(_) => "dns",
+            CheckKind::Steps(_) => "tcp",
+            CheckKind::Protocol(p) => p.protocol.name(),
         }
     }
+}
+
+/// One step of a `tcp` check's exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TcpStep {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Wait until what came since the last expectation contains these
+    /// bytes.
+    Expect(Vec<u8>),
+    /// Wait until what came since the last expectation matches.
+    ExpectRegex(BodyPattern),
+}
+
+/// The protocols a check can speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// SMTP: the greeting, HELO, QUIT (keepalived's SMTP_CHECK).
+    Smtp,
+    /// POP3: the greeting, a login when given, QUIT.
+    Pop,
+    /// IMAP: the greeting, a LOGIN when given, LOGOUT.
+    Imap,
+    /// NNTP: a 2xx greeting.
+    Nntp,
+    /// FTP: the greeting, a login (anonymous by default), a file when
+    /// given.
+    Ftp,
+    /// LDAP: a bind, then a base search that finds one entry.
+    Ldap,
+    /// MySQL and MariaDB: a login, then a query that returns a row.
+    Mysql,
+    /// PostgreSQL: a login, then a query that returns a row.
+    Pgsql,
+    /// SIP: OPTIONS, answered 200.
+    Sip,
+    /// RADIUS: an Access-Request, answered at all.
+    Radius,
+}
+
+impl Protocol {
+    /// Every protocol, as `type:` names them.
+    pub const ALL: [Protocol; 10] = [
+        Protocol::Smtp,
+        Protocol::Pop,
+        Protocol::Imap,
+        Protocol::Nntp,
+        Protocol::Ftp,
+        Protocol::Ldap,
+        Protocol::Mysql,
+        Protocol::Pgsql,
+        Protocol::Sip,
+        Protocol::Radius,
+    ];
+
+    /// The name used in the configuration (`type:`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Pop => "pop",
+            Protocol::Imap => "imap",
+            Protocol::Nntp => "nntp",
+            Protocol::Ftp => "ftp",
+            Protocol::Ldap => "ldap",
+            Protocol::Mysql => "mysql",
+            Protocol::Pgsql => "pgsql",
+            Protocol::Sip => "sip",
+            Protocol::Radius => "radius",
+        }
+    }
+
+    /// Whether it is spoken over UDP (RADIUS; SIP by its `transport`).
+    pub fn udp(self, c: &ProtocolCheck) -> bool {
+        match self {
+            Protocol::Radius => true,
+            Protocol::Sip => !c.sip_tcp,
+            _ => false,
+        }
+    }
+}
+
+/// A protocol check: the protocol and what it logs in with. Keys a
+/// protocol does not use are refused when the configuration is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolCheck {
+    /// What is spoken.
+    pub protocol: Protocol,
+    /// Over TLS from the first byte (pop, imap, ldap, ftp are not: POP3S,
+    /// IMAPS, LDAPS).
+    pub tls: bool,
+    /// Who logs in (POP3, IMAP, FTP, LDAP's bind DN, SQL, RADIUS).
+    pub login: Option<String>,
+    /// Their password: a secret, never shown without the admin token.
+    pub password: Option<String>,
+    /// SQL: the database.
+    pub database: Option<String>,
+    /// SQL: the query, which must return a row (default `SELECT 1`).
+    pub query: String,
+    /// LDAP: the entry searched for (default the root DSE, `""`).
+    pub base: String,
+    /// LDAP: a pattern the entry's DN must match.
+    pub expect_dn: Option<BodyPattern>,
+    /// FTP: a file retrieved.
+    pub path: Option<String>,
+    /// FTP: a pattern the file must match.
+    pub expect_body: Option<BodyPattern>,
+    /// SMTP: the name said in HELO.
+    pub helo_name: String,
+    /// RADIUS: the shared secret (a secret).
+    pub secret: Option<String>,
+    /// SIP: the Request-URI of OPTIONS (default `sip:` and the server's
+    /// address).
+    pub uri: Option<String>,
+    /// SIP: over TCP instead of UDP.
+    pub sip_tcp: bool,
 }
 
 /// HTTP_GET, and SSL_GET with `tls`.

@@ -192,6 +192,29 @@ pub(crate) struct RawHealthCheck {
     pub(crate) max_reply_length: Option<usize>,
     pub(crate) name: Option<String>,
     pub(crate) query_type: Option<String>,
+    pub(crate) steps: Option<Vec<RawTcpStep>>,
+    pub(crate) tls: Option<bool>,
+    pub(crate) login: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) database: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) base: Option<String>,
+    pub(crate) expect_dn: Option<String>,
+    pub(crate) helo_name: Option<String>,
+    pub(crate) secret: Option<String>,
+    pub(crate) uri: Option<String>,
+    pub(crate) transport: Option<String>,
+}
+
+/// One step of a `tcp` check: one of its keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTcpStep {
+    pub(crate) send: Option<String>,
+    pub(crate) send_hex: Option<String>,
+    pub(crate) expect: Option<String>,
+    pub(crate) expect_hex: Option<String>,
+    pub(crate) expect_regex: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,8 @@
 //! - the arguments of a misc check written `{secret: ...}` (a password, a
 //!   key passed to the program);
 //! - the query of an HTTP(S) check's `path` (`/status?user=u&key=...`:
-//!   each value).
+//!   each value);
+//! - a protocol check's `password` and `secret`.
 //!
 //! The admin token itself is never written at all. A service sent back
 //! with a secret still written [`REDACTED`] (as `rvsadm -E` does: it reads
@@ -38,6 +39,7 @@ fn has_secrets(c: &HealthCheck) -> bool {
     match &c.kind {
         CheckKind::Misc(m) => !m.secret_args.is_empty(),
         CheckKind::Http(h) => h.path.contains('?'),
+        CheckKind::Protocol(p) => p.password.is_some() || p.secret.is_some(),
         _ => false,
     }
 }
@@ -56,6 +58,11 @@ fn redact(c: &mut HealthCheck) {
                 h.path = p;
             }
         }
+        CheckKind::Protocol(p) => {
+            for s in [&mut p.password, &mut p.secret].into_iter().flatten() {
+                REDACTED.clone_into(s);
+            }
+        }
         _ => {}
     }
 }
@@ -68,6 +75,9 @@ fn has_placeholder(c: &HealthCheck) -> bool {
             .iter()
             .any(|&i| m.argv.get(i).is_some_and(|a| a == REDACTED)),
         CheckKind::Http(h) => h.path.contains(REDACTED),
+        CheckKind::Protocol(p) => [&p.password, &p.secret]
+            .iter()
+            .any(|s| s.as_deref() == Some(REDACTED)),
         _ => false,
     }
 }
@@ -93,6 +103,17 @@ fn restore(new: &mut HealthCheck, old: &HealthCheck) -> bool {
             } else {
                 false
             }
+        }
+        (CheckKind::Protocol(n), CheckKind::Protocol(o)) => {
+            for (new, old) in [(&mut n.password, &o.password), (&mut n.secret, &o.secret)] {
+                if new.as_deref() == Some(REDACTED) {
+                    match old {
+                        Some(v) => new.clone_from(&Some(v.clone())),
+                        None => return false,
+                    }
+                }
+            }
+            true
         }
         _ => !has_placeholder(new),
     }

@@ -744,7 +744,7 @@ services:
           - { type: http, status: [200, 700] }
           - { type: http, digest: xyz }
           - { type: dns, query_type: PTR }
-          - { type: smtp }
+          - { type: gopher }
 ";
         // A value serde cannot read stops there, with its position.
         assert_eq!(
@@ -758,12 +758,12 @@ services:
         assert_eq!(
             errors(&text),
             [
-                "rvs.yaml:4:32: services[0].health_check.path: only http checks have this",
+                "rvs.yaml:4:32: services[0].health_check.path: only http, https and ftp checks have this",
                 "rvs.yaml:5:26: services[0].passive.failures: must be 1 or more",
                 "rvs.yaml:8:9: services[0].real_servers[0].health_check: a misc check needs command: the program and its arguments, as a list",
                 "rvs.yaml:12:35: services[0].real_servers[1].health_checks[1].digest: \"xyz\" is not an MD5 digest: 32 hex digits",
                 "rvs.yaml:13:38: services[0].real_servers[1].health_checks[2].query_type: \"PTR\" is not a query type rvs asks: A, NS, CNAME, SOA, MX, TXT, AAAA",
-                "rvs.yaml:14:21: services[0].real_servers[1].health_checks[3].type: unknown check type \"smtp\": expected tcp, http, https, misc, udp or dns",
+                "rvs.yaml:14:21: services[0].real_servers[1].health_checks[3].type: unknown check type \"gopher\": expected tcp, http, https, misc, udp, dns, smtp, pop, imap, nntp, ftp, ldap, mysql, pgsql, sip or radius",
             ]
         );
     }
@@ -789,8 +789,8 @@ services:
                 "rvs.yaml:7:40: services[0].real_servers[0].health_checks[0].expect_body: \"status: (ok|degraded\" is not a regular expression: unclosed group (at character 9)",
                 "rvs.yaml:8:35: services[0].real_servers[0].health_checks[1].method: \"head\" is not an HTTP method: capital letters, as GET, HEAD or POST",
                 "rvs.yaml:9:35: services[0].real_servers[0].health_checks[2].method: an answer to HEAD has no body: expect_body and digest need another method",
-                "rvs.yaml:10:26: services[0].real_servers[0].health_checks[3].expect_body: only http checks have this",
-                "rvs.yaml:10:43: services[0].real_servers[0].health_checks[3].method: only http checks have this",
+                "rvs.yaml:10:26: services[0].real_servers[0].health_checks[3].expect_body: only http, https and ftp checks have this",
+                "rvs.yaml:10:43: services[0].real_servers[0].health_checks[3].method: only http and https checks have this",
             ]
         );
         // The good one, read and written back.

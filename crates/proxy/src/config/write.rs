@@ -174,7 +174,7 @@ struct OutPassive {
 }
 
 /// A check, with the values that differ from its type's defaults.
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct OutCheck {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -222,6 +222,84 @@ struct OutCheck {
     name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     query_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<Vec<OutStep>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect_dn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    helo_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<&'static str>,
+}
+
+/// A `tcp` check's step (one key): text when it is UTF-8 without NULs,
+/// else hex.
+#[derive(Default, Serialize)]
+struct OutStep {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expect_regex: Option<String>,
+}
+
+impl OutStep {
+    fn new(s: &super::TcpStep) -> OutStep {
+        let text = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()
+                .filter(|t| !t.contains('\0'))
+                .map(str::to_owned)
+        };
+        let hexed = |b: &[u8]| hex(b.iter().map(|x| (*x, 0xff)));
+        match s {
+            super::TcpStep::Send(b) => match text(b) {
+                Some(t) => OutStep {
+                    send: Some(t),
+                    ..OutStep::default()
+                },
+                None => OutStep {
+                    send_hex: Some(hexed(b)),
+                    ..OutStep::default()
+                },
+            },
+            super::TcpStep::Expect(b) => match text(b) {
+                Some(t) => OutStep {
+                    expect: Some(t),
+                    ..OutStep::default()
+                },
+                None => OutStep {
+                    expect_hex: Some(hexed(b)),
+                    ..OutStep::default()
+                },
+            },
+            super::TcpStep::ExpectRegex(p) => OutStep {
+                expect_regex: Some(p.as_str().to_owned()),
+                ..OutStep::default()
+            },
+        }
+    }
 }
 
 /// A misc check's argument: a string, or `{secret: ...}`.
@@ -264,21 +342,7 @@ impl OutCheck {
             warmup: differs(c.warmup, c.delay_loop),
             connect_ip: c.connect_ip.map(|i| i.to_string()),
             connect_port: c.connect_port,
-            path: None,
-            status: None,
-            digest: None,
-            expect_body: None,
-            method: None,
-            virtualhost: None,
-            command: None,
-            timeout: None,
-            dynamic: None,
-            payload: None,
-            require_reply: None,
-            min_reply_length: None,
-            max_reply_length: None,
-            name: None,
-            query_type: None,
+            ..OutCheck::default()
         };
         match &c.kind {
             CheckKind::Tcp => {}
@@ -335,6 +399,28 @@ impl OutCheck {
             CheckKind::Dns(d) => {
                 o.name = (d.name != ".").then(|| d.name.clone());
                 o.query_type = (d.qtype != "SOA").then(|| d.qtype.clone());
+            }
+            CheckKind::Steps(steps) => {
+                o.steps = Some(steps.iter().map(OutStep::new).collect());
+            }
+            CheckKind::Protocol(p) => {
+                o.tls = p.tls.then_some(true);
+                o.login.clone_from(&p.login);
+                o.password.clone_from(&p.password);
+                o.database.clone_from(&p.database);
+                o.query = (p.query != super::check_protocols::QUERY
+                    && matches!(p.protocol, super::Protocol::Mysql | super::Protocol::Pgsql))
+                .then(|| p.query.clone());
+                o.base = (!p.base.is_empty()).then(|| p.base.clone());
+                o.expect_dn = p.expect_dn.as_ref().map(|r| r.as_str().to_owned());
+                o.path.clone_from(&p.path);
+                o.expect_body = p.expect_body.as_ref().map(|r| r.as_str().to_owned());
+                o.helo_name = (p.protocol == super::Protocol::Smtp
+                    && p.helo_name != super::check_protocols::HELO_NAME)
+                    .then(|| p.helo_name.clone());
+                o.secret.clone_from(&p.secret);
+                o.uri.clone_from(&p.uri);
+                o.transport = (p.protocol == super::Protocol::Sip && p.sip_tcp).then_some("tcp");
             }
         }
         o
@@ -718,6 +804,49 @@ services:
         assert_eq!(back.admin.token, None);
         back.admin.token = c.admin.token.clone();
         assert_eq!(back, c, "\n{yaml}");
+    }
+
+    #[test]
+    fn protocol_checks_round_trip() {
+        let text = r#"
+services:
+  - name: p
+    listen: 127.0.0.1:25
+    health_checks:
+      - { type: smtp, helo_name: lb.example.com }
+      - { type: smtp }
+      - { type: pop, tls: true, login: u, password: p }
+      - { type: ftp, path: /ok.txt, expect_body: "^ok" }
+      - { type: ldap, login: "cn=a", password: x, base: "dc=b", expect_dn: "^dc" }
+      - { type: mysql, login: u, database: d, query: SELECT 2 }
+      - { type: pgsql, login: u }
+      - { type: sip, uri: "sip:a@b", transport: tcp }
+      - { type: radius, secret: s, login: u, password: p }
+      - { type: nntp }
+      - type: tcp
+        steps:
+          - send: "PING\r\n"
+          - expect: "+PONG"
+          - send_hex: "00ff"
+          - expect_hex: "01 02"
+          - expect_regex: "ok$"
+    real_servers: []
+"#;
+        let c = Config::parse(text, "t").unwrap();
+        let yaml = c.to_yaml();
+        let back = Config::parse(&yaml, "written").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(back, c, "\n{yaml}");
+        // Defaults are not written out.
+        assert_eq!(yaml.matches("helo_name").count(), 1, "{yaml}");
+        assert!(!yaml.contains("SELECT 1"), "{yaml}");
+        // The secrets are redacted when shown without the token.
+        let shown = c.redacted().to_yaml();
+        for secret in ["password: p", "password: x", "secret: s"] {
+            assert!(!shown.contains(secret), "{secret}:\n{shown}");
+        }
+        let mut sent = Config::parse(&shown, "shown").unwrap().services.remove(0);
+        sent.keep_secrets(Some(&c.services[0])).unwrap();
+        assert_eq!(sent, c.services[0]);
     }
 
     #[test]

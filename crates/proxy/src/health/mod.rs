@@ -15,6 +15,7 @@
 //! takes new connections; a recovered server's weight ramps up over
 //! `slow_start`. Every change is logged with its reason.
 
+pub mod dialogue;
 pub(crate) mod probe;
 pub(crate) mod state;
 mod tls;

@@ -10,7 +10,10 @@ use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::config::{CheckKind, DnsCheck, HealthCheck, HttpCheck, MiscCheck, UdpCheck};
+use super::dialogue::{self, Context, Dialogue, Input, MAX_ANSWER, MAX_PENDING, Next};
+use crate::config::{
+    CheckKind, DnsCheck, HealthCheck, HttpCheck, MiscCheck, ProtocolCheck, UdpCheck,
+};
 
 /// What a probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +39,11 @@ pub(crate) async fn probe(c: &HealthCheck, rs: SocketAddr) -> Outcome {
             CheckKind::Http(h) => http(target, h).await,
             CheckKind::Udp(u) => udp(target, u).await,
             CheckKind::Dns(d) => dns(target, d).await,
+            CheckKind::Steps(steps) => match TcpStream::connect(target).await {
+                Ok(s) => converse(s, dialogue::for_steps(steps), target.ip()).await,
+                Err(e) => Outcome::Fail(format!("connect to {target}: {e}")),
+            },
+            CheckKind::Protocol(p) => protocol(target, p).await,
             // Cut at its own timeout, with its process group.
             CheckKind::Misc(m) => misc(m, rs).await,
         }
@@ -159,6 +167,169 @@ where
         ));
     }
     Outcome::Pass(None)
+}
+
+/// Fresh random bytes for a dialogue (nonces, identifiers).
+fn random() -> [u8; 32] {
+    use ring::rand::SecureRandom;
+    let mut r = [0u8; 32];
+    if ring::rand::SystemRandom::new().fill(&mut r).is_err() {
+        // No system randomness: the clock, spread (identifiers only need
+        // to differ between checks).
+        let mut x = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        for b in &mut r {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    r
+}
+
+/// A protocol check: its dialogue over TCP (TLS with `tls`) or UDP.
+async fn protocol(target: SocketAddr, p: &ProtocolCheck) -> Outcome {
+    if p.protocol.udp(p) {
+        let s = match connected_udp(target).await {
+            Ok(s) => s,
+            Err(o) => return o,
+        };
+        let cx = Context {
+            local: s.local_addr().unwrap_or(unspecified(target)),
+            peer: target,
+            random: random(),
+        };
+        return converse_udp(&s, dialogue::for_protocol(p, cx)).await;
+    }
+    let tcp = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Fail(format!("connect to {target}: {e}")),
+    };
+    let cx = Context {
+        local: tcp.local_addr().unwrap_or(unspecified(target)),
+        peer: target,
+        random: random(),
+    };
+    let d = dialogue::for_protocol(p, cx);
+    if !p.tls {
+        return converse(tcp, d, target.ip()).await;
+    }
+    let config = match super::tls::config() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Fail(e),
+    };
+    let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+    match tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+    {
+        Ok(s) => converse(s, d, target.ip()).await,
+        Err(e) => Outcome::Fail(format!("TLS handshake with {target}: {e}")),
+    }
+}
+
+fn verdict(v: dialogue::Verdict) -> Outcome {
+    match v {
+        Ok(()) => Outcome::Pass(None),
+        Err(e) => Outcome::Fail(e),
+    }
+}
+
+/// Drives a dialogue over a stream: what it sends is written, what the
+/// server sends is read for it, at most [`MAX_ANSWER`] bytes in all and
+/// [`MAX_PENDING`] it has not consumed. An FTP data connection goes to
+/// the server's own address (`server`).
+async fn converse<S>(mut s: S, mut d: Box<dyn Dialogue>, server: IpAddr) -> Outcome
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut input = Input::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0usize;
+    let mut data: Option<TcpStream> = None;
+    loop {
+        match d.next(&mut input) {
+            Next::Send(b) => {
+                if let Err(e) = s.write_all(&b).await {
+                    return Outcome::Fail(format!("sending to the server: {e}"));
+                }
+            }
+            Next::Recv if input.closed => return Outcome::Fail("the server closed".into()),
+            Next::Recv => match s.read(&mut buf).await {
+                Ok(0) => input.closed = true,
+                Ok(n) => {
+                    total += n;
+                    input.push(&buf[..n]);
+                    if total > MAX_ANSWER {
+                        return Outcome::Fail(format!("the answer is over {MAX_ANSWER} bytes"));
+                    }
+                    if input.bytes().len() > MAX_PENDING {
+                        return Outcome::Fail(format!(
+                            "over {MAX_PENDING} bytes without the answer's end: {}",
+                            dialogue::shown(input.bytes())
+                        ));
+                    }
+                }
+                // A TLS server that closes without close_notify.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => input.closed = true,
+                Err(e) => return Outcome::Fail(format!("reading the answer: {e}")),
+            },
+            Next::OpenData(port) => {
+                let at = SocketAddr::new(server, port);
+                match TcpStream::connect(at).await {
+                    Ok(c) => data = Some(c),
+                    Err(e) => return Outcome::Fail(format!("the data connection to {at}: {e}")),
+                }
+            }
+            Next::ReadData => {
+                let Some(mut c) = data.take() else {
+                    return Outcome::Fail("no data connection".into());
+                };
+                let mut got = Vec::new();
+                loop {
+                    match c.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) if got.len() + n > MAX_ANSWER => {
+                            return Outcome::Fail(format!("the file is over {MAX_ANSWER} bytes"));
+                        }
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) => return Outcome::Fail(format!("reading the file: {e}")),
+                    }
+                }
+                d.data(&got);
+            }
+            Next::Done(v) => return verdict(v),
+        }
+    }
+}
+
+/// Drives a dialogue over a connected UDP socket: one datagram per send
+/// and per receive; an ICMP error fails.
+async fn converse_udp(s: &UdpSocket, mut d: Box<dyn Dialogue>) -> Outcome {
+    let mut input = Input::default();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match d.next(&mut input) {
+            Next::Send(b) => {
+                if let Err(e) = s.send(&b).await {
+                    return Outcome::Fail(format!("sending to the server: {e}"));
+                }
+            }
+            Next::Recv => match s.recv(&mut buf).await {
+                Ok(n) => {
+                    input.clear();
+                    input.push(&buf[..n]);
+                }
+                Err(e) => return Outcome::Fail(format!("{}: {e}", "the server")),
+            },
+            Next::OpenData(_) | Next::ReadData => {
+                return Outcome::Fail("no data connection over UDP".into());
+            }
+            Next::Done(v) => return verdict(v),
+        }
+    }
 }
 
 async fn misc(m: &MiscCheck, rs: SocketAddr) -> Outcome {

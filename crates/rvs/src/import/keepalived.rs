@@ -1138,6 +1138,8 @@ impl Converter {
         let mut inh = rs.clone();
         let mut common = Mapping::new();
         let mut urls: Vec<Mapping> = Vec::new();
+        // SMTP_CHECK's `host` blocks (keepalived 1.x's form): one check each.
+        let mut hosts: Vec<Mapping> = Vec::new();
         let mut specific = Mapping::new();
         let kind = match node.kw.as_str() {
             "TCP_CHECK" => "tcp",
@@ -1146,12 +1148,7 @@ impl Converter {
             "MISC_CHECK" => "misc",
             "DNS_CHECK" => "dns",
             "UDP_CHECK" => "udp",
-            "SMTP_CHECK" => {
-                svc.notes.push(node.note(
-                    "SMTP_CHECK: rvs has no SMTP check: a TCP connect to the same port instead",
-                ));
-                "tcp"
-            }
+            "SMTP_CHECK" => "smtp",
             "PING_CHECK" => {
                 svc.notes.push(node.note(
                     "PING_CHECK: rvs sends no ICMP (it runs unprivileged): a TCP connect to the real server's port instead",
@@ -1171,6 +1168,32 @@ impl Converter {
                 continue;
             }
             match c.kw.as_str() {
+                "helo_name" if kind == "smtp" => {
+                    specific.insert(
+                        key("helo_name"),
+                        s(c.arg(0).unwrap_or("").trim_matches('"')),
+                    );
+                }
+                "host" if kind == "smtp" => {
+                    let mut h = Mapping::new();
+                    for k in c.children() {
+                        match k.kw.as_str() {
+                            "connect_ip" => {
+                                let a = k.arg(0).unwrap_or("");
+                                h.insert(key("connect_ip"), s(ip(k, a)?.to_string()));
+                            }
+                            "connect_port" => {
+                                let p = k.arg(0).unwrap_or("");
+                                h.insert(key("connect_port"), n(port(k, p)?));
+                            }
+                            other => svc.notes.push(k.note(format!(
+                                "{other} in host: not available in rvs's checks: left out",
+                                other = super::kw(other)
+                            ))),
+                        }
+                    }
+                    hosts.push(h);
+                }
                 "connect_ip" => {
                     let a = c.arg(0).unwrap_or("");
                     common.insert(key("connect_ip"), s(ip(c, a)?.to_string()));
@@ -1317,6 +1340,18 @@ impl Converter {
                         u.insert(key("virtualhost"), s(v.clone()));
                     }
                     make(&u)
+                })
+                .collect());
+        }
+        if !hosts.is_empty() {
+            return Ok(hosts
+                .into_iter()
+                .map(|h| {
+                    let mut m = specific.clone();
+                    for (k, v) in h {
+                        m.insert(k, v);
+                    }
+                    make(&m)
                 })
                 .collect());
         }

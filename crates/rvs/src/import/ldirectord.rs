@@ -432,6 +432,11 @@ struct CheckSpec {
     virtualhost: Option<String>,
     checkport: Option<u16>,
     checkcommand: String,
+    /// `login`, `passwd`, `database`, `secret`: the protocol checks'.
+    login: Option<String>,
+    passwd: Option<String>,
+    database: Option<String>,
+    secret: Option<String>,
     delay: u64,
     checktimeout: u64,
     negotiatetimeout: u64,
@@ -525,6 +530,8 @@ impl Convert<'_> {
         let mut ops = false;
         let mut schedflags: Option<(String, usize)> = None;
         let mut servicename = None;
+        let (mut login, mut passwd, mut database, mut secret) = (None, None, None, None);
+        let mut protocol_keys: Vec<(String, usize)> = Vec::new();
         let mut reals: Vec<&Directive> = Vec::new();
         let mut interval_line = None;
         let mut check_line: Option<usize> = None;
@@ -543,6 +550,19 @@ impl Convert<'_> {
             }
             let line = d.line;
             let val = d.value.as_str();
+            // The protocol checks' own: read here, used by the checks.
+            let slot = match d.key.as_str() {
+                "login" => Some(&mut login),
+                "passwd" => Some(&mut passwd),
+                "database" => Some(&mut database),
+                "secret" => Some(&mut secret),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                *slot = Some(unquote(val).to_owned()).filter(|v| !v.is_empty());
+                protocol_keys.push((d.key.clone(), line));
+                continue;
+            }
             if let Some(text) = left_out(&d.key, val) {
                 svc.notes.push(self.note(line, text));
                 continue;
@@ -731,6 +751,28 @@ impl Convert<'_> {
             .negotiatetimeout
             .or(timing.checktimeout)
             .unwrap_or(30);
+        // The protocol keys a check of this service does not use.
+        let negotiates = matches!(checktype.as_str(), "negotiate" | "combined");
+        for (k, line) in &protocol_keys {
+            let users: &[&str] = match k.as_str() {
+                "login" => &[
+                    "pop", "pops", "imap", "imaps", "ftp", "ldap", "ldaps", "mysql", "pgsql",
+                    "sip", "radius",
+                ],
+                "passwd" => &[
+                    "pop", "pops", "imap", "imaps", "ftp", "ldap", "ldaps", "mysql", "pgsql",
+                    "radius",
+                ],
+                "database" => &["mysql", "pgsql"],
+                _ => &["radius"],
+            };
+            if !negotiates || !users.contains(&service.as_str()) {
+                svc.notes.push(self.note(
+                    *line,
+                    format!("{k}: used by ldirectord's protocol checks; this one (service={service}, checktype={checktype}) does not use it: left out"),
+                ));
+            }
+        }
         let spec = CheckSpec {
             checktype: checktype.clone(),
             service: service.clone(),
@@ -740,6 +782,10 @@ impl Convert<'_> {
             virtualhost,
             checkport,
             checkcommand,
+            login,
+            passwd,
+            database,
+            secret,
             delay: timing.checkinterval.unwrap_or(10),
             checktimeout,
             negotiatetimeout,
@@ -1231,6 +1277,24 @@ impl Convert<'_> {
                     Some(Value::Mapping(m))
                 }
                 "none" => None,
+                "smtp" | "submission" | "pop" | "pops" | "imap" | "imaps" | "nntp" | "ftp"
+                | "ldap" | "ldaps" | "mysql" | "pgsql" | "sip" | "radius" | "simpletcp" => {
+                    match self.protocol_check(spec, &request, &receive, rline, notes) {
+                        Ok(extra) => {
+                            let kind = extra
+                                .get(key("type"))
+                                .and_then(Value::as_str)
+                                .unwrap_or("tcp")
+                                .to_owned();
+                            let mut m = common(&kind, spec.negotiatetimeout, spec.delay);
+                            for (k, v) in extra {
+                                m.insert(k, v);
+                            }
+                            Some(Value::Mapping(m))
+                        }
+                        Err(why) => Some(connect(notes, Some(why))),
+                    }
+                }
                 other => Some(connect(
                     notes,
                     Some(format!(
@@ -1305,6 +1369,153 @@ impl Convert<'_> {
             }
             _ => negotiate(notes).map_or_else(Vec::new, |c| vec![c]),
         }
+    }
+}
+
+impl Convert<'_> {
+    /// The keys of a negotiate check that speaks `spec.service`, as
+    /// ldirectord's check subroutine does; `Err` says why it becomes a
+    /// connect instead (ldirectord's check could never pass).
+    fn protocol_check(
+        &self,
+        spec: &CheckSpec,
+        request: &str,
+        receive: &str,
+        rline: usize,
+        notes: &mut Vec<Note>,
+    ) -> Result<Mapping, String> {
+        let svc = spec.service.as_str();
+        let mut m = Mapping::new();
+        let kind = match svc {
+            "smtp" | "submission" => "smtp",
+            "pop" | "pops" => "pop",
+            "imap" | "imaps" => "imap",
+            "ldap" | "ldaps" => "ldap",
+            "simpletcp" => "tcp",
+            other => other,
+        };
+        m.insert(key("type"), s(kind));
+        if matches!(svc, "pops" | "imaps" | "ldaps") {
+            m.insert(key("tls"), Value::Bool(true));
+        }
+        // ldirectord's request always starts with / (it adds one).
+        let bare = request.strip_prefix('/').unwrap_or(request);
+        let login = |m: &mut Mapping| {
+            if let Some(l) = &spec.login {
+                m.insert(key("login"), s(l.clone()));
+                if let Some(p) = &spec.passwd {
+                    m.insert(key("password"), s(p.clone()));
+                }
+            }
+        };
+        let pattern = |what: &str, notes: &mut Vec<Note>| -> Option<Value> {
+            if receive.is_empty() {
+                return None;
+            }
+            match rvs_proxy::config::BodyPattern::new(receive) {
+                Ok(_) => Some(s(receive.to_owned())),
+                Err(_) => {
+                    notes.push(self.note(rline, format!("receive {receive:?}: a Perl regular expression rvs's regex syntax cannot read (look-around, back-references): left out, {what}")));
+                    None
+                }
+            }
+        };
+        let ignored = |what: &str, notes: &mut Vec<Note>| {
+            if !receive.is_empty() {
+                notes.push(self.note(
+                    rline,
+                    format!("receive {receive:?}: ldirectord's {svc} check does not read it ({what}): left out"),
+                ));
+            }
+        };
+        match kind {
+            "smtp" | "nntp" => ignored("it checks the greeting", notes),
+            "pop" | "imap" => {
+                login(&mut m);
+                ignored("it checks the greeting and the login", notes);
+            }
+            "ftp" => {
+                login(&mut m);
+                if bare.is_empty() {
+                    // ldirectord asks for "/", a directory: no file comes,
+                    // and only an empty receive could match.
+                    if !receive.is_empty() {
+                        notes.push(self.note(rline, format!("receive {receive:?} without a request: ldirectord matches it against the file it fetches, and it fetches none: left out, the login is checked")));
+                    }
+                } else {
+                    m.insert(key("path"), s(request.to_owned()));
+                    if let Some(p) = pattern("any content passes", notes) {
+                        m.insert(key("expect_body"), p);
+                    }
+                }
+            }
+            "ldap" => {
+                login(&mut m);
+                if !bare.is_empty() {
+                    m.insert(key("base"), s(bare.to_owned()));
+                }
+                if let Some(p) = pattern("the entry is found, whatever its DN", notes) {
+                    m.insert(key("expect_dn"), p);
+                }
+            }
+            "mysql" | "pgsql" => {
+                if spec.login.is_none() || bare.is_empty() {
+                    return Err(format!(
+                        "service={svc} without login= and request=: ldirectord refuses the check (\"Must specify a login and request string\") and never adds these servers; rvs checks with a TCP connect instead: give login=, passwd= and request=\"SELECT ...\""
+                    ));
+                }
+                login(&mut m);
+                if let Some(d) = &spec.database {
+                    m.insert(key("database"), s(d.clone()));
+                }
+                m.insert(key("query"), s(bare.to_owned()));
+                ignored("it wants a row", notes);
+            }
+            "sip" => {
+                let user = spec
+                    .login
+                    .clone()
+                    .unwrap_or_else(|| "ldirectord@localhost".into());
+                m.insert(key("uri"), s(format!("sip:{user}")));
+                if !spec.udp {
+                    m.insert(key("transport"), s("tcp"));
+                }
+                ignored("it wants 200 OK", notes);
+            }
+            "radius" => {
+                let Some(secret) = &spec.secret else {
+                    return Err("service=radius without secret=: no RADIUS server answers a request signed with no secret; rvs checks with a UDP probe instead: give secret=".into());
+                };
+                m.insert(key("secret"), s(secret.clone()));
+                login(&mut m);
+                ignored("any answer passes", notes);
+            }
+            _ => {
+                // simpletcp: the request sent (\n read as a newline), then
+                // a line that matches receive.
+                if spec.udp {
+                    notes.push(self.note(
+                        spec.line,
+                        "service=simpletcp on UDP: rvs's check speaks TCP",
+                    ));
+                }
+                let sent = bare.replace("\\n", "\n");
+                let mut steps = Vec::new();
+                if !sent.is_empty() {
+                    let mut st = Mapping::new();
+                    st.insert(key("send"), s(sent));
+                    steps.push(Value::Mapping(st));
+                }
+                let mut ex = Mapping::new();
+                ex.insert(
+                    key("expect_regex"),
+                    pattern("any answer passes", notes).unwrap_or_else(|| s(".")),
+                );
+                steps.push(Value::Mapping(ex));
+                m.insert(key("steps"), Value::Sequence(steps));
+            }
+        }
+        Ok(m)
     }
 }
 
