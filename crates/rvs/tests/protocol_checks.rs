@@ -17,7 +17,7 @@ mod common;
 
 use common::{Running, free_port, http_get, temp_dir, wait_for};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -501,19 +501,6 @@ fn freeradius(dir: &Path, at: SocketAddr) {
     );
 }
 
-/// A server that accepts connections and never says a word.
-fn mute_tcp() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let at = l.local_addr().unwrap();
-    thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    at
-}
-
 /// A UDP port that reads datagrams and never answers.
 fn mute_udp() -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -548,7 +535,11 @@ fn server(list: &[serde_json::Value], at: SocketAddr) -> Option<&serde_json::Val
 }
 
 fn run(case: &Case) {
-    let mute = if case.udp { mute_udp() } else { mute_tcp() };
+    let mute = if case.udp {
+        mute_udp()
+    } else {
+        common::holding_backend()
+    };
     let vip = free_port();
     let admin = free_port();
     let yaml = format!(

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
@@ -108,17 +108,7 @@ fn drawn_values(attrs: &[(String, String)], points: &str, samples: usize) -> Vec
 #[test]
 fn the_status_page_draws_the_history_of_services_and_real_servers() {
     // A real server that holds its connections open (active connections).
-    let hold = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let at = l.local_addr().unwrap();
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            for s in l.incoming().flatten() {
-                held.push(s);
-            }
-        });
-        at
-    };
+    let hold = common::holding_backend();
     let quick = name_backend("quick");
     let (web, api, admin) = (free_port(), free_port(), free_port());
     // A VIP that is not on this host (a VRRP BACKUP's): listened on, and

@@ -72,6 +72,20 @@ pub fn name_backend(name: &'static str) -> SocketAddr {
     at
 }
 
+/// A backend that accepts connections, holds them open and never says a
+/// word (a hung server; active connections).
+pub fn holding_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    at
+}
+
 /// A backend that sends `n` bytes slowly (in 20 chunks, 50 ms apart),
 /// then closes.
 pub fn slow_backend(n: usize) -> SocketAddr {

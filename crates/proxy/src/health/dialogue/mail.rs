@@ -3,7 +3,7 @@
 //! the greeting, then a login when one is given) and NNTP (a greeting
 //! that starts with 2).
 
-use super::{Dialogue, Input, Next, closed_before, read_reply, refused, shown};
+use super::{Dialogue, Input, Next, closed_before, line_or, read_reply, refused, shown};
 use crate::config::ProtocolCheck;
 
 /// Where an exchange is.
@@ -85,12 +85,9 @@ impl Dialogue for Pop {
         if self.at == At::Quit {
             return Next::Done(Ok(()));
         }
-        let Some(line) = input.line() else {
-            return if input.closed {
-                closed_before("its reply")
-            } else {
-                Next::Recv
-            };
+        let line = match line_or(input, "its reply") {
+            Ok(l) => l,
+            Err(next) => return next,
         };
         let ok = line.starts_with("+OK");
         let quit = |at: &mut At| {
@@ -139,12 +136,9 @@ impl Dialogue for Imap {
         if self.at == At::Quit {
             return Next::Done(Ok(()));
         }
-        let Some(line) = input.line() else {
-            return if input.closed {
-                closed_before("its reply")
-            } else {
-                Next::Recv
-            };
+        let line = match line_or(input, "its reply") {
+            Ok(l) => l,
+            Err(next) => return next,
         };
         let logout = |at: &mut At| {
             *at = At::Quit;
@@ -189,12 +183,9 @@ impl Dialogue for Nntp {
         if self.greeted {
             return Next::Done(Ok(()));
         }
-        let Some(line) = input.line() else {
-            return if input.closed {
-                closed_before("its greeting")
-            } else {
-                Next::Recv
-            };
+        let line = match line_or(input, "its greeting") {
+            Ok(l) => l,
+            Err(next) => return next,
         };
         if line.starts_with('2') {
             self.greeted = true;

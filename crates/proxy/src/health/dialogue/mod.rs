@@ -220,6 +220,16 @@ fn refused(what: &str, line: &str) -> Verdict {
     Err(format!("{what}: {}", shown(line.as_bytes())))
 }
 
+/// The next whole line, or what to do without one: wait for more, or
+/// fail when the server closed before `what`.
+fn line_or(input: &mut Input, what: &str) -> Result<String, Next> {
+    match input.line() {
+        Some(l) => Ok(l),
+        None if input.closed => Err(closed_before(what)),
+        None => Err(Next::Recv),
+    }
+}
+
 /// A server that closed, or sent nothing usable, before the step.
 fn closed_before(what: &str) -> Next {
     Next::Done(Err(format!("the server closed before {what}")))
