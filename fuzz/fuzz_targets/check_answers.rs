@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             uri: None,
             sip_tcp: pick & 0x40 != 0,
         };
-        let udp = protocol.udp(&check);
+        let udp = check.udp();
         let mut d = dialogue::for_protocol(&check, cx);
         let _ = replay(d.as_mut(), &chunks, udp, rest);
         return;

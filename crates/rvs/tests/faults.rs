@@ -204,22 +204,8 @@ fn a_black_holed_server_is_timed_out_ejected_and_recovered() {
     let before = ns_requests(&ns, 10);
     assert!(before.iter().any(|(n, _)| n == "a") && before.iter().any(|(n, _)| n == "b"));
 
-    let rule = [
-        "-p",
-        "tcp",
-        "-d",
-        "127.0.0.2",
-        "--dport",
-        "8000",
-        "-j",
-        "DROP",
-    ];
-    let iptables = |op: &str| {
-        let mut args = vec!["iptables", op, "INPUT"];
-        args.extend(rule);
-        ns.must(&args, true);
-    };
-    iptables("-I");
+    let black_holed: SocketAddr = "127.0.0.2:8000".parse().unwrap();
+    ns.drop_tcp_to("-I", black_holed);
     let during = ns_requests(&ns, 20);
     let failed = during.iter().filter(|(n, _)| n != "b").count();
     assert_eq!(failed, 0, "every request served by b: {during:?}");
@@ -236,7 +222,7 @@ fn a_black_holed_server_is_timed_out_ejected_and_recovered() {
         logs()
     );
 
-    iptables("-D");
+    ns.drop_tcp_to("-D", black_holed);
     let restored = Instant::now();
     assert!(
         wait_for(Duration::from_secs(20), || in_table(&ns, "127.0.0.2:8000")

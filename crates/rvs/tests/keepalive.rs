@@ -278,22 +278,7 @@ fn tcp_keepalive_and_user_timeout_find_a_black_holed_server() {
         "no keepalive where none is set: {others}"
     );
 
-    ns.must(
-        &[
-            "iptables",
-            "-I",
-            "INPUT",
-            "-p",
-            "tcp",
-            "-d",
-            "127.0.0.2",
-            "--dport",
-            "8000",
-            "-j",
-            "DROP",
-        ],
-        true,
-    );
+    ns.drop_tcp_to("-I", "127.0.0.2:8000".parse().unwrap());
     let go = |c: &mut Kill| {
         writeln!(c.0.stdin.as_mut().unwrap()).unwrap();
     };

@@ -41,14 +41,12 @@ fn one_line(v: &Option<String>, path: String, problems: &mut Vec<At>) {
 
 /// A protocol check.
 pub(crate) fn check(
-    kind: &str,
+    p: Protocol,
     r: &mut RawHealthCheck,
     base: &str,
     problems: &mut Vec<At>,
 ) -> CheckKind {
-    let Some(p) = protocol(kind) else {
-        return CheckKind::Tcp;
-    };
+    let kind = p.name();
     for (key, v) in [
         ("login", &r.login),
         ("password", &r.password),

@@ -229,8 +229,8 @@ fn check(mut r: RawHealthCheck, base: &str, problems: &mut Vec<At>) -> HealthChe
             Some(steps) => CheckKind::Steps(super::check_protocols::steps(steps, base, problems)),
             None => CheckKind::Tcp,
         },
-        k if super::check_protocols::protocol(k).is_some() => {
-            super::check_protocols::check(k, &mut r, base, problems)
+        k if let Some(p) = super::check_protocols::protocol(k) => {
+            super::check_protocols::check(p, &mut r, base, problems)
         }
         "http" | "https" => {
             let path = r.path.unwrap_or_else(|| "/".into());

@@ -415,12 +415,14 @@ impl Protocol {
             Protocol::Radius => "radius",
         }
     }
+}
 
+impl ProtocolCheck {
     /// Whether it is spoken over UDP (RADIUS; SIP by its `transport`).
-    pub fn udp(self, c: &ProtocolCheck) -> bool {
-        match self {
+    pub fn udp(&self) -> bool {
+        match self.protocol {
             Protocol::Radius => true,
-            Protocol::Sip => !c.sip_tcp,
+            Protocol::Sip => !self.sip_tcp,
             _ => false,
         }
     }

@@ -153,7 +153,7 @@ where
     }
     if let Some(want) = &h.digest {
         let got = Md5::digest(&body[end + 4..]);
-        let got: String = got.iter().map(|b| format!("{b:02x}")).collect();
+        let got = dialogue::hex(&got);
         if &got != want {
             return Outcome::Fail(format!("body digest {got}, not {want}"));
         }
@@ -191,7 +191,7 @@ fn random() -> [u8; 32] {
 
 /// A protocol check: its dialogue over TCP (TLS with `tls`) or UDP.
 async fn protocol(target: SocketAddr, p: &ProtocolCheck) -> Outcome {
-    if p.protocol.udp(p) {
+    if p.udp() {
         let s = match connected_udp(target).await {
             Ok(s) => s,
             Err(o) => return o,
@@ -322,7 +322,7 @@ async fn converse_udp(s: &UdpSocket, mut d: Box<dyn Dialogue>) -> Outcome {
                     input.clear();
                     input.push(&buf[..n]);
                 }
-                Err(e) => return Outcome::Fail(format!("{}: {e}", "the server")),
+                Err(e) => return Outcome::Fail(format!("the server: {e}")),
             },
             Next::OpenData(_) | Next::ReadData => {
                 return Outcome::Fail("no data connection over UDP".into());

@@ -259,6 +259,18 @@ impl Netns {
 }
 
 impl Netns {
+    /// Black-holes TCP to `to` inside the namespace (`-I`: packets are
+    /// dropped, no reset, no ICMP) or restores it (`-D`).
+    pub fn drop_tcp_to(&self, op: &str, to: SocketAddr) {
+        let (ip, port) = (to.ip().to_string(), to.port().to_string());
+        self.must(
+            &[
+                "iptables", op, "INPUT", "-p", "tcp", "-d", &ip, "--dport", &port, "-j", "DROP",
+            ],
+            true,
+        );
+    }
+
     /// `rvs run` inside the namespace on `yaml` (written in a directory of
     /// `tag`), its standard error in the returned log file; killed when
     /// the `Kill` is dropped.

@@ -278,8 +278,18 @@ pub(crate) fn unbase64(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Random bytes as lowercase hex (identifiers, nonces).
-fn hex(b: &[u8]) -> String {
+/// MD5 of `parts`, one after the other (RADIUS, PostgreSQL's md5 login).
+fn md5(parts: &[&[u8]]) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Bytes as lowercase hex (digests, identifiers, nonces).
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -144,7 +144,6 @@ pub(super) struct Mysql {
     query: String,
     /// The last sequence id received.
     seq: u8,
-    columns_left: u64,
 }
 
 impl Mysql {
@@ -156,7 +155,6 @@ impl Mysql {
             database: c.database.clone(),
             query: c.query.clone(),
             seq: 0,
-            columns_left: 0,
         }
     }
 
@@ -281,18 +279,16 @@ impl Dialogue for Mysql {
                 Some(0x00) => Err(format!("the query {:?} returned no rows", self.query)),
                 _ => match lenenc(&p) {
                     Some(n) if n > 0 => {
-                        self.columns_left = n;
                         self.at = At::ColumnDefs;
                         Ok(Next::Recv)
                     }
                     _ => Err(format!("not a MySQL answer: {}", shown(&p[..p.len().min(24)]))),
                 },
             },
+            // Column definitions up to their EOF packet.
             At::ColumnDefs => {
                 if is_eof(&p) {
                     self.at = At::Rows;
-                } else {
-                    self.columns_left = self.columns_left.saturating_sub(1);
                 }
                 Ok(Next::Recv)
             }

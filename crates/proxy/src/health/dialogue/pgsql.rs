@@ -44,12 +44,7 @@ fn error_text(body: &[u8]) -> String {
 }
 
 fn md5_hex(parts: &[&[u8]]) -> String {
-    use md5::{Digest, Md5};
-    let mut h = Md5::new();
-    for p in parts {
-        h.update(p);
-    }
-    hex(&h.finalize())
+    hex(&super::md5(parts))
 }
 
 /// SCRAM-SHA-256's client state (RFC 5802, 7677).

@@ -6,9 +6,7 @@
 //! and fails. Message-Authenticator (RFC 3579) is sent, as servers
 //! hardened against BlastRADIUS require.
 
-use md5::{Digest, Md5};
-
-use super::{Context, Dialogue, Input, Next};
+use super::{Context, Dialogue, Input, Next, md5};
 use crate::config::ProtocolCheck;
 
 const ACCESS_REQUEST: u8 = 1;
@@ -16,14 +14,6 @@ const USER_NAME: u8 = 1;
 const USER_PASSWORD: u8 = 2;
 const NAS_IDENTIFIER: u8 = 32;
 const MESSAGE_AUTHENTICATOR: u8 = 80;
-
-fn md5(parts: &[&[u8]]) -> [u8; 16] {
-    let mut h = Md5::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
-}
 
 /// HMAC-MD5 (RFC 2104), for Message-Authenticator.
 fn hmac_md5(key: &[u8], data: &[u8]) -> [u8; 16] {
