@@ -76,6 +76,6 @@ mod workers;
 
 pub use config::Config;
 pub use inherited::Inherited;
-pub use proxy::{ApplyError, Options, Proxy};
+pub use proxy::{ApplyError, Options, Proxy, TakenOver};
 pub use service::ServiceRuntime;
 pub use tcp::forward::Mode;

@@ -40,6 +40,47 @@ pub(crate) struct Slot {
     /// Set when a binary upgrade took the sockets: a UDP listener that
     /// stops then keeps its sessions until they idle out.
     pub(crate) handed_over: Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled once the process may serve: at once, or in a binary
+    /// upgrade's new process once it adopted the old one's state. Until
+    /// then, connections and datagrams wait in the socket.
+    pub(crate) opened: CancellationToken,
+    /// UDP sessions handed over by the process before, adopted by the
+    /// listener when it starts serving.
+    pub(crate) adopted: std::sync::Mutex<Vec<crate::udp::Handed>>,
+    /// In a binary upgrade's old process: where the UDP listener, once
+    /// stopped, sends its sessions instead of ending them.
+    pub(crate) export:
+        std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Vec<crate::udp::Handed>>>>,
+}
+
+impl Slot {
+    /// A slot serving `target` on `local`.
+    pub(crate) fn new(
+        local: SocketAddr,
+        target: Arc<ServiceRuntime>,
+        stop: CancellationToken,
+        handed_over: Arc<std::sync::atomic::AtomicBool>,
+        opened: CancellationToken,
+    ) -> Slot {
+        Slot {
+            local,
+            target: ArcSwap::new(target),
+            stop,
+            handed_over,
+            opened,
+            adopted: std::sync::Mutex::new(Vec::new()),
+            export: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits until the process may serve; false when the slot stopped
+    /// first.
+    pub(crate) async fn wait_open(&self) -> bool {
+        tokio::select! {
+            () = self.opened.cancelled() => true,
+            () = self.stop.cancelled() => false,
+        }
+    }
 }
 
 /// A socket bound by a reload's first phase, not yet serving: for TCP, one
@@ -241,6 +282,9 @@ fn is_resource_error(e: &io::Error) -> bool {
 }
 
 async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracker, mode: Mode) {
+    if !slot.wait_open().await {
+        return;
+    }
     let mut backoff = Duration::from_millis(5);
     let warnings = crate::throttle::Throttle::per_second();
     loop {

@@ -30,6 +30,10 @@ use crate::service::ServiceRuntime;
 use crate::tcp::forward::Mode;
 use crate::workers::Workers;
 
+mod takeover;
+
+pub use takeover::TakenOver;
+
 /// Why a configuration could not be applied. Nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -80,6 +84,8 @@ pub(crate) struct Inner {
     draining: AtomicBool,
     /// The listening sockets were handed to the next process.
     pub(crate) handed_over: Arc<AtomicBool>,
+    /// Cancelled once the listeners may serve ([`Proxy::open`]).
+    opened: CancellationToken,
     tracker: TaskTracker,
     options: Options,
     stop: CancellationToken,
@@ -177,6 +183,21 @@ impl Proxy {
         options: Options,
         inherited: Arc<Inherited>,
     ) -> Result<Proxy, ApplyError> {
+        let proxy = Proxy::start_held(config, options, inherited)?;
+        proxy.open();
+        Ok(proxy)
+    }
+
+    /// As [`Proxy::start_with`], but serving nothing until
+    /// [`Proxy::open`]: every address is bound (connections and datagrams
+    /// wait in the sockets), the health checks and timers run. A binary
+    /// upgrade's new process adopts the old one's state
+    /// ([`Proxy::take_over`]) in between.
+    pub fn start_held(
+        config: Config,
+        options: Options,
+        inherited: Arc<Inherited>,
+    ) -> Result<Proxy, ApplyError> {
         let workers = Workers::start(options.workers).map_err(ApplyError::Workers)?;
         let proxy = Proxy {
             inner: Arc::new(Inner {
@@ -189,6 +210,7 @@ impl Proxy {
                 generation: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
                 handed_over: Arc::new(AtomicBool::new(false)),
+                opened: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 options,
                 stop: CancellationToken::new(),
@@ -366,19 +388,8 @@ impl Proxy {
             };
             st.handover.insert(*key, bound.duplicates());
             let local = bound.local_addr().unwrap_or(key.1);
-            let slot = Arc::new(Slot {
-                local,
-                target: ArcSwap::new(target),
-                stop: self.inner.stop.child_token(),
-                handed_over: Arc::clone(&self.inner.handed_over),
-            });
-            match bound.serve(
-                Arc::clone(&slot),
-                &self.inner.tracker,
-                self.inner.options.forwarding,
-                self.inner.workers.handles(),
-            ) {
-                Ok(()) => {
+            match self.serve(bound, local, target) {
+                Ok(slot) => {
                     slots.insert(*key, slot);
                 }
                 Err(e) => {
@@ -411,6 +422,29 @@ impl Proxy {
         self.inner.generation.fetch_add(1, Relaxed);
         self.inner.discovery_wake.notify_one();
         Ok(())
+    }
+
+    /// Serves `bound` on `local` for `target`, in a new slot.
+    fn serve(
+        &self,
+        bound: Bound,
+        local: SocketAddr,
+        target: Arc<ServiceRuntime>,
+    ) -> io::Result<Arc<Slot>> {
+        let slot = Arc::new(Slot::new(
+            local,
+            target,
+            self.inner.stop.child_token(),
+            Arc::clone(&self.inner.handed_over),
+            self.inner.opened.clone(),
+        ));
+        bound.serve(
+            Arc::clone(&slot),
+            &self.inner.tracker,
+            self.inner.options.forwarding,
+            self.inner.workers.handles(),
+        )?;
+        Ok(slot)
     }
 
     /// Makes the descriptor plan of `config` and puts it in force; what

@@ -52,6 +52,10 @@ use crate::proxy_proto::{self, Transport, V2Header};
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
 
+mod takeover;
+
+pub(crate) use takeover::Handed;
+
 /// A session's places: under `max_sessions`, in the live table, under
 /// `per_source`, and in the descriptor budget.
 type Held = (
@@ -70,6 +74,8 @@ static TABLES: AtomicU64 = AtomicU64::new(0);
 struct Session {
     svc: Arc<ServiceRuntime>,
     up: UdpSocket,
+    /// The client: a PROXY header's source, or the datagrams' own.
+    client: SocketAddr,
     /// The scheduled connection; `None` in one-packet mode.
     conn: Option<Conn>,
     /// Its entry in the live table (its bytes count there); `None` in
@@ -142,18 +148,20 @@ impl Session {
 
     /// Ends the session: stops its reply task and frees its places.
     fn end(&self, how: &str) {
-        self.stop.cancel();
-        let held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let held = self.release();
         if held.is_some()
             && self.svc.access_log()
             && let Some(live) = &self.live
         {
             self.svc.log_access(live, self.started, how);
         }
+    }
+
+    /// Stops its reply task and gives its places back; what it held, if
+    /// it still held them.
+    fn release(&self) -> Option<Held> {
+        self.stop.cancel();
+        lock(&self.held).take()
     }
 }
 
@@ -237,6 +245,11 @@ impl Drop for Table {
     }
 }
 
+/// A lock whose holder panicked still guards state changed in single steps.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     let ip = match addr.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -256,13 +269,25 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
         }
     }
     let _counted = Counted;
+    if !slot.wait_open().await {
+        return;
+    }
     let mut table = Table::default();
+    let handed = std::mem::take(&mut *lock(&slot.adopted));
+    if !handed.is_empty() {
+        takeover::adopt_all(&socket, &slot, &tracker, &mut table, handed).await;
+    }
     let mut batch = Batch::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = slot.stop.cancelled() => {
+                if let Some(to) = lock(&slot.export).take() {
+                    // A binary upgrade: the sessions go to the next process.
+                    let _ = to.send(takeover::export(&mut table, &slot));
+                    return;
+                }
                 if slot.handed_over.load(Relaxed) {
                     drain(table, sweep).await;
                 }
@@ -288,10 +313,11 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
     }
 }
 
-/// After a binary upgrade: the listening socket is the next process's to
-/// read (new datagrams go there); the sessions here keep relaying their
-/// servers' replies until each idles out (`timeouts.udp`), or until the
-/// shutdown's grace ends the process.
+/// After a binary upgrade to an rvs that did not take the sessions over
+/// (one before the state channel): the listening socket is the next
+/// process's to read (new datagrams go there); the sessions here keep
+/// relaying their servers' replies until each idles out (`timeouts.udp`),
+/// or until the shutdown's grace ends the process.
 async fn drain(mut table: Table, mut sweep: tokio::time::Interval) {
     while !table.map.is_empty() {
         sweep.tick().await;
@@ -423,9 +449,62 @@ async fn open(
     table: &mut Table,
     tracker: &TaskTracker,
 ) -> Option<Arc<Session>> {
-    let Arrival { peer, client, to } = arrival;
+    let Arrival { client, .. } = arrival;
     let spec = svc.spec();
     let started = Instant::now();
+    let places = admit(svc, slot, client, table, started)?;
+    let sched = svc.scheduler();
+    let (conn, up) = if spec.udp.ops {
+        let up = UdpSocket::bind(unspecified_for(slot.local)).await.ok()?;
+        (None, up)
+    } else {
+        let Some(conn) = sched.schedule(client, slot.local, clock::now()) else {
+            svc.refuse_unscheduled(client, slot.local, started);
+            return None;
+        };
+        let up = match UdpSocket::bind(unspecified_for(conn.addr())).await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(service = %svc.name(), error = %e, "udp: no upstream socket");
+                return None;
+            }
+        };
+        if up.connect(conn.addr()).await.is_err() {
+            conn.dest().count_connect_failure();
+            svc.stats.connect_failures.fetch_add(1, Relaxed);
+            svc.connect_failed(conn.addr());
+            svc.refuse(Refusal::Unreachable, client, slot.local, started);
+            return None;
+        }
+        svc.stats.conns.fetch_add(1, Relaxed);
+        (Some(conn), up)
+    };
+    let opened = Opened {
+        conn,
+        up,
+        places,
+        started,
+        last: clock::now(),
+        header_sent: false,
+    };
+    Some(install(svc, socket, slot, arrival, opened, table, tracker))
+}
+
+/// A session's places: under `max_sessions`, under `per_source`, in the
+/// descriptor budget.
+type Places = (OpenGuard, Option<SourceGuard>, crate::fds::Held);
+
+/// Admits a new session of `client` (`allow`/`deny`, `per_source`,
+/// `max_sessions`, the descriptor budget), evicting from `table` to make
+/// room; `None` when it is refused (counted, logged).
+fn admit(
+    svc: &Arc<ServiceRuntime>,
+    slot: &Slot,
+    client: SocketAddr,
+    table: &mut Table,
+    started: Instant,
+) -> Option<Places> {
+    let spec = svc.spec();
     if !spec.acl.allows(client.ip()) {
         svc.refuse(Refusal::Acl, client, slot.local, started);
         return None;
@@ -472,32 +551,42 @@ async fn open(
             tracing::warn!(service = %svc.name(), udp_share = share, also_since = unsaid, "udp: the UDP share of file descriptors is in use: the idlest session was evicted for a new one");
         }
     };
-    let sched = svc.scheduler();
-    let (conn, up) = if spec.udp.ops {
-        let up = UdpSocket::bind(unspecified_for(slot.local)).await.ok()?;
-        (None, up)
-    } else {
-        let Some(conn) = sched.schedule(client, slot.local, clock::now()) else {
-            svc.refuse_unscheduled(client, slot.local, started);
-            return None;
-        };
-        let up = match UdpSocket::bind(unspecified_for(conn.addr())).await {
-            Ok(u) => u,
-            Err(e) => {
-                debug!(service = %svc.name(), error = %e, "udp: no upstream socket");
-                return None;
-            }
-        };
-        if up.connect(conn.addr()).await.is_err() {
-            conn.dest().count_connect_failure();
-            svc.stats.connect_failures.fetch_add(1, Relaxed);
-            svc.connect_failed(conn.addr());
-            svc.refuse(Refusal::Unreachable, client, slot.local, started);
-            return None;
-        }
-        svc.stats.conns.fetch_add(1, Relaxed);
-        (Some(conn), up)
-    };
+    Some((open, source, fds))
+}
+
+/// A session about to be installed: its connection, its socket, its
+/// places, and its clock.
+struct Opened {
+    conn: Option<Conn>,
+    up: UdpSocket,
+    places: Places,
+    started: Instant,
+    /// Its last datagram.
+    last: rvs_sched::Time,
+    /// Its PROXY header went already.
+    header_sent: bool,
+}
+
+/// Puts a session in `table` and starts relaying its replies.
+fn install(
+    svc: &Arc<ServiceRuntime>,
+    socket: &Arc<UdpSocket>,
+    slot: &Slot,
+    arrival: Arrival,
+    opened: Opened,
+    table: &mut Table,
+    tracker: &TaskTracker,
+) -> Arc<Session> {
+    let Arrival { peer, client, to } = arrival;
+    let Opened {
+        conn,
+        up,
+        places: (open, source, fds),
+        started,
+        last,
+        header_sent,
+    } = opened;
+    let spec = svc.spec();
     let registered = conn.as_ref().map(|c| {
         svc.register(LiveConn::new(
             Proto::Udp,
@@ -510,6 +599,7 @@ async fn open(
     let session = Arc::new(Session {
         svc: Arc::clone(svc),
         up,
+        client,
         conn,
         live: registered.as_ref().map(|r| Arc::clone(&r.conn)),
         started,
@@ -521,8 +611,8 @@ async fn open(
         }),
         header_every: spec.udp.proxy_protocol_every,
         reply_from: to,
-        header_sent: AtomicBool::new(false),
-        last: AtomicU64::new(clock::now().as_nanos()),
+        header_sent: AtomicBool::new(header_sent),
+        last: AtomicU64::new(last.as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),
         held: std::sync::Mutex::new(Some((open, registered, source, fds))),
@@ -534,7 +624,7 @@ async fn open(
         Arc::clone(socket),
         peer,
     ));
-    Some(session)
+    session
 }
 
 thread_local! {

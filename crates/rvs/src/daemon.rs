@@ -130,9 +130,9 @@ fn admin_failed(addr: SocketAddr, e: &std::io::Error) -> ExitCode {
 pub(crate) struct Process {
     /// `--pid-file`.
     pub(crate) pid_file: Option<std::path::PathBuf>,
-    /// The process that started this one to take over, and the pipe to
-    /// tell it this one serves.
-    pub(crate) upgrade_from: Option<(u32, std::os::fd::OwnedFd)>,
+    /// The process that started this one to take over, the pipe to tell
+    /// it this one serves, and the channel its state comes on.
+    pub(crate) upgrade_from: Option<rvs_proxy::handover::Upgrade>,
     /// The binary's path as started, run again on SIGUSR2.
     pub(crate) exe: Option<std::path::PathBuf>,
     /// The arguments it was started with.
@@ -160,22 +160,95 @@ async fn upgrade(proxy: &Proxy, admin: &socket2::Socket, process: &Process) -> R
         .try_clone()
         .map_err(|e| format!("duplicating the admin socket: {e}"))?;
     sockets.push(("admin".to_owned(), std::os::fd::OwnedFd::from(admin)));
-    let (mut child, ready) = rvs_proxy::handover::spawn(exe, &process.args, &sockets)
+    let spawned = rvs_proxy::handover::spawn(exe, &process.args, &sockets)
         .map_err(|e| format!("starting {}: {e}", exe.display()))?;
     let handed = sockets.len();
     drop(sockets);
+    let mut child = spawned.child;
     let pid = child.id();
     info!(pid, binary = %exe.display(), sockets = handed, "upgrade: started the new binary with the listening sockets");
-    match rvs_proxy::handover::wait_ready(ready, UPGRADE_WAIT).await {
+    let ready = rvs_proxy::handover::wait_ready(spawned.ready, UPGRADE_WAIT);
+    tokio::pin!(ready);
+    let state = spawned.state;
+    let hello = tokio::task::spawn_blocking(move || {
+        let asked = rvs_proxy::handover::wait_hello(&state, UPGRADE_WAIT);
+        (state, asked)
+    });
+    // The new process asks for the state once it is bound, serves once it
+    // adopted it, and says READY then. One that says READY without asking
+    // is an rvs from before the state channel.
+    let mut stopped = false;
+    let result = tokio::select! {
+        r = &mut ready => r,
+        asked = hello => match asked {
+            Ok((state, Ok(true))) => {
+                let held = proxy.hand_over_state().await;
+                stopped = true;
+                let (templates, sessions) = (held.templates.len(), held.sessions.len());
+                let sent = tokio::task::spawn_blocking(move || held.send(&state)).await;
+                match sent {
+                    Ok(Ok(())) => info!(pid, templates, udp_sessions = sessions, "upgrade: stopped serving and handed the state over"),
+                    Ok(Err(e)) => warn!(pid, error = %e, "upgrade: the state was not all handed over"),
+                    Err(e) => warn!(pid, error = %e, "upgrade: handing the state over failed"),
+                }
+                ready.await
+            }
+            Ok((_, Ok(false))) => ready.await,
+            Ok((_, Err(e))) => {
+                warn!(pid, error = %e, "upgrade: the new process did not ask for the state");
+                ready.await
+            }
+            Err(e) => Err(format!("waiting for the new process: {e}")),
+        },
+    };
+    match result {
         Ok(()) => Ok(pid),
         Err(why) => {
             let _ = child.kill();
             let status = child
                 .wait()
                 .map_or_else(|e| e.to_string(), |s| s.to_string());
+            if stopped {
+                // It failed after this one stopped: serve again.
+                proxy.resume();
+            }
             Err(format!("{why} ({status})"))
         }
     }
+}
+
+/// How long a new process waits for the old one's state, each message.
+const STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// In a binary upgrade's new process: asks the old one for its state on
+/// `channel` and adopts what comes, before serving.
+async fn take_over(proxy: &Proxy, channel: std::os::fd::OwnedFd, old: u32) {
+    use rvs_proxy::handover::{State, channel::Channel};
+    let got = tokio::task::spawn_blocking(move || match Channel::new(channel, STATE_WAIT) {
+        Ok(c) => State::receive(&c),
+        Err(e) => (State::default(), Some(e)),
+    })
+    .await;
+    let (state, broke) = match got {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(old_pid = old, error = %e, "upgrade: receiving the state of the process before failed");
+            return;
+        }
+    };
+    if let Some(e) = broke {
+        warn!(old_pid = old, error = %e, "upgrade: the state of the process before came incomplete: what came is used");
+    }
+    let took = proxy.take_over(state);
+    info!(
+        old_pid = old,
+        health = took.health,
+        templates = took.templates,
+        templates_not_taken = took.templates_dropped,
+        udp_sessions = took.sessions,
+        udp_sessions_not_taken = took.sessions_dropped,
+        "upgrade: took over the health verdicts, persistence templates and UDP sessions of the process before"
+    );
 }
 
 /// Writes `pid` to the pid file, atomically.
@@ -209,7 +282,7 @@ pub(crate) async fn run(
         Ok(s) => s,
         Err(e) => return admin_failed(admin_addr, &e),
     };
-    let proxy = match Proxy::start_with(config, options, Arc::clone(&inherited)) {
+    let proxy = match Proxy::start_held(config, options, Arc::clone(&inherited)) {
         Ok(p) => p,
         Err(e) => {
             error!(error = %e, "cannot start");
@@ -217,6 +290,14 @@ pub(crate) async fn run(
             return ExitCode::FAILURE;
         }
     };
+    // A binary upgrade's new process: bound, not yet serving; the old
+    // one's templates and UDP sessions first.
+    if let Some(up) = &mut process.upgrade_from
+        && let Some(channel) = up.state.take()
+    {
+        take_over(&proxy, channel, up.old_pid).await;
+    }
+    proxy.open();
     // Kept to hand over on SIGUSR2 (the listener's own closes with it).
     let admin_handover = match admin_socket.try_clone() {
         Ok(s) => s,
@@ -251,8 +332,9 @@ pub(crate) async fn run(
     }
     info!(file = %path.display(), services, admin = %admin_local, "rvs running");
     notifier.ready(&serving(&proxy));
-    if let Some((old, pipe)) = process.upgrade_from.take() {
-        match rvs_proxy::handover::say_ready(pipe) {
+    if let Some(up) = process.upgrade_from.take() {
+        let old = up.old_pid;
+        match rvs_proxy::handover::say_ready(up.ready) {
             Ok(()) => info!(
                 old_pid = old,
                 "upgrade: took over from the process before, which drains"

@@ -225,7 +225,7 @@ fn main() -> ExitCode {
         } => {
             init_logs(cli.log_level, cli.log_format);
             // Before the runtime opens a descriptor: see `systemd`.
-            let upgrade_from = rvs_proxy::handover::ready_pipe_from_env();
+            let upgrade_from = rvs_proxy::handover::from_env();
             let inherited = match systemd::passed_sockets() {
                 Ok(i) => i,
                 Err(e) => {

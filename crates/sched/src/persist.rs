@@ -214,17 +214,76 @@ impl Templates {
         Found(id)
     }
 
+    /// A template made elsewhere (another process, another director) for
+    /// `dest`, which the caller has bound as a template, expiring at
+    /// `expires` and re-armed with `timeout` from then on. A live template
+    /// of the same key for another server is invalidated first, as a
+    /// template refused at lookup is; one for the same server takes the
+    /// later of the two expiries. True when a template was made.
+    pub(crate) fn adopt(
+        &mut self,
+        key: Key,
+        dest: &Arc<Dest>,
+        expires: Time,
+        timeout: Duration,
+    ) -> bool {
+        if let Some(f) = self.lookup(&key) {
+            let same = self
+                .all
+                .get(&f.0)
+                .is_some_and(|t| Arc::ptr_eq(&t.ctl.dest, dest));
+            if same {
+                if let Some(t) = self.all.get_mut(&f.0)
+                    && expires > t.expires
+                {
+                    t.expires = expires;
+                    self.queue(f.0);
+                }
+                return false;
+            }
+            self.invalidate(f);
+        }
+        let f = self.create(key, Arc::clone(dest), timeout);
+        if let Some(t) = self.all.get_mut(&f.0) {
+            t.expires = expires;
+        }
+        self.queue(f.0);
+        true
+    }
+
+    /// Queues template `id`'s timer at its expiry, unless an earlier entry
+    /// is queued (it re-queues itself when it comes up).
+    fn queue(&mut self, id: u64) {
+        if let Some(t) = self.all.get_mut(&id)
+            && t.queued.is_none_or(|q| t.expires < q)
+        {
+            t.queued = Some(t.expires);
+            self.timers.push(Reverse((t.expires, id)));
+        }
+    }
+
+    /// One more connection under the template, without restarting its
+    /// timer: a connection taken over with its template, not a new one.
+    pub(crate) fn attach(&self, f: Found) -> Option<Arc<Control>> {
+        let t = self.all.get(&f.0)?;
+        t.ctl.n_control.fetch_add(1, Relaxed);
+        Some(Arc::clone(&t.ctl))
+    }
+
+    /// The server a template sends its clients to.
+    pub(crate) fn dest_of(&self, f: Found) -> Option<&Arc<Dest>> {
+        self.all.get(&f.0).map(|t| &t.ctl.dest)
+    }
+
     /// `ip_vs_control_add()` then `ip_vs_conn_put()`: one more connection
     /// under the template, whose timer restarts at `now`.
     pub(crate) fn control(&mut self, f: Found, now: Time) -> Option<Arc<Control>> {
         let t = self.all.get_mut(&f.0)?;
         t.ctl.n_control.fetch_add(1, Relaxed);
         t.expires = now.saturating_add(t.timeout);
-        if t.queued.is_none_or(|q| t.expires < q) {
-            t.queued = Some(t.expires);
-            self.timers.push(Reverse((t.expires, f.0)));
-        }
-        Some(Arc::clone(&t.ctl))
+        let ctl = Arc::clone(&t.ctl);
+        self.queue(f.0);
+        Some(ctl)
     }
 
     /// Fires every template timer due at or before `now`, in time order;

@@ -351,6 +351,71 @@ impl Service {
         Some(self.conn(dest, None))
     }
 
+    /// Takes over a persistence template made elsewhere — by the process
+    /// before a binary upgrade, or by another director (IPVS's sync
+    /// daemon): clients of `client`'s network (under the service's netmask)
+    /// to the virtual address `vaddr:vport` go to the real server `dest`
+    /// until `expires`, renewed by each connection from then on as any
+    /// template is. A live template of that key for another server is
+    /// invalidated (the one taken over wins); one for the same server
+    /// keeps the later expiry. False when nothing was made: the service
+    /// has no persistence, `dest` is not in its list, or the template was
+    /// there already.
+    pub fn adopt_template(
+        &self,
+        client: std::net::IpAddr,
+        vaddr: std::net::IpAddr,
+        vport: u16,
+        dest: SocketAddr,
+        expires: Time,
+    ) -> bool {
+        let (Some(p), Some(templates)) = (self.inner.cfg.persistence, &self.inner.templates) else {
+            return false;
+        };
+        let Some(dest) = self.dest(dest) else {
+            return false;
+        };
+        let key = Key {
+            net: p.netmask.apply(client),
+            vaddr,
+            vport,
+        };
+        let mut t = lock(templates);
+        let made = t.adopt(key, &dest, expires, p.timeout);
+        drop(t);
+        if made {
+            self.bind(&dest, Counted::Template);
+        }
+        made
+    }
+
+    /// Takes over a connection made elsewhere (the process before a
+    /// binary upgrade; a synced director): from `client` to the virtual
+    /// address `dst`, on the real server `dest`, counted as inactive as a
+    /// new one is. Under persistence it is controlled by its client's
+    /// template when that template names `dest`, without renewing it (no
+    /// new connection was scheduled). `None` when `dest` is not in the
+    /// list.
+    pub fn adopt(&self, client: SocketAddr, dst: SocketAddr, dest: SocketAddr) -> Option<Conn> {
+        let dest = self.dest(dest)?;
+        let ctl = match (self.inner.cfg.persistence, &self.inner.templates) {
+            (Some(p), Some(templates)) => {
+                let key = Key {
+                    net: p.netmask.apply(client.ip()),
+                    vaddr: dst.ip(),
+                    vport: dst.port(),
+                };
+                let t = lock(templates);
+                t.lookup(&key)
+                    .filter(|f| t.dest_of(*f).is_some_and(|d| Arc::ptr_eq(d, &dest)))
+                    .and_then(|f| t.attach(f))
+            }
+            _ => None,
+        };
+        self.bind(&dest, Counted::Inactive);
+        Some(self.conn(dest, ctl))
+    }
+
     fn conn(&self, dest: Arc<Dest>, template: Option<Arc<Control>>) -> Conn {
         Conn {
             svc: Arc::clone(&self.inner),

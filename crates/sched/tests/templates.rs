@@ -55,3 +55,71 @@ fn templates_are_listed_with_their_expiry_and_controlled_connections() {
     assert_eq!(list.len(), 2);
     assert_eq!(list[1].client, "203.0.113.0".parse::<IpAddr>().unwrap());
 }
+
+/// Templates and connections taken over from elsewhere (the process before
+/// a binary upgrade): the client goes to the adopted server whatever the
+/// scheduler would pick, the template keeps its expiry and is renewed by
+/// new connections, and adopted connections count on their server.
+#[test]
+fn adopted_templates_and_connections_keep_their_server() {
+    let mut cfg = ServiceConfig::new(SchedulerKind::Rr);
+    cfg.persistence = Some(Persistence {
+        timeout: Duration::from_secs(300),
+        netmask: Netmask::HOST,
+    });
+    let s = Service::new(cfg, Time::ZERO);
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:80".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+    );
+    s.add_dest(a, DestParams::default()).unwrap();
+    s.add_dest(b, DestParams::default()).unwrap();
+    let vip: SocketAddr = "192.0.2.1:80".parse().unwrap();
+    let client: SocketAddr = "198.51.100.7:4000".parse().unwrap();
+    // rr would pick b (the head) first; the adopted template says a.
+    let t0 = Time::from_secs(100);
+    assert!(s.adopt_template(client.ip(), vip.ip(), 80, a, Time::from_secs(150)));
+    assert_eq!(s.dest(a).unwrap().persist_conns(), 1);
+    let list = s.templates();
+    assert_eq!(
+        (list.len(), list[0].dest, list[0].expires),
+        (1, a, Time::from_secs(150))
+    );
+    // A connection taken over is controlled without renewing it.
+    let adopted = s.adopt(client, vip, a).unwrap();
+    assert_eq!(adopted.addr(), a);
+    assert_eq!(s.dest(a).unwrap().inactive_conns(), 1);
+    let list = s.templates();
+    assert_eq!(
+        (list[0].controlled, list[0].expires),
+        (1, Time::from_secs(150))
+    );
+    // New connections follow it, and renew it.
+    for i in 0..3 {
+        let c = s.schedule(client, vip, t0).unwrap();
+        assert_eq!(c.addr(), a, "connection {i}");
+    }
+    assert_eq!(s.templates()[0].expires, Time::from_secs(400));
+    // The same template again changes nothing; one naming another server
+    // replaces it.
+    assert!(!s.adopt_template(client.ip(), vip.ip(), 80, a, Time::from_secs(120)));
+    assert!(s.adopt_template(client.ip(), vip.ip(), 80, b, Time::from_secs(500)));
+    assert_eq!(s.schedule(client, vip, t0).unwrap().addr(), b);
+    // A server not in the list, or a service without persistence, takes
+    // nothing.
+    let gone: SocketAddr = "10.0.0.9:80".parse().unwrap();
+    assert!(!s.adopt_template(client.ip(), vip.ip(), 80, gone, Time::from_secs(500)));
+    assert!(s.adopt(client, vip, gone).is_none());
+    let plain = Service::new(ServiceConfig::new(SchedulerKind::Rr), Time::ZERO);
+    plain.add_dest(a, DestParams::default()).unwrap();
+    assert!(!plain.adopt_template(client.ip(), vip.ip(), 80, a, Time::from_secs(500)));
+    assert_eq!(plain.adopt(client, vip, a).unwrap().addr(), a);
+    drop(adopted);
+    // Renewed by the connection above to 400 s (now + timeout, as any
+    // renewal), controlling nothing: both templates go then.
+    s.advance(Time::from_secs(399));
+    assert_eq!(s.templates().len(), 2);
+    s.advance(Time::from_secs(401));
+    assert!(s.templates().is_empty());
+    assert_eq!(s.dest(b).unwrap().persist_conns(), 0);
+}

@@ -257,6 +257,46 @@ impl ServiceRuntime {
             .collect()
     }
 
+    /// The verdicts of the checked real servers, for the next process of
+    /// a binary upgrade.
+    pub(crate) fn health_states(&self) -> Vec<crate::handover::wire::HealthState> {
+        let h = self.health.lock();
+        h.servers
+            .iter()
+            .filter(|(_, s)| !s.health.checks.is_empty() || s.health.passive.is_some())
+            .map(|(a, s)| crate::handover::wire::HealthState {
+                service: self.name().to_owned(),
+                address: *a,
+                up: s.health.is_up(),
+                weight: s.health.weight_set(),
+                reason: s.health.reason(),
+            })
+            .collect()
+    }
+
+    /// Starts a checked real server from the verdict of the process
+    /// before a binary upgrade: each of its checkers says what the server
+    /// was, until the checker concludes itself. False when the server is
+    /// not configured here or has no checks.
+    pub(crate) fn adopt_health(&self, h: &crate::handover::wire::HealthState) -> bool {
+        let adopted = {
+            let mut inner = self.health.lock();
+            let Some(s) = inner.servers.get_mut(&h.address) else {
+                return false;
+            };
+            // A check that ran here already knows better.
+            if s.health.checks.is_empty() || s.checks_run > 0 {
+                return false;
+            }
+            s.health.adopt(h.up, h.weight, h.reason.clone());
+            true
+        };
+        if adopted {
+            self.resync();
+        }
+        adopted
+    }
+
     /// Whether the quorum holds.
     pub fn quorum_up(&self) -> bool {
         self.health.lock().quorum_up

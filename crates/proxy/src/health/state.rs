@@ -159,6 +159,29 @@ impl RsHealth {
         after != before
     }
 
+    /// The weight a dynamic check set, if one did.
+    pub(crate) fn weight_set(&self) -> Option<i32> {
+        self.checkers.iter().rev().find_map(|c| c.weight)
+    }
+
+    /// Takes the verdict of the process before a binary upgrade: every
+    /// checker says `up` (with `weight` on the last, `reason` when down)
+    /// until it concludes itself. Not a change: no slow start.
+    pub(crate) fn adopt(&mut self, up: bool, weight: Option<i32>, reason: Option<String>) {
+        let n = self.checkers.len();
+        for (i, c) in self.checkers.iter_mut().enumerate() {
+            c.up = up;
+            c.weight = (up && i + 1 == n).then_some(weight).flatten();
+            c.reason = (!up).then(|| {
+                reason
+                    .clone()
+                    .unwrap_or_else(|| "down in the process before the upgrade".to_owned())
+            });
+        }
+        self.passive = None;
+        self.up_since = None;
+    }
+
     /// Its weight: a dynamic check's, else the configured one.
     pub(crate) fn weight(&self, configured: i32) -> i32 {
         self.checkers
