@@ -74,6 +74,24 @@ impl Drop for Reaper {
     }
 }
 
+/// Copies `from` to `to` with cp(1), so that the file is never open for
+/// writing in this process: the tests of this file run in parallel, and a
+/// process one of them forks while another holds such a descriptor keeps
+/// it until it execs — an exec of the file meanwhile fails (ETXTBSY).
+fn install(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg(from).arg(to).status().unwrap();
+    assert!(st.success(), "cp {} {}", from.display(), to.display());
+}
+
+/// An executable script at `to` (through [`install`]).
+fn install_script(to: &Path, text: &str) {
+    let draft = to.with_extension("draft");
+    std::fs::write(&draft, text).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&draft, mode).unwrap();
+    install(&draft, to);
+}
+
 /// An rvs started from a copy of the binary in a directory of the test's
 /// own (the test replaces the copy), with a pid file and a log; every
 /// process running the copy is killed when it drops.
@@ -96,7 +114,7 @@ impl Upgradable {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let exe: PathBuf = bin.join("rvs");
-        std::fs::copy(env!("CARGO_BIN_EXE_rvs"), &exe).unwrap();
+        install(Path::new(env!("CARGO_BIN_EXE_rvs")), &exe);
         let reaper = Reaper(exe.clone());
         let cfg = dir.join("rvs.yaml");
         std::fs::write(&cfg, config).unwrap();
@@ -210,11 +228,7 @@ fn ten_upgrades_under_load_drop_nothing() {
             3 => {
                 // A binary that exits at once.
                 std::fs::rename(&u.exe, &real).unwrap();
-                let mut f = std::fs::File::create(&u.exe).unwrap();
-                f.write_all(b"#!/bin/sh\nexit 3\n").unwrap();
-                drop(f);
-                let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-                std::fs::set_permissions(&u.exe, mode).unwrap();
+                install_script(&u.exe, "#!/bin/sh\nexit 3\n");
             }
             6 => std::fs::write(&u.cfg, "services: [").unwrap(),
             _ => {}
@@ -589,16 +603,13 @@ fn an_upgrade_that_dies_after_taking_the_state_leaves_the_old_serving() {
     let real = u.bin.join("rvs.real");
     std::fs::rename(&u.exe, &real).unwrap();
     let taken = u.dir.join("taken");
-    std::fs::write(
+    install_script(
         &u.exe,
-        format!(
+        &format!(
             "#!/usr/bin/env python3\nimport json, os, socket\ns = socket.socket(fileno=int(os.environ['RVS_UPGRADE_STATE_FD']))\ns.send(json.dumps({{'type': 'hello', 'version': 1}}).encode())\nseen = []\nwhile True:\n    m, fds, _, _ = socket.recv_fds(s, 1 << 18, 64)\n    m = json.loads(m)\n    seen.append(m['type'])\n    if m['type'] == 'end':\n        break\nopen('{}', 'w').write(' '.join(seen))\nos._exit(4)\n",
             taken.display()
         ),
-    )
-    .unwrap();
-    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-    std::fs::set_permissions(&u.exe, mode).unwrap();
+    );
     sig(pid, "USR2");
     assert!(
         wait_for(Duration::from_secs(20), || logs()
