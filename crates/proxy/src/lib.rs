@@ -68,6 +68,7 @@ pub mod proxy_proto;
 pub mod quote;
 pub mod reload;
 pub mod service;
+pub mod sni;
 pub mod stats;
 pub mod tcp;
 mod throttle;

@@ -1,0 +1,10 @@
+//! Routing by the names in a TLS ClientHello, without terminating TLS:
+//! several services on one address, each connection sent to the one its
+//! server name (SNI) and offered protocols (ALPN) choose.
+//!
+//! - [`hello`]: the ClientHello parser (sans-io): bytes in, the names out.
+//! - [`names`]: which service of an address a hello goes to (`match.sni`,
+//!   `match.alpn`, the most specific winning).
+
+pub mod hello;
+pub mod names;
