@@ -38,9 +38,9 @@ pub fn pair() -> io::Result<(Channel, OwnedFd)> {
 impl Channel {
     /// The end a process was handed; `limit` bounds each send and receive.
     pub fn new(fd: OwnedFd, limit: Duration) -> io::Result<Channel> {
-        rustix::net::sockopt::set_socket_timeout(&fd, Timeout::Recv, Some(limit))?;
-        rustix::net::sockopt::set_socket_timeout(&fd, Timeout::Send, Some(limit))?;
-        Ok(Channel { fd })
+        let channel = Channel { fd };
+        channel.set_limit(limit)?;
+        Ok(channel)
     }
 
     /// Bounds each send and receive from now on by `limit`.

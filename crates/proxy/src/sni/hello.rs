@@ -136,9 +136,7 @@ pub fn parse(bytes: &[u8]) -> Parse {
         if handshake[0] != CLIENT_HELLO {
             return Parse::Invalid(Invalid::NotClientHello);
         }
-        let body_len = usize::from(handshake[1]) << 16
-            | usize::from(handshake[2]) << 8
-            | usize::from(handshake[3]);
+        let body_len = body_len(&handshake);
         if handshake.len() < 4 + body_len {
             // The hello goes on in the next record, which needs a header
             // of its own: more than the handshake bytes still missing.
@@ -163,11 +161,8 @@ fn need_more(handshake: &[u8]) -> Parse {
     match handshake.first() {
         Some(&t) if t != CLIENT_HELLO => Parse::Invalid(Invalid::NotClientHello),
         _ if handshake.len() >= 4 => {
-            let body_len = usize::from(handshake[1]) << 16
-                | usize::from(handshake[2]) << 8
-                | usize::from(handshake[3]);
             // Its bytes alone, without the record headers they need.
-            if 4 + body_len + 5 > MAX_HELLO {
+            if 4 + body_len(handshake) + 5 > MAX_HELLO {
                 Parse::TooLarge
             } else {
                 Parse::NeedMore
@@ -175,6 +170,12 @@ fn need_more(handshake: &[u8]) -> Parse {
         }
         _ => Parse::NeedMore,
     }
+}
+
+/// The length of the handshake message whose 4-byte header starts
+/// `handshake` (a 24-bit length after the type).
+fn body_len(handshake: &[u8]) -> usize {
+    usize::from(handshake[1]) << 16 | usize::from(handshake[2]) << 8 | usize::from(handshake[3])
 }
 
 /// Whether the first bytes can begin a TLS handshake record: type 22 and
