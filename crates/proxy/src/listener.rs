@@ -27,15 +27,49 @@ use tracing::warn;
 
 use crate::config::Proto;
 use crate::service::ServiceRuntime;
+use crate::sni::names::Routes;
 use crate::tcp::forward::Mode;
+
+/// What an address serves: one service, or several that share it, each
+/// connection going to the one its TLS ClientHello chooses.
+#[derive(Debug)]
+pub(crate) enum Serving {
+    One(Arc<ServiceRuntime>),
+    ByHello(Routes<Arc<ServiceRuntime>>),
+}
+
+impl Serving {
+    /// The service counted for what happens before a connection is
+    /// routed (and UDP's one service): the default, else the first.
+    pub(crate) fn first(&self) -> &Arc<ServiceRuntime> {
+        match self {
+            Serving::One(s) => s,
+            Serving::ByHello(routes) => routes
+                .services()
+                .next()
+                // `Proxy::apply` builds routes of one service at least.
+                .unwrap_or_else(|| unreachable!("an address serves no service")),
+        }
+    }
+
+    /// Whether service `name` is served here.
+    pub(crate) fn serves(&self, name: &str) -> bool {
+        match self {
+            Serving::One(s) => s.name() == name,
+            Serving::ByHello(routes) => routes.services().any(|s| s.name() == name),
+        }
+    }
+}
 
 /// An address rvs listens on.
 #[derive(Debug)]
 pub(crate) struct Slot {
     /// The bound address (the port is known even when 0 was configured).
     pub(crate) local: SocketAddr,
-    /// The service it serves now.
-    pub(crate) target: ArcSwap<ServiceRuntime>,
+    /// The service or services it serves now.
+    pub(crate) target: ArcSwap<Serving>,
+    /// Connections closed before they could be routed by their hello.
+    pub(crate) refusals: Arc<crate::sni::read::Refusals>,
     pub(crate) stop: CancellationToken,
     /// Set when a binary upgrade took the sockets: a UDP listener that
     /// stops then keeps its sessions until they idle out.
@@ -57,7 +91,7 @@ impl Slot {
     /// A slot serving `target` on `local`.
     pub(crate) fn new(
         local: SocketAddr,
-        target: Arc<ServiceRuntime>,
+        target: Arc<Serving>,
         stop: CancellationToken,
         handed_over: Arc<std::sync::atomic::AtomicBool>,
         opened: CancellationToken,
@@ -65,6 +99,7 @@ impl Slot {
         Slot {
             local,
             target: ArcSwap::new(target),
+            refusals: Arc::default(),
             stop,
             handed_over,
             opened,
@@ -295,18 +330,29 @@ async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracke
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let svc = slot.target.load_full();
+                let serving = slot.target.load_full();
                 // Beyond the data plane's share of the descriptors, closed
                 // at once: the reserve stays for the admin listener, the
                 // health checks and reloads.
                 let Some(fds) = crate::fds::BUDGET.tcp() else {
-                    crate::tcp::conn::refuse_for_descriptors(&svc, &stream, peer, slot.local);
+                    crate::tcp::conn::refuse_for_descriptors(
+                        serving.first(),
+                        &stream,
+                        peer,
+                        slot.local,
+                    );
                     continue;
                 };
                 // A listener on one address knows the local address of
                 // what it accepts: no getsockname(2) per connection.
                 let local = (!slot.local.ip().is_unspecified()).then_some(slot.local);
-                tracker.spawn(crate::tcp::conn::serve(svc, stream, peer, local, mode, fds));
+                let accepted = crate::tcp::conn::Accepted {
+                    stream,
+                    peer,
+                    local,
+                    refusals: Arc::clone(&slot.refusals),
+                };
+                tracker.spawn(crate::tcp::conn::serve(serving, accepted, mode, fds));
             }
             Err(e) if is_resource_error(&e) => {
                 if let Some(unsaid) = warnings.allow() {

@@ -25,8 +25,9 @@ use tracing::info;
 use crate::config::{Config, ConfigError, Proto, Target};
 use crate::discovery::{self, EntryState};
 use crate::inherited::Inherited;
-use crate::listener::{self, Bound, Slot};
+use crate::listener::{self, Bound, Serving, Slot};
 use crate::service::ServiceRuntime;
+use crate::sni::names::Routes;
 use crate::tcp::forward::Mode;
 use crate::workers::Workers;
 
@@ -319,19 +320,30 @@ impl Proxy {
     }
 
     fn apply_locked(&self, st: &mut State, config: Config) -> Result<(), ApplyError> {
-        // The addresses wanted, and the service each one serves.
-        let mut wanted: Vec<((Proto, SocketAddr), &str)> = Vec::new();
+        // The addresses wanted, and the services each one serves (several
+        // when they share it, routed by the ClientHello), in file order.
+        let mut wanted: Vec<((Proto, SocketAddr), Vec<&str>)> = Vec::new();
+        let mut at: HashMap<(Proto, SocketAddr), usize> = HashMap::new();
         for s in &config.services {
             for a in &s.listen {
-                wanted.push(((s.proto, *a), s.name.as_str()));
+                let key = (s.proto, *a);
+                let i = *at.entry(key).or_insert_with(|| {
+                    wanted.push((key, Vec::new()));
+                    wanted.len() - 1
+                });
+                let names = &mut wanted[i].1;
+                if !names.contains(&s.name.as_str()) {
+                    names.push(s.name.as_str());
+                }
             }
         }
         // Phase 1: bind what is new. Dropping `fresh` on error closes them.
         let mut fresh: HashMap<(Proto, SocketAddr), Bound> = HashMap::new();
-        for (key @ (proto, addr), service) in &wanted {
+        for (key @ (proto, addr), names) in &wanted {
             if st.slots.contains_key(key) {
                 continue;
             }
+            let service = names[0];
             let ours = st.closing.contains_key(key);
             let copies = self.inner.workers.sockets_per_address();
             let bound = match self.inner.inherited.take_all(*proto, *addr) {
@@ -376,8 +388,8 @@ impl Proxy {
             !found.is_empty()
         });
         let mut slots = HashMap::new();
-        for (key, service) in &wanted {
-            let target = Arc::clone(&services[*service]);
+        for (key, names) in &wanted {
+            let target = Arc::new(serving(&services, names));
             if let Some(slot) = st.slots.remove(key) {
                 slot.target.store(target);
                 slots.insert(*key, slot);
@@ -429,7 +441,7 @@ impl Proxy {
         &self,
         bound: Bound,
         local: SocketAddr,
-        target: Arc<ServiceRuntime>,
+        target: Arc<Serving>,
     ) -> io::Result<Arc<Slot>> {
         let slot = Arc::new(Slot::new(
             local,
@@ -686,13 +698,27 @@ impl Proxy {
         lock(&self.inner.state).services.get(name).cloned()
     }
 
+    /// The addresses whose services are routed by the ClientHello, with
+    /// their count of connections closed before one took them.
+    pub(crate) fn routed_addresses(&self) -> Vec<(SocketAddr, Arc<crate::sni::read::Refusals>)> {
+        let st = lock(&self.inner.state);
+        let mut v: Vec<_> = st
+            .slots
+            .values()
+            .filter(|s| matches!(**s.target.load(), Serving::ByHello(_)))
+            .map(|s| (s.local, Arc::clone(&s.refusals)))
+            .collect();
+        v.sort_by_key(|(a, _)| *a);
+        v
+    }
+
     /// The bound addresses of a service (the real ports when 0 was asked).
     pub fn local_addrs(&self, name: &str) -> Vec<SocketAddr> {
         let st = lock(&self.inner.state);
         let mut v: Vec<SocketAddr> = st
             .slots
             .values()
-            .filter(|s| s.target.load().name() == name)
+            .filter(|s| s.target.load().serves(name))
             .map(|s| s.local)
             .collect();
         v.sort();
@@ -717,6 +743,26 @@ impl Proxy {
 }
 
 /// The IPs of every listener, each once.
+/// What an address serves: its one service without `match`, or its
+/// services routed by their `match` (`names` in file order: the
+/// configuration was checked, so at most one has none).
+fn serving(services: &HashMap<String, Arc<ServiceRuntime>>, names: &[&str]) -> Serving {
+    if let [one] = names
+        && services[*one].spec().matching.is_none()
+    {
+        return Serving::One(Arc::clone(&services[*one]));
+    }
+    let (mut matched, mut default) = (Vec::new(), None);
+    for name in names {
+        let rt = Arc::clone(&services[*name]);
+        match rt.spec().matching.clone() {
+            Some(m) => matched.push((m, rt)),
+            None => default = Some(rt),
+        }
+    }
+    Serving::ByHello(Routes::new(matched, default))
+}
+
 fn listen_ips(st: &State) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = st.slots.keys().map(|(_, a)| a.ip()).collect();
     v.sort_unstable();

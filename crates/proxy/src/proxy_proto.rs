@@ -48,9 +48,33 @@ pub fn encode_v1(src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
 
 /// Appends a v2 header (command PROXY, TCP) to `out`.
 pub fn encode_v2(src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
-    let h = V2Header::new(src, dst, Transport::Tcp);
-    out.extend_from_slice(h.as_bytes());
+    encode_v2_with(src, dst, None, out);
 }
+
+/// Appends a v2 header (command PROXY, TCP) to `out`, with the server
+/// name the client asked for (its TLS SNI) as a `PP2_TYPE_AUTHORITY` TLV
+/// when there is one, as HAProxy sends it.
+pub fn encode_v2_with(
+    src: SocketAddr,
+    dst: SocketAddr,
+    authority: Option<&str>,
+    out: &mut Vec<u8>,
+) {
+    let h = V2Header::new(src, dst, Transport::Tcp);
+    let start = out.len();
+    out.extend_from_slice(h.as_bytes());
+    // A host name is at most 253 bytes: the length always fits.
+    if let Some(name) = authority.filter(|n| n.len() <= 255) {
+        out.push(PP2_TYPE_AUTHORITY);
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+        let body = (out.len() - start - 16) as u16;
+        out[start + 14..start + 16].copy_from_slice(&body.to_be_bytes());
+    }
+}
+
+/// The TLV type of the host name the client asked for (the spec's §2.2.2).
+const PP2_TYPE_AUTHORITY: u8 = 0x02;
 
 /// The transport a v2 header names (the low nibble of its family byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,19 +174,29 @@ fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     )
 }
 
-/// Reads one header from `stream`: `Some((client, destination))`, or `None`
-/// for a header without addresses (v1 `UNKNOWN`, v2 `LOCAL` or `UNSPEC`),
-/// after which the connection's own addresses stand.
-pub async fn read_header(
-    stream: &mut TcpStream,
-) -> Result<Option<(SocketAddr, SocketAddr)>, HeaderError> {
+/// What a header read from a balancer in front says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// The client and the destination it connected to; `None` for a
+    /// header without addresses (v1 `UNKNOWN`, v2 `LOCAL` or `UNSPEC`),
+    /// after which the connection's own addresses stand.
+    pub addrs: Addresses,
+    /// The host name the client asked for (v2's `PP2_TYPE_AUTHORITY`).
+    pub authority: Option<String>,
+}
+
+/// Reads one header from `stream`.
+pub async fn read_header(stream: &mut TcpStream) -> Result<Header, HeaderError> {
     let mut peek = [0u8; 232];
     let have = peek_at_least(stream, &mut peek, 16).await?;
     if peek[..12] == SIG_V2 {
         let len = usize::from(u16::from_be_bytes([peek[14], peek[15]]));
         let mut header = vec![0u8; 16 + len];
         stream.read_exact(&mut header).await?;
-        return parse_v2(&header);
+        return Ok(Header {
+            addrs: parse_v2(&header)?,
+            authority: authority(&header),
+        });
     }
     if &peek[..6] != b"PROXY " {
         return Err(HeaderError::Invalid("no PROXY signature"));
@@ -179,7 +213,34 @@ pub async fn read_header(
     };
     let mut header = vec![0u8; end];
     stream.read_exact(&mut header).await?;
-    parse_v1(&header)
+    Ok(Header {
+        addrs: parse_v1(&header)?,
+        authority: None,
+    })
+}
+
+/// The `PP2_TYPE_AUTHORITY` TLV of a whole v2 header (one that
+/// [`parse_v2`] accepts), when it holds a DNS host name (lower-cased).
+pub fn authority(h: &[u8]) -> Option<String> {
+    let len = usize::from(u16::from_be_bytes([*h.get(14)?, *h.get(15)?]));
+    let body = h.get(16..16 + len)?;
+    // The address block's length by family: TLVs follow it.
+    let skip = match h.get(13)? >> 4 {
+        1 => 12,
+        2 => 36,
+        3 => 216,
+        _ => 0,
+    };
+    let mut tlvs = body.get(skip..)?;
+    while let [kind, hi, lo, rest @ ..] = tlvs {
+        let n = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let value = rest.get(..n)?;
+        if *kind == PP2_TYPE_AUTHORITY {
+            return crate::sni::hello::host_name(value);
+        }
+        tlvs = &rest[n..];
+    }
+    None
 }
 
 async fn peek_at_least(
@@ -348,6 +409,49 @@ mod tests {
         ] {
             assert!(parse_v1(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn the_authority_tlv_carries_the_sni_both_ways() {
+        let mut out = Vec::new();
+        encode_v2_with(
+            a("192.0.2.1:56324"),
+            a("10.0.0.1:443"),
+            Some("api.example.com"),
+            &mut out,
+        );
+        let mut want = SIG_V2.to_vec();
+        want.extend_from_slice(&[
+            0x21, 0x11, 0, 30, 192, 0, 2, 1, 10, 0, 0, 1, 0xDC, 0x04, 0x01, 0xBB, 0x02, 0, 15,
+        ]);
+        want.extend_from_slice(b"api.example.com");
+        assert_eq!(out, want);
+        assert_eq!(
+            parse_v2(&out).unwrap(),
+            Some((a("192.0.2.1:56324"), a("10.0.0.1:443")))
+        );
+        assert_eq!(authority(&out).as_deref(), Some("api.example.com"));
+        // After another TLV (a NOOP), over IPv6, upper-cased: found, lowered.
+        let mut v6 = Vec::new();
+        encode_v2(a("[2001:db8::1]:1"), a("[2001:db8::2]:443"), &mut v6);
+        v6.extend_from_slice(&[0x04, 0, 2, 0, 0, 0x02, 0, 6]);
+        v6.extend_from_slice(b"A.Test");
+        let len = (v6.len() - 16) as u16;
+        v6[14..16].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(authority(&v6).as_deref(), Some("a.test"));
+        // Without the TLV, or with one that runs past the header: none.
+        let mut plain = Vec::new();
+        encode_v2(a("192.0.2.1:1"), a("10.0.0.1:443"), &mut plain);
+        assert_eq!(authority(&plain), None);
+        let mut cut = plain.clone();
+        cut.extend_from_slice(&[0x02, 0, 40, b'a']);
+        let len = (cut.len() - 16) as u16;
+        cut[14..16].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(authority(&cut), None);
+        // encode_v2 with no name is the plain header.
+        let mut none = Vec::new();
+        encode_v2_with(a("192.0.2.1:1"), a("10.0.0.1:443"), None, &mut none);
+        assert_eq!(none, plain);
     }
 
     #[test]

@@ -339,12 +339,13 @@ async fn datagram(
     // A PROXY v2 header from a balancer in front: its source is the client
     // (for a new session's scheduling, ACL and persistence); it is
     // stripped. The session stays keyed by the datagram's own source.
-    let (data, who) = if slot.target.load().accepts_proxy_protocol() {
+    let (data, who) = if slot.target.load().first().accepts_proxy_protocol() {
         match proxy_proto::split_v2_datagram(data) {
             Ok(None) => (data, client),
             Ok(Some((addrs, len))) => (&data[len..], addrs.map_or(client, |(src, _)| src)),
             Err(e) => {
-                let svc = slot.target.load();
+                let serving = slot.target.load();
+                let svc = serving.first();
                 debug!(service = %svc.name(), %client, error = %e, "udp: datagram dropped: bad PROXY header");
                 svc.refuse(Refusal::ProxyHeader, client, slot.local, Instant::now());
                 return;
@@ -365,7 +366,7 @@ async fn datagram(
                 old.end("expired_nodest");
                 old.svc.stats.expired_nodest.fetch_add(1, Relaxed);
             }
-            let svc = slot.target.load_full();
+            let svc = Arc::clone(slot.target.load().first());
             let arrival = Arrival {
                 peer: client,
                 client: who,

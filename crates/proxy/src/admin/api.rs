@@ -169,6 +169,10 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime, reveal: bool) -> Val
         "flags": spec.sched.flags.names(spec.sched.scheduler).iter().map(|f| f.name()).collect::<Vec<_>>(),
         "persistence": persistence,
         "ops": spec.udp.ops && spec.proto == Proto::Udp,
+        "match": spec.matching.as_ref().map(|m| json!({
+            "sni": m.sni.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "alpn": m.alpn.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+        })),
         "timeouts": {
             "connect": secs(t.connect),
             "tcp": secs(t.tcp),
@@ -176,6 +180,7 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime, reveal: bool) -> Val
             "udp": secs(t.udp),
             "proxy_header": secs(t.proxy_header),
             "client_first_byte": t.client_first_byte.map(secs),
+            "client_hello": secs(t.client_hello),
         },
         "active_conns": active,
         "inactive_conns": inactive,

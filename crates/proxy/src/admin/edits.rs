@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::ApiError;
 use super::api::no_such_service;
-use crate::config::{Config, ServiceSpec};
+use crate::config::{Config, Proto, ServiceSpec};
 use crate::discovery::Override;
 use crate::proxy::{ApplyError, Proxy};
 use rvs_sched::DestParams;
@@ -128,9 +128,11 @@ pub(super) fn add_service(p: &Proxy, body: &[u8]) -> Result<Value, ApiError> {
                 format!("a service named {:?} exists", spec.name),
             ));
         }
-        // An address another service has is IPVS's "service exists".
+        // An address another service has is IPVS's "service exists",
+        // unless they share it by their `match` (checked with the rest).
         for s in &c.services {
             if s.proto == spec.proto
+                && (s.matching.is_none() && spec.matching.is_none() || s.proto == Proto::Udp)
                 && let Some(a) = spec.listen.iter().find(|a| s.listen.contains(a))
             {
                 return Err(ApiError::new(

@@ -15,6 +15,7 @@ mod check_protocols;
 mod depth;
 mod health;
 mod locate;
+mod matching;
 pub(crate) use health::defaults as health_defaults;
 mod raw;
 mod secrets;
@@ -238,6 +239,9 @@ pub struct ServiceSpec {
     pub listen: Vec<SocketAddr>,
     /// TCP or UDP.
     pub proto: Proto,
+    /// Which connections of a shared address it takes, by their TLS
+    /// ClientHello (`match:`); `None`: the address's default.
+    pub matching: Option<crate::sni::names::Match>,
     /// Scheduler, flags and persistence.
     pub sched: rvs_sched::ServiceConfig,
     /// Timeouts.
@@ -560,6 +564,10 @@ pub struct Timeouts {
     /// accepted is closed before a real server is chosen (TCP; off by
     /// default, as in IPVS, where a server may speak first).
     pub client_first_byte: Option<Duration>,
+    /// On an address whose services have `match`, a client whose TLS
+    /// ClientHello (or first bytes) is not all there this long after it
+    /// is accepted is closed (TCP).
+    pub client_hello: Duration,
 }
 
 impl Timeouts {
@@ -571,6 +579,7 @@ impl Timeouts {
         udp: Duration::from_secs(300),
         proxy_header: Duration::from_secs(5),
         client_first_byte: None,
+        client_hello: Duration::from_secs(5),
     };
 }
 

@@ -114,6 +114,8 @@ pub(crate) struct RawService {
     pub(crate) name: String,
     pub(crate) listen: Listen,
     pub(crate) proto: Option<RawProto>,
+    #[serde(rename = "match")]
+    pub(crate) matching: Option<RawMatch>,
     pub(crate) scheduler: Option<String>,
     #[serde(default)]
     pub(crate) flags: Vec<String>,
@@ -234,6 +236,17 @@ pub(crate) struct RawTimeouts {
     pub(crate) udp: Option<Dur>,
     pub(crate) proxy_header: Option<Dur>,
     pub(crate) client_first_byte: Option<Dur>,
+    pub(crate) client_hello: Option<Dur>,
+}
+
+/// `services[].match:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMatch {
+    #[serde(default)]
+    pub(crate) sni: Vec<String>,
+    #[serde(default)]
+    pub(crate) alpn: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -196,7 +196,6 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
     };
     let admin = super::admin::admin(raw.admin, problems);
     let mut names: HashMap<String, usize> = HashMap::new();
-    let mut listeners: HashMap<(Proto, SocketAddr), String> = HashMap::new();
     let mut services = Vec::with_capacity(raw.services.len());
     for (i, s) in raw.services.into_iter().enumerate() {
         let base = format!("services[{i}]");
@@ -211,19 +210,9 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
         }
         let mut spec = service(s, &base, &global, problems);
         spec.sched.expire_quiescent_template = global.expire_quiescent_template;
-        for (j, addr) in spec.listen.iter().enumerate() {
-            if let Some(other) = listeners.insert((spec.proto, *addr), spec.name.clone()) {
-                problems.push(at(
-                    format!("{base}.listen[{j}]"),
-                    format!(
-                        "{} {addr} is already the address of service {other:?}",
-                        spec.proto
-                    ),
-                ));
-            }
-        }
         services.push(spec);
     }
+    super::matching::shared_addresses(&services, problems);
     Config {
         global,
         admin,
@@ -397,6 +386,12 @@ fn timeouts(t: &RawTimeouts, inherited: &Timeouts, base: &str, problems: &mut Ve
                 problems,
             )),
         },
+        client_hello: positive(
+            t.client_hello,
+            inherited.client_hello,
+            path("client_hello"),
+            problems,
+        ),
     }
 }
 
@@ -676,6 +671,7 @@ fn service(
         }
     }
     ServiceSpec {
+        matching: super::matching::service(s.matching, proto, base, problems),
         name: s.name,
         listen: s.listen.0,
         proto,
@@ -911,7 +907,7 @@ services:
             errors(&two),
             [
                 "rvs.yaml:10:11: services[1].name: service name \"web\" is already used by services[0]",
-                "rvs.yaml:11:13: services[1].listen[0]: tcp 127.0.0.1:8080 is already the address of service \"web\""
+                "rvs.yaml:11:13: services[1].listen[0]: tcp 127.0.0.1:8080 is also the address of service \"web\", which has no match either: services that share an address need a match each, but one (the default)"
             ]
         );
         // TCP and UDP may share an address.

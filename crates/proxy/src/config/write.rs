@@ -107,6 +107,8 @@ pub(crate) struct OutService<'a> {
     name: &'a str,
     listen: Vec<String>,
     proto: &'static str,
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    matching: Option<OutMatch>,
     scheduler: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     flags: Vec<&'static str>,
@@ -445,6 +447,28 @@ struct OutPersistence {
     ipv6_prefix: Option<u8>,
 }
 
+#[derive(Serialize)]
+struct OutMatch {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sni: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alpn: Vec<String>,
+}
+
+impl OutMatch {
+    fn new(m: &crate::sni::names::Match) -> OutMatch {
+        OutMatch {
+            sni: m.sni.iter().map(ToString::to_string).collect(),
+            // Checked as printable ASCII when read.
+            alpn: m
+                .alpn
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Serialize, Default)]
 struct OutTimeouts {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -459,6 +483,8 @@ struct OutTimeouts {
     proxy_header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_first_byte: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_hello: Option<String>,
 }
 
 impl OutTimeouts {
@@ -474,6 +500,7 @@ impl OutTimeouts {
             client_first_byte: (t.client_first_byte != base.client_first_byte)
                 .then(|| t.client_first_byte.map(duration))
                 .flatten(),
+            client_hello: d(t.client_hello, base.client_hello),
         }
     }
 
@@ -484,6 +511,7 @@ impl OutTimeouts {
             && self.udp.is_none()
             && self.proxy_header.is_none()
             && self.client_first_byte.is_none()
+            && self.client_hello.is_none()
     }
 }
 
@@ -529,7 +557,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-fn duration(d: Duration) -> String {
+pub(super) fn duration(d: Duration) -> String {
     Dur(d).to_string()
 }
 
@@ -546,6 +574,7 @@ impl<'a> OutService<'a> {
                 Proto::Tcp => "tcp",
                 Proto::Udp => "udp",
             },
+            matching: s.matching.as_ref().map(OutMatch::new),
             scheduler: sched.scheduler.name(),
             flags: sched
                 .flags

@@ -5,6 +5,9 @@
 //! - [`hello`]: the ClientHello parser (sans-io): bytes in, the names out.
 //! - [`names`]: which service of an address a hello goes to (`match.sni`,
 //!   `match.alpn`, the most specific winning).
+//! - `read`: the task's side: a connection's first bytes peeked until
+//!   they hold a hello, within `timeouts.client_hello`.
 
 pub mod hello;
 pub mod names;
+pub(crate) mod read;

@@ -11,9 +11,12 @@
 //! - The most specific wins: an exact name before any wildcard, a longer
 //!   wildcard before a shorter one, any name before none (a service with
 //!   `alpn` alone); at the same name, one that also asks for ALPN before
-//!   one that does not. Left over: the address's default (the service
-//!   without `match`), if it has one.
+//!   one that does not; between two that ask for different protocols the
+//!   client offers, the one it prefers (the earlier in its list). Left
+//!   over: the address's default (the service without `match`), if it has
+//!   one.
 
+use std::cmp::Reverse;
 use std::fmt;
 
 use super::hello::{ClientHello, host_name};
@@ -97,21 +100,29 @@ pub struct Match {
 }
 
 impl Match {
-    /// How specifically it takes `hello`; `None` when it does not.
-    fn rank(&self, hello: &ClientHello) -> Option<(usize, bool)> {
+    /// How well it takes `hello`, best highest; `None` when it does not:
+    /// by the name's specificity, then whether it asks for ALPN, then how
+    /// early in the client's list the first protocol it takes stands.
+    fn rank(&self, hello: &ClientHello) -> Option<Rank> {
         let sni = if self.sni.is_empty() {
             0
         } else {
             let name = hello.sni.as_deref()?;
             self.sni.iter().filter_map(|p| p.specificity(name)).max()?
         };
-        let alpn = !self.alpn.is_empty();
-        if alpn && !self.alpn.iter().any(|p| hello.offers(p)) {
-            return None;
+        if self.alpn.is_empty() {
+            return Some((sni, false, Reverse(usize::MAX)));
         }
-        Some((sni, alpn))
+        let first = hello
+            .alpn
+            .iter()
+            .position(|offered| self.alpn.contains(offered))?;
+        Some((sni, true, Reverse(first)))
     }
 }
+
+/// How well a `match` takes a hello (see [`Match::rank`]).
+type Rank = (usize, bool, Reverse<usize>);
 
 /// The services of one address: those with a `match`, and the default.
 #[derive(Clone, Debug)]
@@ -127,13 +138,20 @@ impl<T> Routes<T> {
         Routes { matched, default }
     }
 
+    /// The default, then the services with a `match`.
+    pub fn services(&self) -> impl Iterator<Item = &T> {
+        self.default
+            .iter()
+            .chain(self.matched.iter().map(|(_, t)| t))
+    }
+
     /// Where a connection goes: by its hello, or (`None`: no hello, not
     /// TLS) to the default. `None` when nothing takes it.
     pub fn choose(&self, hello: Option<&ClientHello>) -> Option<&T> {
         let Some(hello) = hello else {
             return self.default.as_ref();
         };
-        let mut best: Option<((usize, bool), &T)> = None;
+        let mut best: Option<(Rank, &T)> = None;
         for (m, t) in &self.matched {
             if let Some(rank) = m.rank(hello)
                 && best.is_none_or(|(b, _)| rank > b)
@@ -222,5 +240,20 @@ mod tests {
         let no_default = Routes::new(vec![(m(&["a.test"], &[]), "a")], None);
         assert_eq!(no_default.choose(Some(&hello(Some("b.test"), &[]))), None);
         assert_eq!(no_default.choose(None), None);
+    }
+
+    #[test]
+    fn between_protocols_the_client_prefers_its_own_first() {
+        let routes = Routes::new(
+            vec![
+                (m(&["web.test"], &["http/1.1"]), "h1"),
+                (m(&["web.test"], &["h2"]), "h2"),
+            ],
+            None,
+        );
+        let to = |alpn: &[&str]| routes.choose(Some(&hello(Some("web.test"), alpn))).copied();
+        assert_eq!(to(&["h2", "http/1.1"]), Some("h2"));
+        assert_eq!(to(&["http/1.1", "h2"]), Some("h1"));
+        assert_eq!(to(&["h3"]), None);
     }
 }

@@ -1,19 +1,24 @@
 //! One client connection, from accept to close.
 //!
-//! 1. Check the client against the service's ACL and connection limit.
-//! 2. With `accept_proxy_protocol`, read the upstream balancer's header to
+//! 1. With `accept_proxy_protocol`, read the upstream balancer's header to
 //!    learn the real client.
-//! 3. With `timeouts.client_first_byte`, wait for the client's first byte
+//! 2. On an address several services share, choose one by the client's
+//!    ClientHello (peeked, so that the real server gets it), or by the
+//!    host name of the PROXY header; a connection no service takes is
+//!    closed, counted by its address.
+//! 3. Check the client against the service's ACL and connection limit.
+//! 4. With `timeouts.client_first_byte`, wait for the client's first byte
 //!    (a client that sends nothing in time is reset, no server chosen).
-//! 4. Schedule: the destination the scheduler sees (dh, lblc, lblcr,
+//! 5. Schedule: the destination the scheduler sees (dh, lblc, lblcr,
 //!    persistence) is the original destination when iptables redirected the
 //!    connection (SO_ORIGINAL_DST), else the address it was accepted on.
-//! 5. Connect with a timeout; on failure, count it against that server and
+//! 6. Connect with a timeout; on failure, count it against that server and
 //!    retry on another ([`rvs_sched::Service::schedule_retry`]).
-//! 6. Counts: the connection is inactive while connecting (IPVS's SYN
+//! 7. Counts: the connection is inactive while connecting (IPVS's SYN
 //!    state), active once both sides are established, inactive again after
 //!    the first FIN, and released at close.
-//! 7. Send the PROXY header if the service asks, then forward.
+//! 8. Send the PROXY header if the service asks (v2 with the SNI as
+//!    `PP2_TYPE_AUTHORITY`), then forward.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,8 +35,12 @@ use super::forward::{self, End, Mode};
 use crate::clock;
 use crate::config::{Proto, ProxyVersion, ServiceSpec};
 use crate::conns::{ConnState, LiveConn};
+use crate::listener::Serving;
 use crate::proxy_proto;
 use crate::service::{Registered, ServiceRuntime};
+use crate::sni::hello::ClientHello;
+use crate::sni::names::Routes;
+use crate::sni::read::{self, First, Refusals, Refused};
 use crate::stats::Refusal;
 
 /// The destination the client connected to: the original destination of a
@@ -78,44 +87,55 @@ pub(crate) fn refuse_for_descriptors(
     reset(client);
 }
 
+/// A connection the listener accepted.
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    /// The address it was accepted on, when the listener knows it.
+    pub(crate) local: Option<SocketAddr>,
+    /// Its address's count of connections closed before being routed.
+    pub(crate) refusals: Arc<Refusals>,
+}
+
 /// Serves one accepted connection; `_fds` is its place in the descriptor
 /// budget, held until it ends.
 pub(crate) async fn serve(
-    svc: Arc<ServiceRuntime>,
-    mut client: TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
+    serving: Arc<Serving>,
+    accepted: Accepted,
     mode: Mode,
     _fds: crate::fds::Held,
 ) {
     let started = Instant::now();
-    let spec = svc.spec();
+    let Accepted {
+        stream: mut client,
+        peer,
+        local,
+        refusals,
+    } = accepted;
     let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
-    let (who, vip) = if spec.accept_proxy_protocol {
-        let header = tokio::time::timeout(
-            spec.timeouts.proxy_header,
-            proxy_proto::read_header(&mut client),
-        )
-        .await;
-        match header {
-            Ok(Ok(Some(addrs))) => addrs,
-            Ok(Ok(None)) => (peer, original_dst(&client, local)),
-            Ok(Err(e)) => {
-                debug!(service = %svc.name(), %peer, error = %e, "refused: bad PROXY header");
+    let (svc, who, vip, sni) = match &*serving {
+        Serving::One(svc) => {
+            let Some(header) =
+                learn_client(svc.name(), &svc.spec(), &mut client, peer, local).await
+            else {
                 svc.refuse(Refusal::ProxyHeader, peer, local, started);
                 reset(&client);
                 return;
-            }
-            Err(_) => {
-                debug!(service = %svc.name(), %peer, "refused: no PROXY header in time");
-                svc.refuse(Refusal::ProxyHeader, peer, local, started);
-                reset(&client);
-                return;
+            };
+            (Arc::clone(svc), header.0, header.1, None)
+        }
+        Serving::ByHello(routes) => {
+            match route(routes, serving.first(), &mut client, peer, local).await {
+                Ok(routed) => routed,
+                Err(why) => {
+                    refusals.count(why);
+                    reset(&client);
+                    return;
+                }
             }
         }
-    } else {
-        (peer, original_dst(&client, local))
     };
+    let spec = svc.spec();
     if !spec.acl.allows(who.ip()) {
         debug!(service = %svc.name(), client = %who, "refused: acl");
         svc.refuse(Refusal::Acl, who, vip, started);
@@ -141,6 +161,7 @@ pub(crate) async fn serve(
     // costs a real server a connection.
     // (A peek: an accepted stream is assumed readable until tried.)
     if let Some(wait) = spec.timeouts.client_first_byte
+        && sni.is_none()
         && tokio::time::timeout(wait, client.peek(&mut [0u8; 1]))
             .await
             .is_err()
@@ -164,7 +185,7 @@ pub(crate) async fn serve(
         let mut header = Vec::with_capacity(64);
         match version {
             ProxyVersion::V1 => proxy_proto::encode_v1(who, vip, &mut header),
-            ProxyVersion::V2 => proxy_proto::encode_v2(who, vip, &mut header),
+            ProxyVersion::V2 => proxy_proto::encode_v2_with(who, vip, sni.as_deref(), &mut header),
         }
         if server.write_all(&header).await.is_err() {
             reset(&client);
@@ -223,6 +244,83 @@ pub(crate) async fn serve(
     if svc.access_log() {
         svc.log_access(&live.conn, started, how);
     }
+}
+
+/// The client and the destination it asked for: from the PROXY header of
+/// the balancer in front when the service expects one (with the host name
+/// its client asked for, if the header says), else the connection's own.
+/// `None`: no valid header in time (logged).
+async fn learn_client(
+    name: &str,
+    spec: &ServiceSpec,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<(SocketAddr, SocketAddr, Option<String>)> {
+    if !spec.accept_proxy_protocol {
+        return Some((peer, original_dst(client, local), None));
+    }
+    let header =
+        tokio::time::timeout(spec.timeouts.proxy_header, proxy_proto::read_header(client)).await;
+    match header {
+        Ok(Ok(h)) => {
+            let (who, vip) = h
+                .addrs
+                .unwrap_or_else(|| (peer, original_dst(client, local)));
+            Some((who, vip, h.authority))
+        }
+        Ok(Err(e)) => {
+            debug!(service = %name, %peer, error = %e, "refused: bad PROXY header");
+            None
+        }
+        Err(_) => {
+            debug!(service = %name, %peer, "refused: no PROXY header in time");
+            None
+        }
+    }
+}
+
+/// The service of a shared address that takes the connection, by the
+/// host name in the PROXY header of the balancer in front, else by the
+/// client's ClientHello (peeked: every byte stays for the real server).
+/// `first` stands for the address in what happens before: its services
+/// read the first bytes alike (`config::matching`).
+async fn route(
+    routes: &Routes<Arc<ServiceRuntime>>,
+    first: &Arc<ServiceRuntime>,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<(Arc<ServiceRuntime>, SocketAddr, SocketAddr, Option<String>), Refused> {
+    let spec = first.spec();
+    let (who, vip, authority) = learn_client("(routed by SNI)", &spec, client, peer, local)
+        .await
+        .ok_or(Refused::ProxyHeader)?;
+    let hello = match authority {
+        Some(name) => ClientHello {
+            sni: Some(name),
+            ..ClientHello::default()
+        },
+        None => match read::first_bytes(client, spec.timeouts.client_hello).await {
+            Ok(First::Hello(h)) => h,
+            Ok(First::Other) => {
+                let Some(svc) = routes.choose(None) else {
+                    debug!(listen = %local, client = %who, "refused: not TLS, and no default service");
+                    return Err(Refused::NoMatch);
+                };
+                return Ok((Arc::clone(svc), who, vip, None));
+            }
+            Err(why) => {
+                debug!(listen = %local, client = %who, reason = why.name(), "refused before its ClientHello was read");
+                return Err(why);
+            }
+        },
+    };
+    let Some(svc) = routes.choose(Some(&hello)) else {
+        debug!(listen = %local, client = %who, sni = ?hello.sni, "refused: no service matches the ClientHello, and none is the default");
+        return Err(Refused::NoMatch);
+    };
+    Ok((Arc::clone(svc), who, vip, hello.sni))
 }
 
 /// Schedules and connects, retrying on other servers. Each attempt is a

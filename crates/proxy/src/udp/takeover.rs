@@ -76,7 +76,7 @@ pub(super) async fn adopt_all(
     table: &mut Table,
     handed: Vec<Handed>,
 ) {
-    let svc = slot.target.load_full();
+    let svc = Arc::clone(slot.target.load().first());
     let (mut adopted, mut dropped) = (0usize, 0usize);
     for (state, fd) in handed {
         let (peer, dest) = (state.peer, state.dest);

@@ -277,9 +277,13 @@ impl Ctx<'_> {
                     Some((proto, ip, port)) => {
                         let all = table::virtual_services(&list);
                         let addr = SocketAddr::new(ip, port);
-                        match all.iter().find(|v| v.proto == proto && v.addr == addr) {
-                            Some(vs) => print(out, &table::list_one(vs, self.names, c.format)),
-                            None => Err(Exit {
+                        let shared: Vec<_> = all
+                            .iter()
+                            .filter(|v| v.proto == proto && v.addr == addr)
+                            .collect();
+                        match shared.is_empty() {
+                            false => print(out, &table::list_one(&shared, self.names, c.format)),
+                            true => Err(Exit {
                                 code: 1,
                                 message: "No such service".into(),
                                 stdout: false,
@@ -299,7 +303,7 @@ impl Ctx<'_> {
                 None => self.change("POST", "/api/v1/zero", None, "No such service"),
                 Some(s) => {
                     let list = self.services()?;
-                    let svc = find(&list, s).ok_or_else(|| Exit::op("No such service"))?;
+                    let svc = find(&list, s)?.ok_or_else(|| Exit::op("No such service"))?;
                     self.change(
                         "POST",
                         &format!("/api/v1/services/{}/zero", svc.name),
@@ -337,7 +341,7 @@ impl Ctx<'_> {
             return Err(Exit::tryhelp(self.program));
         };
         let list = self.services()?;
-        if find(&list, s).is_some() {
+        if find(&list, s)?.is_some() {
             return Err(Exit::op("Service already exists"));
         }
         Self::check_scheduler(c)?;
@@ -368,7 +372,7 @@ impl Ctx<'_> {
             return Err(Exit::tryhelp(self.program));
         };
         let list = self.services()?;
-        let svc = find(&list, s).ok_or_else(|| Exit::op("No such service"))?;
+        let svc = find(&list, s)?.ok_or_else(|| Exit::op("No such service"))?;
         Self::check_scheduler(c)?;
         let mut body = svc.config.clone();
         apply_sched(&mut body, c, proto, ip.is_ipv6());
@@ -385,7 +389,7 @@ impl Ctx<'_> {
             return Err(Exit::tryhelp(self.program));
         };
         let list = self.services()?;
-        let svc = find(&list, s).ok_or_else(|| Exit::op("No such service"))?;
+        let svc = find(&list, s)?.ok_or_else(|| Exit::op("No such service"))?;
         let path = format!("/api/v1/services/{}", svc.name);
         if svc.listen.len() <= 1 {
             return self.change("DELETE", &path, None, "No such service");
@@ -404,7 +408,7 @@ impl Ctx<'_> {
             return Err(Exit::tryhelp(self.program));
         };
         let list = self.services()?;
-        let svc = find(&list, s).ok_or_else(|| Exit::op("Service not defined"))?;
+        let svc = find(&list, s)?.ok_or_else(|| Exit::op("Service not defined"))?;
         let base = format!("/api/v1/services/{}/real_servers", svc.name);
         let one = format!("{base}/{}", encode(&server.to_string()));
         match c.cmd {
@@ -436,12 +440,31 @@ impl Ctx<'_> {
     }
 }
 
-/// The rvs service that has the virtual service `(proto, ip, port)`.
-fn find(list: &ApiServices, (proto, ip, port): (Proto, IpAddr, u16)) -> Option<&ApiService> {
+/// The rvs service that has the virtual service `(proto, ip, port)`. An
+/// address several services share (each taking the connections its
+/// `match` chooses by SNI) is not one IPVS service: refused, naming them.
+fn find(
+    list: &ApiServices,
+    (proto, ip, port): (Proto, IpAddr, u16),
+) -> Result<Option<&ApiService>, Exit> {
     let addr = SocketAddr::new(ip, port);
-    list.services
+    let on: Vec<&ApiService> = list
+        .services
         .iter()
-        .find(|s| s.protocol() == proto && s.listen.contains(&addr))
+        .filter(|s| s.protocol() == proto && s.listen.contains(&addr))
+        .collect();
+    match on[..] {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        _ => {
+            let names: Vec<&str> = on.iter().map(|s| s.name.as_str()).collect();
+            Err(Exit::op(format!(
+                "{} {addr} is shared by services {} (routed by SNI): rvsadm cannot tell them apart; edit them by name with the admin API or in the configuration file",
+                proto.lower(),
+                names.join(", ")
+            )))
+        }
+    }
 }
 
 /// The name rvsadm gives a service it adds: `tcp-10.0.0.1-80`; an IPv6

@@ -138,6 +138,10 @@ pub struct ApiService {
     /// One-packet scheduling.
     #[serde(default)]
     pub ops: bool,
+    /// Which connections of a shared address it takes (`match`): present
+    /// on every service of an address routed by SNI.
+    #[serde(default, rename = "match")]
+    pub matching: Option<serde_json::Value>,
     /// Totals since the last zeroing.
     #[serde(default)]
     pub stats: Counters,
@@ -478,10 +482,13 @@ pub fn list_all(list: &ApiServices, names: &Names, f: Format) -> String {
     out
 }
 
-/// `list_service()`: the title and one virtual service.
-pub fn list_one(vs: &VirtualService<'_>, names: &Names, f: Format) -> String {
+/// `list_service()`: the title and one virtual service (or, for an
+/// address services share by SNI, each of them in turn).
+pub fn list_one(shared: &[&VirtualService<'_>], names: &Names, f: Format) -> String {
     let mut out = String::from(title(f));
-    service_entry(&mut out, vs, names, f);
+    for vs in shared {
+        service_entry(&mut out, vs, names, f);
+    }
     out
 }
 

@@ -308,6 +308,25 @@ impl Scrape {
                 );
             },
         );
+        let routed = p.routed_addresses();
+        if !routed.is_empty() {
+            one(
+                "rvs_sni_refused_total",
+                "Connections to an address that services share by their match, closed before one took them: the ClientHello not all there within timeouts.client_hello (timeout), over 16 KiB (too_large), the client gone first (closed), no service matching and no default (no_match), or a bad PROXY header (proxy_header).",
+                Kind::Counter,
+                &mut |l| {
+                    for (addr, refusals) in &routed {
+                        let listen = addr.to_string();
+                        for why in crate::sni::read::Refused::ALL {
+                            l.int(
+                                &[("listen", &listen), ("reason", why.name())],
+                                refusals.get(why),
+                            );
+                        }
+                    }
+                },
+            );
+        }
         if let Some(r) = &self.inner.reload {
             one(
                 "rvs_config_reloads_total",
