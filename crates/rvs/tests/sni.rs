@@ -522,3 +522,48 @@ fn rvs_check_refuses_services_that_cannot_share_an_address() {
         assert!(err.contains(want), "{want}\n{err}");
     }
 }
+
+#[test]
+fn the_example_config_routes_as_it_says() {
+    let dir = common::temp_dir("sni-example");
+    let b = Backends::start(&dir, &["api1", "api2", "rpc", "default"]);
+    let (vip, admin) = (free_port(), free_port());
+    let example = std::fs::read_to_string(common::root().join("config/sni.yaml")).unwrap();
+    // Its addresses are the test's; grpc (PROXY v2) is left unserved.
+    let mut text = example.replace("127.0.0.1:8443", &vip.to_string());
+    for (port, name) in [
+        ("19441", "api1"),
+        ("19442", "api2"),
+        ("19444", "rpc"),
+        ("19445", "default"),
+    ] {
+        text = text.replace(&format!("127.0.0.1:{port}"), &b.at(name).to_string());
+    }
+    text = text.replacen(
+        "services:\n",
+        &format!("admin:\n  listen: \"{admin}\"\nservices:\n"),
+        1,
+    );
+    let run = Running::start("sni-example", &text, admin);
+    let api = curl(vip, "v2.api.example.com");
+    assert!(
+        api.starts_with("api1 ") || api.starts_with("api2 "),
+        "{api}"
+    );
+    // Persistence: the same client address keeps its server.
+    for _ in 0..3 {
+        assert_eq!(
+            curl(vip, "api.example.com").split(' ').next(),
+            api.split(' ').next()
+        );
+    }
+    assert_eq!(
+        s_client(vip, "rpc.example.com", Some("http/1.1")),
+        "rpc sni=rpc.example.com alpn=http/1.1 tls=yes"
+    );
+    assert_eq!(
+        curl(vip, "www.example.com"),
+        "default sni=www.example.com alpn=http/1.1 tls=yes"
+    );
+    drop(run);
+}
