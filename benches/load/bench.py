@@ -41,11 +41,20 @@ LO = "127.0.0.1"
 # outgoing connection holds one when a peer starts.
 # Backends.
 HTTP_B, IPERF_B, DNS_B1, DNS_B2, HOLD_B = 21080, 21201, 21053, 21054, 21090
-# Each peer's ports: base + 80 (http), + 201 (iperf), + 53 (dns), + 90 (hold).
+# nginx over TLS (its own certificate): the real server of the SNI rows.
+TLS_B = 21443
+# Each peer's ports: base + 80 (http), + 201 (iperf), + 53 (dns), + 90
+# (hold), + 443 (TLS routed by SNI).
 BASE = {"rvs": 22000, "haproxy": 23000, "haproxy-splice": 24000, "nginx": 25000}
 # rvs services for the scaling row: 1 and 1000 real servers.
 SCALE = {"1 server, wlc": 22100, "1000 servers, wlc": 22101, "1000 servers, mh": 22102}
 N_IDLE = 10_000
+# The SNI rows: the client asks for "localhost" (wrk and curl send the
+# URL's host as SNI, and it resolves without touching /etc/hosts); each
+# peer routes it by name among these others, and has a default.
+SNI_OTHERS = [f"s{i}.bench.test" for i in range(1, 9)] + ["*.wild.bench.test"]
+# The long TLS stream: a file of zeros nginx serves over TLS.
+BIG_BYTES = 2 << 30
 
 
 def log(*a):
@@ -162,10 +171,32 @@ http {{
         keepalive_requests 1000000;
         location / {{ return 200 "hello\\n"; }}
     }}
+    server {{
+        listen {LO}:{TLS_B} ssl backlog=4096;
+        ssl_certificate {wd}/tls.crt;
+        ssl_certificate_key {wd}/tls.key;
+        keepalive_requests 1000000;
+        location = /big {{ alias {wd}/big; }}
+        location / {{ return 200 "hello\\n"; }}
+    }}
 }}
 """)
     # rvs.
     rs1000 = "\n".join(f"      - address: \"{a}:{HTTP_B}\"" for a in scale_addrs())
+    tls_b = BASE["rvs"] + 443
+    tls_services = "\n".join(
+        f"""  - name: tls-{i}
+    listen: {LO}:{tls_b}
+    match: {{sni: ["{name}"]}}
+    scheduler: rr
+    real_servers:
+      - address: {LO}:{TLS_B}""" for i, name in enumerate(["localhost"] + SNI_OTHERS)
+    ) + f"""
+  - name: tls-default
+    listen: {LO}:{tls_b}
+    scheduler: rr
+    real_servers:
+      - address: {LO}:{TLS_B}"""
     with open(os.path.join(wd, "rvs.yaml"), "w") as f:
         b = BASE["rvs"]
         f.write(f"""admin:
@@ -192,6 +223,7 @@ services:
     max_connections: 100000
     real_servers:
       - address: {LO}:{HOLD_B}
+{tls_services}
   - name: scale-1
     listen: {LO}:{SCALE["1 server, wlc"]}
     scheduler: wlc
@@ -209,6 +241,9 @@ services:
 {rs1000}
 """)
     # HAProxy, plain and with forced splice.
+    haproxy_others = "".join(
+        f"    use_backend tls_other if {{ req.ssl_sni -m end {n[1:]} }}\n" if n.startswith("*")
+        else f"    use_backend tls_other if {{ req.ssl_sni -i {n} }}\n" for n in SNI_OTHERS)
     for peer in ("haproxy", "haproxy-splice"):
         b = BASE[peer]
         splice = ("    option splice-request\n    option splice-response\n"
@@ -233,8 +268,21 @@ listen hold
     bind {LO}:{b + 90}
     maxconn {maxconn}
     server s1 {LO}:{HOLD_B}
+frontend tls
+    bind {LO}:{b + 443}
+    tcp-request inspect-delay 5s
+    tcp-request content accept if {{ req_ssl_hello_type 1 }}
+    use_backend tls_named if {{ req.ssl_sni -i localhost }}
+{haproxy_others}    default_backend tls_default
+backend tls_named
+    server s1 {LO}:{TLS_B}
+backend tls_other
+    server s1 {LO}:{TLS_B}
+backend tls_default
+    server s1 {LO}:{TLS_B}
 """)
     # nginx stream.
+    nginx_others = "".join(f"        {n} tls_other;\n" for n in SNI_OTHERS)
     b = BASE["nginx"]
     with open(os.path.join(wd, "nginx-stream.conf"), "w") as f:
         f.write(f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -249,10 +297,28 @@ stream {{
     server {{ listen {LO}:{b + 201} reuseport; proxy_pass {LO}:{IPERF_B}; }}
     server {{ listen {LO}:{b + 90} reuseport; proxy_pass {LO}:{HOLD_B}; proxy_timeout 10m; }}
     server {{ listen {LO}:{b + 53} udp reuseport; proxy_pass dns; proxy_responses 1; proxy_timeout 5s; }}
+    upstream tls_named {{ server {LO}:{TLS_B}; }}
+    upstream tls_other {{ server {LO}:{TLS_B}; }}
+    upstream tls_default {{ server {LO}:{TLS_B}; }}
+    map $ssl_preread_server_name $tls_upstream {{
+        hostnames;
+        localhost tls_named;
+{nginx_others}        default tls_default;
+    }}
+    server {{ listen {LO}:{b + 443} reuseport; ssl_preread on; proxy_pass $tls_upstream; }}
 }}
 """)
     with open(os.path.join(wd, "queries.txt"), "w") as f:
         f.write("bench.test A\n" * 1000)
+    # The TLS server's certificate, and the long stream's file (sparse).
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", os.path.join(wd, "tls.key"),
+         "-out", os.path.join(wd, "tls.crt")])
+    with open(os.path.join(wd, "big"), "wb") as f:
+        f.truncate(BIG_BYTES)
+    # nginx's workers run as another user when started as root.
+    os.chmod(wd, 0o755)
+    os.chmod(os.path.join(wd, "big"), 0o644)
 
 
 HOLDER = r"""
@@ -329,10 +395,22 @@ def machine_idle():
 
 
 def target(peer, row):
-    off = {"http": 80, "iperf": 201, "dns": 53, "hold": 90}[row]
+    off = {"http": 80, "iperf": 201, "dns": 53, "hold": 90, "tls": 443}[row]
     if peer == "direct":
-        return {"http": HTTP_B, "iperf": IPERF_B, "dns": DNS_B1, "hold": HOLD_B}[row]
+        return {"http": HTTP_B, "iperf": IPERF_B, "dns": DNS_B1, "hold": HOLD_B,
+                "tls": TLS_B}[row]
     return BASE[peer] + off
+
+
+def tls_stream(peer):
+    """One TLS download of BIG_BYTES through the peer (routed by SNI),
+    by curl: Gbit/s."""
+    r = run(["curl", "-sk", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}",
+             f"https://localhost:{target(peer, 'tls')}/big"])
+    speed, size = (float(x) for x in r.stdout.split())
+    if size < BIG_BYTES:
+        return None
+    return {"gbps": speed * 8 / 1e9}
 
 
 def stream(peer, procs, secs):
@@ -347,14 +425,16 @@ def stream(peer, procs, secs):
     return {"gbps": gbps, "cpu_per_gb": (cpu1 - cpu0) / gb if pids else None}
 
 
-def wrk(port, secs, close, pids=()):
+def wrk(port, secs, close, pids=(), tls=False):
     """wrk's rate and latency; with the proxy's `pids`, its CPU time per
-    request (per connection with `close`), in microseconds."""
+    request (per connection with `close`), in microseconds. With `tls`,
+    over https to "localhost" (its SNI)."""
     cmd = ["wrk", "-t2", "-c50", f"-d{secs}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
     cpu0, idle0 = cpu_split(pids), machine_idle()
-    out = run(cmd + [f"http://{LO}:{port}/"]).stdout
+    url = f"https://localhost:{port}/" if tls else f"http://{LO}:{port}/"
+    out = run(cmd + [url]).stdout
     cpu1, idle1 = cpu_split(pids), machine_idle()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = re.search(r"(\d+) requests in", out)
@@ -546,8 +626,9 @@ def measure(args, only, reps, secs):
             procs[peer] = ps.start(peer, ["haproxy", "-db", "-f", os.path.join(wd, peer + ".cfg")], wd)
         procs["nginx"] = ps.start(NAMES["nginx"], ["nginx", "-g", "daemon off;", "-p", wd, "-c",
                                                     os.path.join(wd, "nginx-stream.conf")], wd)
-        for port in (HTTP_B, IPERF_B, HOLD_B, BASE["rvs"] + 80, BASE["haproxy"] + 80,
-                     BASE["haproxy-splice"] + 80, BASE["nginx"] + 80, SCALE["1000 servers, mh"]):
+        for port in (HTTP_B, IPERF_B, HOLD_B, TLS_B, BASE["rvs"] + 80, BASE["haproxy"] + 80,
+                     BASE["haproxy-splice"] + 80, BASE["nginx"] + 80, SCALE["1000 servers, mh"],
+                     *(BASE[p] + 443 for p in BASE)):
             wait_port(port)
         time.sleep(1)
 
@@ -565,6 +646,11 @@ def measure(args, only, reps, secs):
             for peer in order if "keepalive" in only else ():
                 add("keepalive", peer, wrk(target(peer, "http"), secs, close=False,
                                            pids=pids_of(peer, procs) if peer != "direct" else ()))
+            for peer in order if "tls" in only else ():
+                add("tlsnew", peer, wrk(target(peer, "tls"), secs, close=True, tls=True,
+                                        pids=pids_of(peer, procs) if peer != "direct" else ()))
+            for peer in order if "tls" in only else ():
+                add("tlsstream", peer, tls_stream(peer))
             for peer in order if "udp" in only else ():
                 if not peer.startswith("haproxy"):
                     add("udp", peer, dns(peer, wd, secs))
@@ -584,7 +670,7 @@ def measure(args, only, reps, secs):
     return res, crit
 
 
-ROWS = ("stream", "newconn", "keepalive", "udp", "memory", "scale", "sched")
+ROWS = ("stream", "newconn", "keepalive", "tls", "udp", "memory", "scale", "sched")
 # Process names of the peers, where they differ.
 NAMES = {"nginx": "nginx-stream"}
 
@@ -637,6 +723,9 @@ def main():
         ("proxy CPU µs per keep-alive request", "keepalive", "cpu_us", "min"),
         ("of which in the kernel", "keepalive", "sys_us", "min"),
         ("machine idle during keep-alive, %", "keepalive", "idle_pct", "min"),
+        ("new TLS connections/s routed by SNI (wrk, https, Connection: close)", "tlsnew", "rps", "max"),
+        ("proxy CPU µs per new TLS connection", "tlsnew", "cpu_us", "min"),
+        ("one TLS stream routed by SNI, Gbit/s (curl)", "tlsstream", "gbps", "max"),
         ("UDP DNS queries/s (dnsperf)", "udp", "qps", "max"),
         ("UDP queries lost, %", "udp", "lost_pct", "min"),
         ("memory per idle connection, KiB", "memory", "bytes_per_conn", "min"),
@@ -721,7 +810,7 @@ def main():
             f.write(doc)
         groups = []
         for t in table:
-            if t["row"] in ("stream", "newconn", "keepalive", "udp") and t["key"] in ("gbps", "rps", "qps"):
+            if t["row"] in ("stream", "newconn", "keepalive", "tlsnew", "tlsstream", "udp") and t["key"] in ("gbps", "rps", "qps"):
                 bars = [(p, t["vals"][p][0]) for p in PEERS]
                 groups.append((t["title"].split(",")[0].split(" (")[0], bars))
         svg_bars(os.path.join(ROOT, "docs", "benchmarks-load.svg"),

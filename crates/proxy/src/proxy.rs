@@ -700,15 +700,17 @@ impl Proxy {
 
     /// The addresses whose services are routed by the ClientHello, with
     /// their count of connections closed before one took them.
-    pub(crate) fn routed_addresses(&self) -> Vec<(SocketAddr, Arc<crate::sni::read::Refusals>)> {
+    pub(crate) fn routed_addresses(
+        &self,
+    ) -> Vec<(Proto, SocketAddr, Arc<crate::sni::read::Refusals>)> {
         let st = lock(&self.inner.state);
         let mut v: Vec<_> = st
             .slots
-            .values()
-            .filter(|s| matches!(**s.target.load(), Serving::ByHello(_)))
-            .map(|s| (s.local, Arc::clone(&s.refusals)))
+            .iter()
+            .filter(|(_, s)| matches!(**s.target.load(), Serving::ByHello(_)))
+            .map(|((proto, _), s)| (*proto, s.local, Arc::clone(&s.refusals)))
             .collect();
-        v.sort_by_key(|(a, _)| *a);
+        v.sort_by_key(|(p, a, _)| (*a, *p == Proto::Udp));
         v
     }
 

@@ -47,11 +47,12 @@ use crate::config::Proto;
 use crate::conns::{ConnState, LiveConn};
 use crate::datagrams::{self, BATCH, Batch, Destination};
 use crate::limits::SourceGuard;
-use crate::listener::Slot;
+use crate::listener::{Serving, Slot};
 use crate::proxy_proto::{self, Transport, V2Header};
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
 use crate::stats::Refusal;
 
+mod pending;
 mod takeover;
 
 pub(crate) use takeover::Handed;
@@ -173,6 +174,9 @@ struct Table {
     map: HashMap<SocketAddr, Arc<Session>>,
     /// CLOCK queue of clients, oldest first.
     clock: VecDeque<SocketAddr>,
+    /// On an address services share by `match`: flows waiting for the
+    /// rest of their QUIC ClientHello.
+    pending: pending::Pending,
 }
 
 impl Table {
@@ -296,6 +300,10 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
             _ = sweep.tick() => {
                 table.expire();
                 table.trim();
+                let wait = slot.target.load().first().spec().timeouts.client_hello;
+                for _ in 0..table.pending.expire(wait) {
+                    slot.refusals.count(crate::sni::read::Refused::Timeout);
+                }
                 continue;
             }
             r = socket.readable() => if r.is_err() {
@@ -354,7 +362,6 @@ async fn datagram(
     } else {
         (data, client)
     };
-    let n = data.len();
     let session = match table.map.get(&client) {
         Some(s) if !s.server_gone() => Arc::clone(s),
         found => {
@@ -366,18 +373,40 @@ async fn datagram(
                 old.end("expired_nodest");
                 old.svc.stats.expired_nodest.fetch_add(1, Relaxed);
             }
-            let svc = Arc::clone(slot.target.load().first());
+            let (svc, earlier) = match &**slot.target.load() {
+                Serving::One(svc) => (Arc::clone(svc), Vec::new()),
+                Serving::ByHello(routes) => match table.pending.route(client, data, routes) {
+                    pending::Route::To(svc, earlier) => (svc, earlier),
+                    pending::Route::Wait => return,
+                    pending::Route::Refused(why) => {
+                        debug!(listen = %slot.local, %client, reason = why.name(), "udp: datagram dropped: no service takes its flow");
+                        slot.refusals.count(why);
+                        return;
+                    }
+                },
+            };
             let arrival = Arrival {
                 peer: client,
                 client: who,
                 to,
             };
-            match open(&svc, socket, slot, arrival, table, tracker).await {
-                Some(s) => s,
-                None => return,
+            let Some(session) = open(&svc, socket, slot, arrival, table, tracker).await else {
+                return;
+            };
+            // A flow routed by a hello over several datagrams: those
+            // before this one first, in order.
+            for d in &earlier {
+                forward(&session, d, who, slot).await;
             }
+            session
         }
     };
+    forward(&session, data, who, slot).await;
+}
+
+/// Counts one datagram of `session` and sends it to the real server.
+async fn forward(session: &Arc<Session>, data: &[u8], who: SocketAddr, slot: &Slot) {
+    let n = data.len();
     session.touch();
     let svc = &session.svc;
     svc.stats.in_pkts.fetch_add(1, Relaxed);

@@ -47,17 +47,27 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// The TLS servers, by name; stopped when dropped.
+/// Test servers (TLS or HTTP/3), by name; stopped when dropped.
 struct Backends {
     ports: HashMap<String, SocketAddr>,
     _proc: Kill,
 }
 
 impl Backends {
+    /// TLS servers (tests/tools/tls_backends.py).
     fn start(dir: &Path, names: &[&str]) -> Backends {
+        Backends::of("tls_backends.py", dir, names)
+    }
+
+    /// HTTP/3 servers (tests/tools/quic_backends.py).
+    fn quic(dir: &Path, names: &[&str]) -> Backends {
+        Backends::of("quic_backends.py", dir, names)
+    }
+
+    fn of(script: &str, dir: &Path, names: &[&str]) -> Backends {
         let (cert, key) = certificate(dir);
         let mut child = Command::new("python3")
-            .arg(tool("tls_backends.py"))
+            .arg(tool(script))
             .arg(&cert)
             .arg(&key)
             .args(names)
@@ -320,7 +330,7 @@ fn hellos_that_cannot_be_routed_are_closed_and_counted() {
     let refused = |why: &str| {
         sample(
             &run.scrape(),
-            &format!("rvs_sni_refused_total{{listen=\"{vip}\",reason=\"{why}\"}}"),
+            &format!("rvs_sni_refused_total{{proto=\"tcp\",listen=\"{vip}\",reason=\"{why}\"}}"),
         )
         .unwrap_or(-1.0)
     };
@@ -566,4 +576,111 @@ fn the_example_config_routes_as_it_says() {
         "default sni=www.example.com alpn=http/1.1 tls=yes"
     );
     drop(run);
+}
+
+/// tests/tools/quic_client.py: an HTTP/3 GET; the body.
+fn h3_get(vip: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(tool("quic_client.py"))
+        .arg(vip.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn udp_service(name: &str, vip: SocketAddr, matching: Option<&str>, server: SocketAddr) -> String {
+    service(name, vip, matching, server)
+        .replace("    scheduler: rr\n", "    proto: udp\n    scheduler: rr\n")
+}
+
+#[test]
+fn quic_flows_go_to_the_service_their_initial_names() {
+    let dir = common::temp_dir("sni-quic");
+    let b = Backends::quic(&dir, &["api", "rpc", "default", "lonely"]);
+    let (vip, alone, admin) = (free_port(), free_port(), free_port());
+    let services = [
+        udp_service(
+            "h3-api",
+            vip,
+            Some("{sni: [api.example.com, \"*.api.example.com\"]}"),
+            b.at("api"),
+        ),
+        udp_service(
+            "h3-rpc",
+            vip,
+            Some("{sni: [rpc.example.com], alpn: [h3]}"),
+            b.at("rpc"),
+        ),
+        udp_service("h3-default", vip, None, b.at("default")),
+        udp_service(
+            "h3-alone",
+            alone,
+            Some("{sni: [api.example.com]}"),
+            b.at("lonely"),
+        ),
+    ]
+    .concat();
+    let run = Running::start("sni-quic", &yaml(admin, &services), admin);
+    // QUIC v1, v2, and a hello over two Initial packets in two datagrams.
+    assert_eq!(
+        h3_get(vip, &["--sni", "api.example.com"]),
+        "api sni=api.example.com alpn=h3 version=1"
+    );
+    assert_eq!(
+        h3_get(vip, &["--sni", "RPC.example.com", "--v2"]),
+        "rpc sni=RPC.example.com alpn=h3 version=2"
+    );
+    assert_eq!(
+        h3_get(vip, &["--sni", "v1.api.example.com", "--large-hello"]),
+        "api sni=v1.api.example.com alpn=h3 version=1"
+    );
+    assert_eq!(
+        h3_get(vip, &["--sni", "rpc.example.com", "--large-hello", "--v2"]),
+        "rpc sni=rpc.example.com alpn=h3 version=2"
+    );
+    // Another name, or none: the default.
+    assert_eq!(
+        h3_get(vip, &["--sni", "www.example.com"]),
+        "default sni=www.example.com alpn=h3 version=1"
+    );
+    // Not QUIC: the default takes the flow.
+    let before = conns_udp(&run, "h3-default");
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"not quic at all", vip).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || conns_udp(&run, "h3-default")
+            == before + 1.0),
+        "{}",
+        run.scrape()
+    );
+    // Without a default, a name nobody matches, or plain bytes: dropped
+    // and counted.
+    assert!(h3_get(alone, &["--sni", "www.example.com"]).starts_with("failed:"));
+    s.send_to(b"not quic at all", alone).unwrap();
+    let series =
+        format!("rvs_sni_refused_total{{proto=\"udp\",listen=\"{alone}\",reason=\"no_match\"}}");
+    // The client sent its Initial more than once (it retries): one or more
+    // for it, one for the plain datagram.
+    assert!(
+        wait_for(Duration::from_secs(5), || sample(&run.scrape(), &series)
+            .is_some_and(|n| n >= 2.0)),
+        "{}",
+        run.scrape()
+    );
+    assert_eq!(
+        h3_get(alone, &["--sni", "api.example.com"]),
+        "lonely sni=api.example.com alpn=h3 version=1"
+    );
+    for (svc, want) in [("h3-api", 2.0), ("h3-rpc", 2.0)] {
+        assert_eq!(conns_udp(&run, svc), want, "{svc}\n{}", run.scrape());
+    }
+}
+
+fn conns_udp(run: &Running, svc: &str) -> f64 {
+    sample(
+        &run.scrape(),
+        &format!("rvs_service_connections_total{{service=\"{svc}\",proto=\"udp\"}}"),
+    )
+    .unwrap_or(0.0)
 }

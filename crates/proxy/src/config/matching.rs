@@ -1,9 +1,10 @@
 //! `services[].match` and the addresses services share.
 //!
 //! - A `match` has `sni` patterns, `alpn` protocols or both, each valid
-//!   and listed once; it is for TCP services (a QUIC Initial is not read).
-//! - Several TCP services may listen on one address when each has a
-//!   `match`, at most one (the address's default) going without.
+//!   and listed once. TCP services match the TLS ClientHello, UDP services
+//!   the one a QUIC client's Initial packets carry.
+//! - Several services of one protocol may listen on one address when each
+//!   has a `match`, at most one (the address's default) going without.
 //! - On one address, a name two services match (or, for services with
 //!   `alpn` alone, a protocol) must be told apart by ALPN: one with `alpn`
 //!   and one without (the one with it wins when the client offers it), or
@@ -24,20 +25,9 @@ use crate::sni::names::{Match, Pattern};
 const MAX_ALPN: usize = 255;
 
 /// `services[i].match`, checked.
-pub(super) fn service(
-    raw: Option<RawMatch>,
-    proto: Proto,
-    base: &str,
-    problems: &mut Vec<At>,
-) -> Option<Match> {
+pub(super) fn service(raw: Option<RawMatch>, base: &str, problems: &mut Vec<At>) -> Option<Match> {
     let raw = raw?;
     let base = format!("{base}.match");
-    if proto == Proto::Udp {
-        problems.push(at(
-            &base,
-            "match routes by a TLS ClientHello, which only TCP services read",
-        ));
-    }
     if raw.sni.is_empty() && raw.alpn.is_empty() {
         problems.push(at(
             &base,
@@ -116,14 +106,6 @@ fn one_more(
             other.name
         )
     };
-    if proto == Proto::Udp {
-        let first = &services[before[0].0];
-        problems.push(at(
-            format!("{base}.listen[{j}]"),
-            format!("{}: UDP services cannot share an address", shared(first)),
-        ));
-        return;
-    }
     for &(d, _) in before {
         agree(s, &base, &services[d], (proto, addr), problems);
     }
@@ -323,12 +305,14 @@ mod tests {
                 "rvs.yaml:7:12: services[1].match: needs sni, alpn or both (a service without match is its address's default)",
             ]
         );
+        // UDP services share an address by the same rules (QUIC's hello).
         let udp = "services:\n  - name: q\n    proto: udp\n    listen: 127.0.0.1:443\n    match: {sni: [a.test]}\n  - name: r\n    proto: udp\n    listen: 127.0.0.1:443\n";
+        assert_eq!(errors(udp), Vec::<String>::new());
+        let two = format!("{udp}  - name: s\n    proto: udp\n    listen: 127.0.0.1:443\n");
         assert_eq!(
-            errors(udp),
+            errors(&two),
             [
-                "rvs.yaml:5:12: services[0].match: match routes by a TLS ClientHello, which only TCP services read",
-                "rvs.yaml:8:13: services[1].listen[0]: udp 127.0.0.1:443 is also the address of service \"q\": UDP services cannot share an address",
+                "rvs.yaml:11:13: services[2].listen[0]: udp 127.0.0.1:443 is also the address of service \"r\", which has no match either: services that share an address need a match each, but one (the default)",
             ]
         );
         let unlike = shared(&[Some("{sni: [a.test]}"), None]).replace(

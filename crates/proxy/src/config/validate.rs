@@ -671,7 +671,7 @@ fn service(
         }
     }
     ServiceSpec {
-        matching: super::matching::service(s.matching, proto, base, problems),
+        matching: super::matching::service(s.matching, base, problems),
         name: s.name,
         listen: s.listen.0,
         proto,

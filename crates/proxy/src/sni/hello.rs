@@ -155,6 +155,32 @@ pub fn parse(bytes: &[u8]) -> Parse {
     }
 }
 
+/// Looks at the first bytes of a handshake carried without TLS records:
+/// QUIC's CRYPTO stream (RFC 9001 §4.1), the same messages as a TLS
+/// handshake's, framed by QUIC. `len` is then the message's length.
+pub fn parse_handshake(handshake: &[u8]) -> Parse {
+    if handshake.len() < 4 {
+        return need_more(handshake);
+    }
+    if handshake[0] != CLIENT_HELLO {
+        return Parse::Invalid(Invalid::NotClientHello);
+    }
+    let body_len = body_len(handshake);
+    if 4 + body_len > MAX_HELLO {
+        return Parse::TooLarge;
+    }
+    let Some(body) = handshake.get(4..4 + body_len) else {
+        return Parse::NeedMore;
+    };
+    match client_hello(body) {
+        Ok(mut hello) => {
+            hello.len = 4 + body_len;
+            Parse::Hello(hello)
+        }
+        Err(e) => Parse::Invalid(e),
+    }
+}
+
 /// More is needed, unless the handshake read so far already shows a
 /// message other than a ClientHello, or one too long to wait for.
 fn need_more(handshake: &[u8]) -> Parse {

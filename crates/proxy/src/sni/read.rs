@@ -45,16 +45,20 @@ pub(crate) enum Refused {
     NoMatch,
     /// An expected PROXY protocol header was missing or malformed.
     ProxyHeader,
+    /// UDP: more QUIC flows wait for the rest of their hello than a
+    /// listener keeps.
+    Backlog,
 }
 
 impl Refused {
     /// Every reason, in a fixed order.
-    pub(crate) const ALL: [Refused; 5] = [
+    pub(crate) const ALL: [Refused; 6] = [
         Refused::Timeout,
         Refused::TooLarge,
         Refused::Closed,
         Refused::NoMatch,
         Refused::ProxyHeader,
+        Refused::Backlog,
     ];
 
     /// A short name, for logs and metric labels.
@@ -65,6 +69,7 @@ impl Refused {
             Refused::Closed => "closed",
             Refused::NoMatch => "no_match",
             Refused::ProxyHeader => "proxy_header",
+            Refused::Backlog => "backlog",
         }
     }
 }
@@ -88,11 +93,19 @@ impl Refusals {
 /// `wait`.
 pub(crate) async fn first_bytes(stream: &TcpStream, wait: Duration) -> Result<First, Refused> {
     let mut buf = vec![0u8; FIRST_PEEK];
-    let peeked = tokio::time::timeout(
-        wait,
-        stream.async_io(Interest::READABLE, || peek_hello(stream, &mut buf)),
-    )
-    .await;
+    // A hello sent with the handshake's last ACK is often queued by the
+    // time the connection is accepted: tried at once, before tokio has
+    // heard of the socket's readiness (which costs a turn of its poll).
+    let peeked = match peek_hello(stream, &mut buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            tokio::time::timeout(
+                wait,
+                stream.async_io(Interest::READABLE, || peek_hello(stream, &mut buf)),
+            )
+            .await
+        }
+        now => Ok(now),
+    };
     match peeked {
         Err(_) => Err(Refused::Timeout),
         Ok(Err(_)) => Err(Refused::Closed),

@@ -312,14 +312,18 @@ impl Scrape {
         if !routed.is_empty() {
             one(
                 "rvs_sni_refused_total",
-                "Connections to an address that services share by their match, closed before one took them: the ClientHello not all there within timeouts.client_hello (timeout), over 16 KiB (too_large), the client gone first (closed), no service matching and no default (no_match), or a bad PROXY header (proxy_header).",
+                "Connections to an address that services share by their match, closed before one took them: the ClientHello not all there within timeouts.client_hello (timeout), over 16 KiB (too_large), the client gone first (closed), no service matching and no default (no_match), or a bad PROXY header (proxy_header); UDP: more QUIC flows waiting for the rest of their hello than a listener keeps (backlog).",
                 Kind::Counter,
                 &mut |l| {
-                    for (addr, refusals) in &routed {
-                        let listen = addr.to_string();
+                    for (proto, addr, refusals) in &routed {
+                        let (listen, proto) = (addr.to_string(), proto.to_string());
                         for why in crate::sni::read::Refused::ALL {
                             l.int(
-                                &[("listen", &listen), ("reason", why.name())],
+                                &[
+                                    ("proto", &proto),
+                                    ("listen", &listen),
+                                    ("reason", why.name()),
+                                ],
                                 refusals.get(why),
                             );
                         }
