@@ -83,6 +83,61 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+CONNTRACK = "/proc/sys/net/netfilter/"
+
+
+def conntrack_for_bench():
+    """Where netfilter tracks loopback (podman's or any NAT rule loads it),
+    each proxied connection leaves two entries for
+    nf_conntrack_tcp_timeout_time_wait (120 s): at 20k new connections a
+    second the default table (262144) fills in seconds, and every peer's
+    rate collapses as SYNs are dropped. As root, the run keeps entries 5 s
+    and allows a million, and puts the settings back at the end; returns
+    what to put back."""
+    saved = {}
+    for key, want in (("nf_conntrack_tcp_timeout_time_wait", 5), ("nf_conntrack_max", 1 << 20)):
+        path = CONNTRACK + key
+        try:
+            with open(path) as f:
+                now = int(f.read())
+            if (key.endswith("_max") and now < want) or (not key.endswith("_max") and now > want):
+                with open(path, "w") as f:
+                    f.write(str(want))
+                saved[path] = now
+        except (OSError, ValueError):
+            pass
+    if saved:
+        log("conntrack for the run:", ", ".join(f"{os.path.basename(k)} {v} -> "
+                                               f"{open(k).read().strip()}" for k, v in saved.items()))
+    return saved
+
+
+def conntrack_restore(saved):
+    for path, value in saved.items():
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+        except OSError:
+            pass
+
+
+def conntrack_drain(limit=130):
+    """Waits (up to `limit` s) until the tracking table is below half full:
+    a measure never starts on a table that will drop its SYNs."""
+    try:
+        start = time.time()
+        while time.time() - start < limit:
+            with open(CONNTRACK + "nf_conntrack_count") as f:
+                count = int(f.read())
+            with open(CONNTRACK + "nf_conntrack_max") as f:
+                cap = int(f.read())
+            if count < cap // 2:
+                return
+            time.sleep(1)
+    except (OSError, ValueError):
+        return
+
+
 def max_conns():
     """The peers' connection limit under the descriptor limit: HAProxy
     reserves about 2.5 descriptors per connection (two sockets, a share of
@@ -607,6 +662,7 @@ def measure(args, only, reps, secs):
     write_configs(wd)
     ps = Procs()
     procs = {}
+    saved = conntrack_for_bench()
     try:
         ps.start("backend-nginx", ["nginx", "-g", "daemon off;", "-p", wd, "-c",
                                    os.path.join(wd, "backend-nginx.conf")], wd)
@@ -641,12 +697,14 @@ def measure(args, only, reps, secs):
             for peer in order if "stream" in only else ():
                 add("stream", peer, stream(peer, procs, secs))
             for peer in order if "newconn" in only else ():
+                conntrack_drain()
                 add("newconn", peer, wrk(target(peer, "http"), secs, close=True,
                                          pids=pids_of(peer, procs) if peer != "direct" else ()))
             for peer in order if "keepalive" in only else ():
                 add("keepalive", peer, wrk(target(peer, "http"), secs, close=False,
                                            pids=pids_of(peer, procs) if peer != "direct" else ()))
             for peer in order if "tls" in only else ():
+                conntrack_drain()
                 add("tlsnew", peer, wrk(target(peer, "tls"), secs, close=True, tls=True,
                                         pids=pids_of(peer, procs) if peer != "direct" else ()))
             for peer in order if "tls" in only else ():
@@ -663,10 +721,12 @@ def measure(args, only, reps, secs):
                         add("memory", peer, idle_memory(peer, procs))
             if "scale" in only:
                 for label in list(SCALE)[rep % 3:] + list(SCALE)[:rep % 3]:
+                    conntrack_drain()
                     add("scale", label, wrk(SCALE[label], secs, close=True))
         crit = criterion(args.quick) if "sched" in only else []
     finally:
         ps.stop()
+        conntrack_restore(saved)
     return res, crit
 
 

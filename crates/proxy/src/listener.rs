@@ -54,9 +54,14 @@ impl Serving {
 
     /// Whether service `name` is served here.
     pub(crate) fn serves(&self, name: &str) -> bool {
+        self.named(name).is_some()
+    }
+
+    /// Service `name`, if it is served here.
+    pub(crate) fn named(&self, name: &str) -> Option<&Arc<ServiceRuntime>> {
         match self {
-            Serving::One(s) => s.name() == name,
-            Serving::ByHello(routes) => routes.services().any(|s| s.name() == name),
+            Serving::One(s) => (s.name() == name).then_some(s),
+            Serving::ByHello(routes) => routes.services().find(|s| s.name() == name),
         }
     }
 }

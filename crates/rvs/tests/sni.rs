@@ -8,94 +8,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Kill, Running, free_port, sample, wait_for};
-
-fn tool(name: &str) -> PathBuf {
-    common::root().join("crates/rvs/tests/tools").join(name)
-}
-
-/// A self-signed certificate for every name the tests ask for.
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=example.com"])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:api.example.com,DNS:*.api.example.com,DNS:rpc.example.com,DNS:www.example.com",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        common::output_text(&out)
-    );
-    (cert, key)
-}
-
-/// Test servers (TLS or HTTP/3), by name; stopped when dropped.
-struct Backends {
-    ports: HashMap<String, SocketAddr>,
-    _proc: Kill,
-}
-
-impl Backends {
-    /// TLS servers (tests/tools/tls_backends.py).
-    fn start(dir: &Path, names: &[&str]) -> Backends {
-        Backends::of("tls_backends.py", dir, names)
-    }
-
-    /// HTTP/3 servers (tests/tools/quic_backends.py).
-    fn quic(dir: &Path, names: &[&str]) -> Backends {
-        Backends::of("quic_backends.py", dir, names)
-    }
-
-    fn of(script: &str, dir: &Path, names: &[&str]) -> Backends {
-        let (cert, key) = certificate(dir);
-        let mut child = Command::new("python3")
-            .arg(tool(script))
-            .arg(&cert)
-            .arg(&key)
-            .args(names)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut ports = HashMap::new();
-        for _ in names {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            let (name, port) = line.trim().split_once(' ').unwrap();
-            ports.insert(
-                name.to_owned(),
-                ([127, 0, 0, 1], port.parse().unwrap()).into(),
-            );
-        }
-        Backends {
-            ports,
-            _proc: Kill(child),
-        }
-    }
-
-    fn at(&self, name: &str) -> SocketAddr {
-        self.ports[name]
-    }
-}
+use common::{Backends, Running, free_port, sample, tool, wait_for};
 
 /// `curl --resolve` over https to `name` on `vip`: the body.
 fn curl(vip: SocketAddr, name: &str) -> String {

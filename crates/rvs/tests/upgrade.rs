@@ -652,3 +652,67 @@ fn an_upgrade_that_dies_after_taking_the_state_leaves_the_old_serving() {
     sig(last, "TERM");
     assert!(wait_for(Duration::from_secs(20), || !alive(last)));
 }
+
+/// A QUIC connection routed by its SNI to a service that shares its
+/// address with a default lives on through an upgrade: its session is
+/// adopted by its own service (not the address's default, whose server
+/// would not know the connection), and its next request on the same
+/// connection reaches the same server.
+#[test]
+fn quic_connections_keep_their_service_across_an_upgrade() {
+    let dir = temp_dir("upgrade-quic");
+    let b = common::Backends::quic(&dir, &["api", "default"]);
+    let (vip, admin) = (free_port(), free_port());
+    let config = format!(
+        "global:\n  shutdown_grace: 30s\nadmin:\n  listen: \"{admin}\"\nservices:\n  - name: h3-api\n    proto: udp\n    listen: \"{vip}\"\n    match: {{ sni: [api.example.com] }}\n    real_servers:\n      - address: \"{}\"\n  - name: h3-default\n    proto: udp\n    listen: \"{vip}\"\n    real_servers:\n      - address: \"{}\"\n",
+        b.at("api"),
+        b.at("default")
+    );
+    let u = Upgradable::start("upgrade-quic", &config, &[]);
+    let logs = u.logs_fn();
+    let mut client = Command::new("python3")
+        .arg(common::tool("quic_client.py"))
+        .arg(vip.to_string())
+        .args(["--sni", "api.example.com", "--hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "api sni=api.example.com alpn=h3 version=1",
+        "{}",
+        logs()
+    );
+    let old = pid_of(&u.pid_file).unwrap();
+    sig(old, "USR2");
+    assert!(
+        wait_for(Duration::from_secs(20), || pid_of(&u.pid_file)
+            .is_some_and(|p| p != old)),
+        "no new process: {}",
+        logs()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || logs()
+            .contains("udp_sessions=1 udp_sessions_not_taken=0")),
+        "the session was not handed over: {}",
+        logs()
+    );
+    // The same QUIC connection, through the new process.
+    client.stdin.take().unwrap().write_all(b"\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "api sni=api.example.com alpn=h3 version=1",
+        "{}",
+        logs()
+    );
+    assert!(client.wait().unwrap().success());
+    let new = pid_of(&u.pid_file).unwrap();
+    sig(new, "TERM");
+    assert!(wait_for(Duration::from_secs(20), || !alive(new)));
+}

@@ -28,7 +28,7 @@ use super::{Arrival, Opened, Table, admit, install};
 use crate::clock;
 use crate::datagrams::Destination;
 use crate::handover::wire::SessionState;
-use crate::listener::Slot;
+use crate::listener::{Serving, Slot};
 use crate::service::ServiceRuntime;
 
 /// A UDP session handed over: its state and its upstream socket.
@@ -76,10 +76,22 @@ pub(super) async fn adopt_all(
     table: &mut Table,
     handed: Vec<Handed>,
 ) {
-    let svc = Arc::clone(slot.target.load().first());
+    let serving = slot.target.load_full();
     let (mut adopted, mut dropped) = (0usize, 0usize);
     for (state, fd) in handed {
         let (peer, dest) = (state.peer, state.dest);
+        // The address's service; on one shared by `match`, the one its
+        // flow was routed to (a session of a service gone from the
+        // address is routed again at its next datagram).
+        let svc = match &*serving {
+            Serving::One(svc) => Some(svc),
+            Serving::ByHello(_) => serving.named(&state.service),
+        };
+        let Some(svc) = svc.cloned() else {
+            dropped += 1;
+            debug!(service = %state.service, client = %peer, "upgrade: a UDP session's service no longer serves this address: its next datagram is routed again");
+            continue;
+        };
         match adopt(&svc, socket, slot, tracker, table, state, fd) {
             Ok(()) => adopted += 1,
             Err(why) => {
@@ -88,7 +100,7 @@ pub(super) async fn adopt_all(
             }
         }
     }
-    info!(service = %svc.name(), listen = %slot.local, sessions = adopted, not_taken = dropped, "upgrade: took over the UDP sessions of the process before");
+    info!(service = %serving.first().name(), listen = %slot.local, sessions = adopted, not_taken = dropped, "upgrade: took over the UDP sessions of the process before");
 }
 
 fn adopt(
