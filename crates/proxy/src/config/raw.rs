@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::values::{Addr, Arg, Cidr, Dur, Ip, Listen, ReplyMatch, StatusList};
+use super::values::{Addr, Arg, Cidr, Dur, DurOrOff, Ip, Listen, ReplyMatch, StatusList};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,7 +235,7 @@ pub(crate) struct RawTimeouts {
     pub(crate) tcpfin: Option<Dur>,
     pub(crate) udp: Option<Dur>,
     pub(crate) proxy_header: Option<Dur>,
-    pub(crate) client_first_byte: Option<Dur>,
+    pub(crate) client_first_byte: Option<DurOrOff>,
     pub(crate) client_hello: Option<Dur>,
 }
 

@@ -12,6 +12,7 @@ use rvs_sched::{
 
 use super::locate::Positions;
 use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService, RawTimeouts};
+use super::values::DurOrOff;
 use super::{
     Acl, Config, Discovery, DnsSettings, Global, Problem, Proto, ProxyVersion, RealServerSpec,
     ServiceSpec, Target, TcpOptions, Timeouts, UdpSettings,
@@ -379,7 +380,8 @@ fn timeouts(t: &RawTimeouts, inherited: &Timeouts, base: &str, problems: &mut Ve
         ),
         client_first_byte: match t.client_first_byte {
             None => inherited.client_first_byte,
-            Some(d) => Some(positive(
+            Some(DurOrOff::Off) => None,
+            Some(DurOrOff::Dur(d)) => Some(positive(
                 Some(d),
                 Duration::from_secs(1),
                 path("client_first_byte"),
@@ -896,6 +898,27 @@ services:
             syntax,
             [
                 "rvs.yaml:3:1: found unexpected end of stream at line 3 column 1, while scanning a quoted scalar"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_service_turns_off_what_global_turns_on() {
+        let text = "global:\n  timeouts: {client_first_byte: 10s}\nservices:\n  - name: web\n    listen: 127.0.0.1:1\n  - name: smtp\n    listen: 127.0.0.1:2\n    timeouts: {client_first_byte: off}\n";
+        let c = Config::parse(text, "t").unwrap();
+        assert_eq!(
+            c.services[0].timeouts.client_first_byte,
+            Some(std::time::Duration::from_secs(10))
+        );
+        assert_eq!(c.services[1].timeouts.client_first_byte, None);
+        // Written back as read, `off` included.
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("client_first_byte: off"), "{yaml}");
+        assert_eq!(Config::parse(&yaml, "t").unwrap().services, c.services);
+        assert_eq!(
+            errors(&text.replace("client_first_byte: off", "client_first_byte: never")),
+            [
+                "rvs.yaml:8:35: services[1].timeouts.client_first_byte: \"never\" is not a duration: write a number and a unit (ms, s, m, h, d), as \"300s\", \"5m\" or \"1h30m\", or off"
             ]
         );
     }

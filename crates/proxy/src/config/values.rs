@@ -114,6 +114,29 @@ macro_rules! deserialize_from_str {
 
 deserialize_from_str!(Dur, "a duration with a unit, as \"300s\" or \"5m\"");
 
+/// A duration, or `off`: for a setting a service may turn off when
+/// `global` turns it on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum DurOrOff {
+    Dur(Dur),
+    Off,
+}
+
+impl FromStr for DurOrOff {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "off" {
+            return Ok(DurOrOff::Off);
+        }
+        s.parse::<Dur>()
+            .map(DurOrOff::Dur)
+            .map_err(|e| format!("{e}, or off"))
+    }
+}
+
+deserialize_from_str!(DurOrOff, "a duration with a unit, as \"10s\", or off");
+
 /// `IP:PORT`, `[IPv6]:PORT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Addr(pub(crate) SocketAddr);

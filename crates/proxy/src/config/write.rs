@@ -497,9 +497,11 @@ impl OutTimeouts {
             tcpfin: d(t.tcpfin, base.tcpfin),
             udp: d(t.udp, base.udp),
             proxy_header: d(t.proxy_header, base.proxy_header),
-            client_first_byte: (t.client_first_byte != base.client_first_byte)
-                .then(|| t.client_first_byte.map(duration))
-                .flatten(),
+            // `off` turns off what `global` turns on.
+            client_first_byte: (t.client_first_byte != base.client_first_byte).then(|| {
+                t.client_first_byte
+                    .map_or_else(|| "off".to_owned(), duration)
+            }),
             client_hello: d(t.client_hello, base.client_hello),
         }
     }
