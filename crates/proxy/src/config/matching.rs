@@ -216,17 +216,8 @@ fn alpn_tells_apart(a: &Match, b: &Match) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::super::{Config, ConfigError};
-
-    fn errors(text: &str) -> Vec<String> {
-        match Config::parse(text, "rvs.yaml") {
-            Ok(_) => Vec::new(),
-            Err(ConfigError::Invalid { problems, .. }) => {
-                problems.iter().map(|p| format!("rvs.yaml:{p}")).collect()
-            }
-            Err(e) => vec![e.to_string()],
-        }
-    }
+    use super::super::Config;
+    use super::super::validate::tests::errors;
 
     /// Services named a, b, c… on one address, each with the `match`
     /// given (`None`: no match key).

@@ -711,12 +711,13 @@ fn service(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::super::{Config, ConfigError};
 
-    fn errors(text: &str) -> Vec<String> {
+    /// The problems of `text`, as `rvs check` prints them for rvs.yaml.
+    pub(in crate::config) fn errors(text: &str) -> Vec<String> {
         match Config::parse(text, "rvs.yaml") {
             Ok(_) => Vec::new(),
             Err(ConfigError::Invalid { problems, .. }) => {

@@ -113,20 +113,24 @@ pub(crate) async fn serve(
         refusals,
     } = accepted;
     let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
-    let (svc, who, vip, sni) = match &*serving {
+    let (svc, spec, who, vip, sni) = match &*serving {
         Serving::One(svc) => {
-            let Some(header) =
-                learn_client(svc.name(), &svc.spec(), &mut client, peer, local).await
+            let spec = svc.spec();
+            let Some((who, vip, _)) =
+                learn_client(svc.name(), &spec, &mut client, peer, local).await
             else {
                 svc.refuse(Refusal::ProxyHeader, peer, local, started);
                 reset(&client);
                 return;
             };
-            (Arc::clone(svc), header.0, header.1, None)
+            (Arc::clone(svc), spec, who, vip, None)
         }
         Serving::ByHello(routes) => {
             match route(routes, serving.first(), &mut client, peer, local).await {
-                Ok(routed) => routed,
+                Ok((svc, who, vip, sni)) => {
+                    let spec = svc.spec();
+                    (svc, spec, who, vip, sni)
+                }
                 Err(why) => {
                     refusals.count(why);
                     reset(&client);
@@ -135,7 +139,6 @@ pub(crate) async fn serve(
             }
         }
     };
-    let spec = svc.spec();
     if !spec.acl.allows(who.ip()) {
         debug!(service = %svc.name(), client = %who, "refused: acl");
         svc.refuse(Refusal::Acl, who, vip, started);
