@@ -143,6 +143,17 @@ impl Upgradable {
         }
     }
 
+    /// The process that took over from `old` (the pid file names it),
+    /// waited for up to 20 s.
+    fn successor_of(&self, old: u32) -> Option<u32> {
+        let mut new = None;
+        wait_for(Duration::from_secs(20), || {
+            new = pid_of(&self.pid_file).filter(|p| *p != old);
+            new.is_some()
+        });
+        new
+    }
+
     /// Reads its log, whenever called.
     fn logs_fn(&self) -> impl Fn() -> String + use<> {
         let log = self.log.clone();
@@ -256,13 +267,9 @@ fn ten_upgrades_under_load_drop_nothing() {
             }
             continue;
         }
-        assert!(
-            wait_for(Duration::from_secs(20), || pid_of(&u.pid_file)
-                .is_some_and(|p| p != current)),
-            "round {round}: no new process: {}",
-            logs()
-        );
-        pids.push(pid_of(&u.pid_file).unwrap());
+        let new = u.successor_of(current);
+        assert!(new.is_some(), "round {round}: no new process: {}", logs());
+        pids.push(new.unwrap());
     }
     assert_eq!(pids.len(), 9, "eight upgrades took over");
     thread::sleep(Duration::from_millis(500));
@@ -510,13 +517,9 @@ fn udp_flows_and_persistence_survive_upgrades() {
         let old = *pids.last().unwrap();
         let t = std::time::Instant::now();
         sig(old, "USR2");
-        assert!(
-            wait_for(Duration::from_secs(20), || pid_of(&u.pid_file)
-                .is_some_and(|p| p != old)),
-            "round {round}: no new process: {}",
-            logs()
-        );
-        pids.push(pid_of(&u.pid_file).unwrap());
+        let new = u.successor_of(old);
+        assert!(new.is_some(), "round {round}: no new process: {}", logs());
+        pids.push(new.unwrap());
         assert!(
             wait_for(Duration::from_secs(10), || !alive(old)),
             "round {round}: the old process {old} still runs: {}",
@@ -634,12 +637,7 @@ fn an_upgrade_that_dies_after_taking_the_state_leaves_the_old_serving() {
     // A real binary again: the upgrade works.
     std::fs::rename(&real, &u.exe).unwrap();
     sig(pid, "USR2");
-    assert!(
-        wait_for(Duration::from_secs(20), || pid_of(&u.pid_file)
-            .is_some_and(|p| p != pid)),
-        "{}",
-        logs()
-    );
+    assert!(u.successor_of(pid).is_some(), "{}", logs());
     assert!(
         wait_for(Duration::from_secs(10), || !alive(pid)),
         "{}",
@@ -689,12 +687,7 @@ fn quic_connections_keep_their_service_across_an_upgrade() {
     );
     let old = pid_of(&u.pid_file).unwrap();
     sig(old, "USR2");
-    assert!(
-        wait_for(Duration::from_secs(20), || pid_of(&u.pid_file)
-            .is_some_and(|p| p != old)),
-        "no new process: {}",
-        logs()
-    );
+    assert!(u.successor_of(old).is_some(), "no new process: {}", logs());
     assert!(
         wait_for(Duration::from_secs(10), || logs()
             .contains("udp_sessions=1 udp_sessions_not_taken=0")),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hashbrown::HashMap;
 
 use crate::service::ServiceRuntime;
-use crate::sni::hello::{ClientHello, Parse};
+use crate::sni::hello::Parse;
 use crate::sni::names::Routes;
 use crate::sni::quic::{self, Assembly};
 use crate::sni::read::Refused;
@@ -65,14 +65,8 @@ impl Pending {
             // waits for its hello (a datagram of another kind between its
             // Initials, as a 0-RTT packet: kept with them).
             Err(why) => {
-                if let Some(w) = self.flows.get_mut(&client) {
-                    return keep(w, data).map_or_else(
-                        || {
-                            self.flows.remove(&client);
-                            Route::Refused(Refused::TooLarge)
-                        },
-                        |()| Route::Wait,
-                    );
+                if self.flows.contains_key(&client) {
+                    return self.hold(client, data);
                 }
                 tracing::trace!(%client, %why, "udp: not a QUIC Initial: the default service");
                 return to(routes.choose(None), Vec::new());
@@ -86,31 +80,35 @@ impl Pending {
             datagrams: Vec::new(),
             since: Instant::now(),
         });
-        let parsed = w.assembly.add(pieces);
-        match parsed {
-            Parse::NeedMore => match keep(w, data) {
-                Some(()) => Route::Wait,
-                None => {
-                    self.flows.remove(&client);
-                    Route::Refused(Refused::TooLarge)
-                }
-            },
-            Parse::Hello(hello) => {
-                let earlier = self.flows.remove(&client).map(|w| w.datagrams);
-                to(routes.choose(Some(&hello)), earlier.unwrap_or_default())
-            }
+        let hello = match w.assembly.add(pieces) {
+            Parse::NeedMore => return self.hold(client, data),
             Parse::TooLarge => {
                 self.flows.remove(&client);
-                Route::Refused(Refused::TooLarge)
+                return Route::Refused(Refused::TooLarge);
             }
+            Parse::Hello(hello) => Some(hello),
             // A CRYPTO stream that is not a ClientHello: as any datagram
             // that cannot be read, the default.
-            Parse::NotTls | Parse::Invalid(_) => {
-                let earlier = self.flows.remove(&client).map(|w| w.datagrams);
-                to(
-                    routes.choose(None::<&ClientHello>),
-                    earlier.unwrap_or_default(),
-                )
+            Parse::NotTls | Parse::Invalid(_) => None,
+        };
+        let earlier = self
+            .flows
+            .remove(&client)
+            .map_or_else(Vec::new, |w| w.datagrams);
+        to(routes.choose(hello.as_ref()), earlier)
+    }
+
+    /// Keeps `data` with the waiting flow of `client`; a flow that holds
+    /// all it may is dropped.
+    fn hold(&mut self, client: SocketAddr, data: &[u8]) -> Route {
+        match self.flows.get_mut(&client) {
+            Some(w) if w.datagrams.len() < MAX_DATAGRAMS => {
+                w.datagrams.push(data.to_vec());
+                Route::Wait
+            }
+            _ => {
+                self.flows.remove(&client);
+                Route::Refused(Refused::TooLarge)
             }
         }
     }
@@ -121,15 +119,6 @@ impl Pending {
         self.flows.retain(|_, w| w.since.elapsed() < wait);
         before - self.flows.len()
     }
-}
-
-/// Keeps `data` for later; `None` when the flow holds all it may.
-fn keep(w: &mut Waiting, data: &[u8]) -> Option<()> {
-    if w.datagrams.len() >= MAX_DATAGRAMS {
-        return None;
-    }
-    w.datagrams.push(data.to_vec());
-    Some(())
 }
 
 fn to(svc: Option<&Arc<ServiceRuntime>>, earlier: Vec<Vec<u8>>) -> Route {
