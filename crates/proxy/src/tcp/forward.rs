@@ -1,9 +1,11 @@
 //! Moving bytes between a client and its real server.
 //!
-//! Each direction is its own loop (as tokio's `copy_bidirectional`): read
-//! from one socket, write everything to the other; at end of stream, shut
-//! down the write half of the other socket and stop, while the other
-//! direction goes on. Both loops run in the connection's task.
+//! Each direction is its own small state machine (as tokio's
+//! `copy_bidirectional`): read from one socket, write everything to the
+//! other; at end of stream, shut down the write half of the other socket
+//! and stop, while the other direction goes on. Both run in the
+//! connection's task, in one hand-written future that waits on each
+//! socket's readiness slots directly.
 //!
 //! Linux: splice(2) moves the bytes socket → pipe → socket without copying
 //! them into user space (the `pipes` module). Elsewhere, or when asked, the
@@ -33,8 +35,12 @@
 //! proxied connection).
 
 use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -61,16 +67,36 @@ pub(crate) struct Counters {
     pub(crate) to_server: AtomicU64,
     pub(crate) to_client: AtomicU64,
     last: AtomicU64,
-    /// Told when the connection must end (its real server left the table
-    /// under `expire_nodest_conn`). One permit: the connection's task is its
-    /// only waiter, and a permit given before it waits is kept for it.
-    expire: tokio::sync::Notify,
+    /// Set when the connection must end (its real server left the table
+    /// under `expire_nodest_conn`); the connection's task is woken by
+    /// `waker`, which it leaves there once (its waker does not change).
+    expired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
 }
 
 impl Counters {
     /// Ends the connection: its task resets both sides.
     pub(crate) fn expire(&self) {
-        self.expire.notify_one();
+        self.expired.store(true, Relaxed);
+        let waker = self.waker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Whether [`Counters::expire`] was called; leaves `cx`'s waker for it
+    /// when `left` (the waker left last time) would not wake the same task.
+    fn poll_expired(&self, cx: &Context<'_>, left: &mut Option<Waker>) -> bool {
+        if !left.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            let w = cx.waker().clone();
+            if let Ok(mut slot) = self.waker.lock() {
+                *slot = Some(w.clone());
+            }
+            *left = Some(w);
+        }
+        // After the waker is in place: an expiry that took none set the
+        // flag first.
+        self.expired.load(Relaxed)
     }
 
     /// Records activity now.
@@ -99,6 +125,15 @@ pub(crate) enum End {
 
 /// Forwards until both directions end; `half_closed` runs when the first
 /// one does, with `true` when the client ended first.
+///
+/// One future, polled as a whole on each wake of the connection's task:
+/// each direction is a small state machine ([`Direction`]) that waits on
+/// its socket's own readiness slot (`poll_read_ready`, `poll_write_ready`:
+/// an atomic load when ready, a waker stored once when not), so a wake
+/// costs no more than the I/O it came for. Before, each direction was an
+/// `async` loop awaiting readiness futures in a `select!`, which linked,
+/// polled and unlinked a waiter under the socket's lock on every wake of
+/// either side (a third of rvs's own time on keep-alive requests).
 pub(crate) async fn run(
     client: &TcpStream,
     server: &TcpStream,
@@ -109,45 +144,51 @@ pub(crate) async fn run(
     half_closed: impl FnOnce(bool),
 ) -> End {
     c.touch();
-    let up = pump(client, server, mode, &c.to_server, c);
-    let down = pump(server, client, mode, &c.to_client, c);
-    tokio::pin!(up, down);
-    let (up_first, res) = tokio::select! {
-        r = &mut up => (true, r),
-        r = &mut down => (false, r),
-        () = idle(c, tcp, client, server) => return End::Timeout,
-        () = c.expire.notified() => return End::Expired,
-    };
-    if let Err(e) = res {
-        return End::Failed(e);
-    }
-    // Half-close: the direction that ended passes its end on (FIN). The
-    // other direction's end needs no shutdown(2): the sockets close then,
-    // and closing sends the FIN.
-    let dst = if up_first { server } else { client };
-    if let Err(e) = SockRef::from(dst).shutdown(std::net::Shutdown::Write)
-        && e.kind() != io::ErrorKind::NotConnected
-    {
-        return End::Failed(e);
-    }
-    half_closed(up_first);
-    let res = if up_first {
-        tokio::select! {
-            r = &mut down => r,
-            () = idle(c, tcpfin, client, server) => return End::Timeout,
-            () = c.expire.notified() => return End::Expired,
+    let mut up = Direction::new(mode);
+    let mut down = Direction::new(mode);
+    let mut timer = pin!(idle(c, tcp, client, server));
+    let mut half_closed = Some(half_closed);
+    let mut left = None;
+    poll_fn(|cx| {
+        if c.poll_expired(cx, &mut left) {
+            return Poll::Ready(End::Expired);
         }
-    } else {
-        tokio::select! {
-            r = &mut up => r,
-            () = idle(c, tcpfin, client, server) => return End::Timeout,
-            () = c.expire.notified() => return End::Expired,
+        for to_server in [true, false] {
+            let (dir, src, dst, bytes) = if to_server {
+                (&mut up, client, server, &c.to_server)
+            } else {
+                (&mut down, server, client, &c.to_client)
+            };
+            if dir.is_done() {
+                continue;
+            }
+            match dir.poll(cx, src, dst, bytes, c) {
+                Poll::Pending => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Failed(e)),
+                Poll::Ready(Ok(())) => {
+                    let Some(first) = half_closed.take() else {
+                        return Poll::Ready(End::Closed);
+                    };
+                    // Half-close: the direction that ended passes its end
+                    // on (FIN). The other direction's end needs no
+                    // shutdown(2): the sockets close then, and closing
+                    // sends the FIN.
+                    if let Err(e) = SockRef::from(dst).shutdown(std::net::Shutdown::Write)
+                        && e.kind() != io::ErrorKind::NotConnected
+                    {
+                        return Poll::Ready(End::Failed(e));
+                    }
+                    first(to_server);
+                    timer.set(idle(c, tcpfin, client, server));
+                }
+            }
         }
-    };
-    match res {
-        Ok(()) => End::Closed,
-        Err(e) => End::Failed(e),
-    }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(End::Timeout),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Returns once neither peer has sent a segment, data or not, for
@@ -219,26 +260,196 @@ async fn idle(c: &Counters, limit: Duration, client: &TcpStream, server: &TcpStr
     }
 }
 
-/// One direction, until its end of stream.
-async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
-    mode: Mode,
-    bytes: &AtomicU64,
-    c: &Counters,
-) -> io::Result<()> {
-    match mode {
-        Mode::Splice => splice_loop(src, dst, bytes, c).await?,
-        Mode::Copy => {
-            copy_loop(src, dst, bytes, c, false).await?;
-        }
-        Mode::Auto => {
-            if copy_loop(src, dst, bytes, c, true).await? == Copied::Bulk {
-                splice_loop(src, dst, bytes, c).await?;
+/// One direction: read from `src`, write all of it to `dst`, until the
+/// end of `src`'s stream.
+#[derive(Debug)]
+struct Direction {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for bytes to copy; with `until_bulk`, a read that fills the
+    /// buffer turns the direction to splicing ([`Mode::Auto`]).
+    Read { until_bulk: bool },
+    /// Writing what a read brought: `buf[off..len]` is left. `last`: the
+    /// stream's last bytes, sent with MSG_MORE for the FIN that follows.
+    Write {
+        buf: Box<[u8]>,
+        off: usize,
+        len: usize,
+        last: bool,
+        until_bulk: bool,
+    },
+    /// Waiting for bytes to splice.
+    #[cfg(target_os = "linux")]
+    Splice,
+    /// Draining a pipe that holds `left` of the `n` bytes spliced into it.
+    #[cfg(target_os = "linux")]
+    Drain {
+        pipe: super::pipes::Pipe,
+        left: usize,
+        n: usize,
+    },
+    /// End of stream passed on.
+    Done,
+}
+
+impl Direction {
+    fn new(mode: Mode) -> Direction {
+        #[cfg(target_os = "linux")]
+        let state = match mode {
+            Mode::Splice => State::Splice,
+            Mode::Auto => State::Read { until_bulk: true },
+            Mode::Copy => State::Read { until_bulk: false },
+        };
+        #[cfg(not(target_os = "linux"))]
+        let state = {
+            let _ = mode;
+            State::Read { until_bulk: false }
+        };
+        Direction { state }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Moves what can be moved now; `Ready(Ok)` at the end of the stream
+    /// (also when the last read took the last bytes before the peer's FIN:
+    /// they were sent with MSG_MORE, and the caller must end `dst`'s
+    /// stream, shutdown or close, at once).
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+        bytes: &AtomicU64,
+        c: &Counters,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            match &mut self.state {
+                State::Done => return Poll::Ready(Ok(())),
+                State::Read { until_bulk } => {
+                    let until_bulk = *until_bulk;
+                    ready!(src.poll_read_ready(cx))?;
+                    let closed = read_closed(src, cx);
+                    let mut buf = BUFFERS
+                        .with(|b| b.borrow_mut().pop())
+                        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
+                    match read_draining(src, &mut buf) {
+                        Ok(0) => {
+                            give_buffer(buf);
+                            self.state = State::Done;
+                        }
+                        Ok(len) => {
+                            // The FIN was in before this read, which came
+                            // back short: these are the stream's last bytes.
+                            let last = closed && len < buf.len();
+                            self.state = State::Write {
+                                buf,
+                                off: 0,
+                                len,
+                                last,
+                                until_bulk,
+                            };
+                        }
+                        Err(e) => {
+                            give_buffer(buf);
+                            if e.kind() != io::ErrorKind::WouldBlock {
+                                return Poll::Ready(Err(e));
+                            }
+                        }
+                    }
+                }
+                State::Write {
+                    buf,
+                    off,
+                    len,
+                    last,
+                    until_bulk,
+                } => {
+                    while *off < *len {
+                        match dst.try_io(Interest::WRITABLE, || send(dst, &buf[*off..*len], *last))
+                        {
+                            Ok(m) => *off += m,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                ready!(dst.poll_write_ready(cx))?;
+                            }
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                    bytes.fetch_add(*len as u64, Relaxed);
+                    c.touch();
+                    let next = if *last {
+                        State::Done
+                    } else if *until_bulk && *len == BUF_SIZE {
+                        #[cfg(target_os = "linux")]
+                        {
+                            State::Splice
+                        }
+                        #[cfg(not(target_os = "linux"))]
+                        State::Read { until_bulk: false }
+                    } else {
+                        State::Read {
+                            until_bulk: *until_bulk,
+                        }
+                    };
+                    if let State::Write { buf, .. } = std::mem::replace(&mut self.state, next) {
+                        give_buffer(buf);
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                State::Splice => {
+                    ready!(src.poll_read_ready(cx))?;
+                    let pipe = super::pipes::take()?;
+                    match splice_in(src, &pipe) {
+                        Ok(0) => {
+                            super::pipes::give(pipe);
+                            self.state = State::Done;
+                        }
+                        Ok(n) => self.state = State::Drain { pipe, left: n, n },
+                        Err(e) => {
+                            // Nothing entered the pipe: it can go back.
+                            super::pipes::give(pipe);
+                            if e.kind() != io::ErrorKind::WouldBlock {
+                                return Poll::Ready(Err(e));
+                            }
+                        }
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                State::Drain { pipe, left, n } => {
+                    while *left > 0 {
+                        match splice_out(pipe, dst, *left) {
+                            Ok(m) => *left -= m,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                ready!(dst.poll_write_ready(cx))?;
+                            }
+                            // The pipe still holds bytes: it is dropped
+                            // with the direction, not pooled.
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                    bytes.fetch_add(*n as u64, Relaxed);
+                    c.touch();
+                    if let State::Drain { pipe, .. } =
+                        std::mem::replace(&mut self.state, State::Splice)
+                    {
+                        super::pipes::give(pipe);
+                    }
+                }
             }
         }
     }
-    Ok(())
+}
+
+/// Whether the peer's FIN is in, as the readiness `src` was just found
+/// with says (RDHUP): a readiness future polled once, which on a ready
+/// socket is a load and no waiter.
+fn read_closed(src: &TcpStream, cx: &mut Context<'_>) -> bool {
+    let ready = pin!(src.ready(Interest::READABLE));
+    matches!(ready.poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed())
 }
 
 /// A read that clears the readiness when it empties the socket
@@ -254,64 +465,25 @@ fn read_draining(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 #[cfg(target_os = "linux")]
-async fn splice_loop(
-    src: &TcpStream,
-    dst: &TcpStream,
-    bytes: &AtomicU64,
-    c: &Counters,
-) -> io::Result<()> {
-    use rustix::pipe::{SpliceFlags, splice};
+const SPLICE_FLAGS: rustix::pipe::SpliceFlags =
+    rustix::pipe::SpliceFlags::NONBLOCK.union(rustix::pipe::SpliceFlags::MOVE);
 
-    use super::pipes;
-
-    let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
-    loop {
-        src.readable().await?;
-        let pipe = pipes::take()?;
-        let spliced = src.try_io(Interest::READABLE, || {
-            splice(src, None, &pipe.write, None, pipe.capacity, flags).map_err(io::Error::from)
-        });
-        let n = match spliced {
-            Ok(0) => {
-                pipes::give(pipe);
-                return Ok(());
-            }
-            Ok(n) => n,
-            Err(e) => {
-                // Nothing entered the pipe: it can go back.
-                pipes::give(pipe);
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    continue;
-                }
-                return Err(e);
-            }
-        };
-        let mut left = n;
-        while left > 0 {
-            dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || {
-                splice(&pipe.read, None, dst, None, left, flags).map_err(io::Error::from)
-            }) {
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The pipe still holds bytes: it is dropped, not pooled.
-                Err(e) => return Err(e),
-            }
-        }
-        pipes::give(pipe);
-        bytes.fetch_add(n as u64, Relaxed);
-        c.touch();
-    }
+/// Socket → pipe.
+#[cfg(target_os = "linux")]
+fn splice_in(src: &TcpStream, pipe: &super::pipes::Pipe) -> io::Result<usize> {
+    use rustix::pipe::splice;
+    src.try_io(Interest::READABLE, || {
+        splice(src, None, &pipe.write, None, pipe.capacity, SPLICE_FLAGS).map_err(io::Error::from)
+    })
 }
 
-#[cfg(not(target_os = "linux"))]
-async fn splice_loop(
-    src: &TcpStream,
-    dst: &TcpStream,
-    bytes: &AtomicU64,
-    c: &Counters,
-) -> io::Result<()> {
-    copy_loop(src, dst, bytes, c, false).await.map(|_| ())
+/// Pipe → socket.
+#[cfg(target_os = "linux")]
+fn splice_out(pipe: &super::pipes::Pipe, dst: &TcpStream, left: usize) -> io::Result<usize> {
+    use rustix::pipe::splice;
+    dst.try_io(Interest::WRITABLE, || {
+        splice(&pipe.read, None, dst, None, left, SPLICE_FLAGS).map_err(io::Error::from)
+    })
 }
 
 const BUF_SIZE: usize = 64 * 1024;
@@ -319,69 +491,6 @@ const BUF_POOL_MAX: usize = 64;
 
 thread_local! {
     static BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Why a copy loop stopped.
-#[derive(Debug, PartialEq, Eq)]
-enum Copied {
-    /// End of stream.
-    Eof,
-    /// A read filled the buffer: bulk data, better spliced.
-    Bulk,
-}
-
-/// Ends with [`Copied::Eof`] also when the last read took the last bytes
-/// before the peer's FIN: they were sent with MSG_MORE, and the caller
-/// must end `dst`'s stream (shutdown or close) at once.
-async fn copy_loop(
-    src: &TcpStream,
-    dst: &TcpStream,
-    bytes: &AtomicU64,
-    c: &Counters,
-    until_bulk: bool,
-) -> io::Result<Copied> {
-    loop {
-        let ready = src.ready(Interest::READABLE).await?;
-        let mut buf = BUFFERS
-            .with(|b| b.borrow_mut().pop())
-            .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice());
-        let n = match read_draining(src, &mut buf) {
-            Ok(0) => {
-                give_buffer(buf);
-                return Ok(Copied::Eof);
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                give_buffer(buf);
-                continue;
-            }
-            Err(e) => {
-                give_buffer(buf);
-                return Err(e);
-            }
-        };
-        // The FIN was in before this read, which came back short: these
-        // are the stream's last bytes.
-        let last = ready.is_read_closed() && n < buf.len();
-        let mut off = 0;
-        while off < n {
-            dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || send(dst, &buf[off..n], last)) {
-                Ok(m) => off += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        give_buffer(buf);
-        bytes.fetch_add(n as u64, Relaxed);
-        c.touch();
-        if last {
-            return Ok(Copied::Eof);
-        }
-        if until_bulk && n == BUF_SIZE && cfg!(target_os = "linux") {
-            return Ok(Copied::Bulk);
-        }
-    }
 }
 
 /// A send; with `more`, held back (MSG_MORE) for the FIN that follows.
