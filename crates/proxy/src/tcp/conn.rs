@@ -99,6 +99,12 @@ pub(crate) struct Accepted {
 
 /// Serves one accepted connection; `_fds` is its place in the descriptor
 /// budget, held until it ends.
+///
+/// What comes before forwarding (routing, a PROXY header, the first byte,
+/// connecting, the header out) is boxed: a future is as large as its
+/// largest state, and a connection lives in its forwarding state, so the
+/// rest would be carried by every idle connection (1640 bytes of task
+/// unboxed, 1192 boxed; the box lives only while connecting).
 pub(crate) async fn serve(
     serving: Arc<Serving>,
     accepted: Accepted,
@@ -126,7 +132,7 @@ pub(crate) async fn serve(
             (Arc::clone(svc), spec, who, vip, None)
         }
         Serving::ByHello(routes) => {
-            match route(routes, serving.first(), &mut client, peer, local).await {
+            match Box::pin(route(routes, serving.first(), &mut client, peer, local)).await {
                 Ok((svc, who, vip, sni)) => {
                     let spec = svc.spec();
                     (svc, spec, who, vip, sni)
@@ -165,7 +171,7 @@ pub(crate) async fn serve(
     // (A peek: an accepted stream is assumed readable until tried.)
     if let Some(wait) = spec.timeouts.client_first_byte
         && sni.is_none()
-        && tokio::time::timeout(wait, client.peek(&mut [0u8; 1]))
+        && Box::pin(tokio::time::timeout(wait, client.peek(&mut [0u8; 1])))
             .await
             .is_err()
     {
@@ -176,7 +182,9 @@ pub(crate) async fn serve(
     }
     // TCP_NODELAY: inherited from the listener (`listener::bind`).
     super::sockopts::apply(&client, &spec.tcp, "client");
-    let Some((mut server, mut conn, live)) = connect(&svc, &spec, who, vip, started).await else {
+    let Some((mut server, mut conn, live)) =
+        Box::pin(connect(&svc, &spec, who, vip, started)).await
+    else {
         reset(&client);
         return;
     };
@@ -190,7 +198,7 @@ pub(crate) async fn serve(
             ProxyVersion::V1 => proxy_proto::encode_v1(who, vip, &mut header),
             ProxyVersion::V2 => proxy_proto::encode_v2_with(who, vip, sni.as_deref(), &mut header),
         }
-        if server.write_all(&header).await.is_err() {
+        if Box::pin(server.write_all(&header)).await.is_err() {
             reset(&client);
             return;
         }
@@ -263,8 +271,11 @@ async fn learn_client(
     if !spec.accept_proxy_protocol {
         return Some((peer, original_dst(client, local), None));
     }
-    let header =
-        tokio::time::timeout(spec.timeouts.proxy_header, proxy_proto::read_header(client)).await;
+    let header = Box::pin(tokio::time::timeout(
+        spec.timeouts.proxy_header,
+        proxy_proto::read_header(client),
+    ))
+    .await;
     match header {
         Ok(Ok(h)) => {
             let (who, vip) = h
