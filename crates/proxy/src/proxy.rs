@@ -259,9 +259,9 @@ impl Proxy {
         self.inner.generation.load(Relaxed)
     }
 
-    /// A hash of the running configuration as `rvs show-config` writes it
-    /// (`rvs_config_info`, `GET /api/v1/reload`): the same on two replicas
-    /// running the same configuration. Computed once per generation.
+    /// A hash of the running configuration in the form `rvs show-config`
+    /// writes it (`rvs_config_info`, `GET /api/v1/reload`): the same on two
+    /// replicas running the same configuration. Computed once per generation.
     pub fn config_hash(&self) -> u64 {
         let generation = self.generation();
         if let Some((g, h)) = *lock(&self.inner.config_hash)
@@ -271,7 +271,7 @@ impl Proxy {
         }
         // Of the redacted form: the hash is shown to anyone who can scrape,
         // and must not be an oracle for a secret.
-        let hash = crate::reload::content_hash(&self.config().redacted().to_yaml());
+        let hash = self.config().redacted().form_hash();
         // Kept only if no configuration was applied meanwhile.
         if self.generation() == generation {
             *lock(&self.inner.config_hash) = Some((generation, hash));

@@ -708,9 +708,36 @@ impl super::Admin {
 impl Config {
     /// The configuration in the file's form (YAML), without the admin token.
     pub fn to_yaml(&self) -> String {
+        // Serializing plain strings, numbers and lists cannot fail.
+        serde_yaml::to_string(&self.out()).unwrap_or_default()
+    }
+
+    /// A hash of the form [`Config::to_yaml`] writes: equal configurations,
+    /// however their files were written, hash alike. The form is streamed
+    /// into the hasher as JSON, the same values in the same order, without
+    /// the YAML emitter's cost or the text held whole (30 ms and 1 MB at
+    /// 1000 services × 20 servers, where this takes a few ms).
+    pub fn form_hash(&self) -> u64 {
+        struct Hashing(std::hash::DefaultHasher);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                std::hash::Hasher::write(&mut self.0, b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(std::hash::DefaultHasher::new());
+        // Writing into a hasher cannot fail, nor serializing plain values.
+        let _ = serde_json::to_writer(&mut h, &self.out());
+        std::hash::Hasher::finish(&h.0)
+    }
+
+    fn out(&self) -> OutConfig<'_> {
         let (tcp_keepalive, tcp_user_timeout) =
             OutKeepalive::diff(&self.global.tcp, &TcpOptions::default());
-        let out = OutConfig {
+        OutConfig {
             global: OutGlobal {
                 shutdown_grace: duration(self.global.shutdown_grace),
                 access_log: self.global.access_log,
@@ -738,9 +765,7 @@ impl Config {
                 .iter()
                 .map(|s| OutService::new(s, &self.global))
                 .collect(),
-        };
-        // Serializing plain strings, numbers and lists cannot fail.
-        serde_yaml::to_string(&out).unwrap_or_default()
+        }
     }
 }
 
