@@ -13,3 +13,9 @@ pub(crate) fn now() -> Time {
     let origin = *ORIGIN.get_or_init(Instant::now);
     Time::from_nanos(u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
+
+/// `t` as an [`Instant`] (for a timer's deadline).
+pub(crate) fn instant(t: Time) -> Instant {
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    origin + std::time::Duration::from_nanos(t.as_nanos())
+}

@@ -172,6 +172,13 @@ pub(crate) struct Registered {
     pub(crate) conn: Arc<LiveConn>,
 }
 
+impl Registered {
+    /// The service the connection is of.
+    pub(crate) fn service(&self) -> &Arc<ServiceRuntime> {
+        &self.svc
+    }
+}
+
 impl Drop for Registered {
     fn drop(&mut self) {
         self.svc.conns.remove(&self.conn);
