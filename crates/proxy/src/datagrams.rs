@@ -257,14 +257,34 @@ pub(crate) fn send_to_all(
     to: SocketAddr,
     from: Option<Destination>,
     datagrams: &[&[u8]],
-    mut sent: impl FnMut(usize),
+    sent: impl FnMut(usize),
 ) -> Option<usize> {
     let to = socket2::SockAddr::from(to);
+    send_batch(socket, Some(&to), from, datagrams, sent)
+}
+
+/// [`send_to_all`] on a connected socket, to its peer (no address per
+/// message: the socket's route is used as it was found at connect).
+pub(crate) fn send_all(
+    socket: &UdpSocket,
+    datagrams: &[&[u8]],
+    sent: impl FnMut(usize),
+) -> Option<usize> {
+    send_batch(socket, None, None, datagrams, sent)
+}
+
+fn send_batch(
+    socket: &UdpSocket,
+    to: Option<&socket2::SockAddr>,
+    from: Option<Destination>,
+    datagrams: &[&[u8]],
+    mut sent: impl FnMut(usize),
+) -> Option<usize> {
     let mut i = 0;
     while i < datagrams.len() {
         let rest = &datagrams[i..];
         match socket.try_io(tokio::io::Interest::WRITABLE, || {
-            send_now(socket, &to, from, rest)
+            send_now(socket, to, from, rest)
         }) {
             Ok(n) => {
                 (i..i + n).for_each(&mut sent);
@@ -294,7 +314,7 @@ const GSO_MAX_SEGMENT: usize = 1232;
 #[cfg(target_os = "linux")]
 fn send_now(
     socket: &UdpSocket,
-    to: &socket2::SockAddr,
+    to: Option<&socket2::SockAddr>,
     from: Option<Destination>,
     datagrams: &[&[u8]],
 ) -> io::Result<usize> {
@@ -323,7 +343,7 @@ fn is_unsupported(e: &io::Error) -> bool {
 #[cfg(target_os = "linux")]
 fn send_messages(
     socket: &UdpSocket,
-    to: &socket2::SockAddr,
+    to: Option<&socket2::SockAddr>,
     from: Option<Destination>,
     datagrams: &[&[u8]],
     gso: bool,
@@ -354,8 +374,10 @@ fn send_messages(
             };
         }
         let hdr = &mut msgs[m].msg_hdr;
-        hdr.msg_name = to.as_ptr().cast_mut().cast();
-        hdr.msg_namelen = to.len();
+        if let Some(to) = to {
+            hdr.msg_name = to.as_ptr().cast_mut().cast();
+            hdr.msg_namelen = to.len();
+        }
         hdr.msg_iov = std::ptr::from_mut(&mut iovs[i]);
         hdr.msg_iovlen = k;
         let buf = cmsgs[m].0.as_mut_ptr();
@@ -388,7 +410,7 @@ fn send_messages(
         i += k;
     }
     // SAFETY: each header points at datagrams borrowed for the call, the
-    // address `to` borrowed for the call, and `iovec`s and control
+    // address `to` (if any) borrowed for the call, and `iovec`s and control
     // messages on this stack frame; the kernel only reads them (sendmmsg
     // writes the headers' `msg_len`, within `msgs`). The fd is open while
     // `socket` is borrowed.
@@ -455,10 +477,13 @@ unsafe fn write_destination(buf: *mut u8, d: Destination) -> usize {
 #[cfg(not(target_os = "linux"))]
 fn send_now(
     socket: &UdpSocket,
-    to: &socket2::SockAddr,
+    to: Option<&socket2::SockAddr>,
     _from: Option<Destination>,
     datagrams: &[&[u8]],
 ) -> io::Result<usize> {
+    let Some(to) = to else {
+        return socket.try_send(datagrams[0]).map(|_| 1);
+    };
     let to = to
         .as_socket()
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;

@@ -103,10 +103,36 @@ struct Session {
 
 impl Session {
     fn touch(&self) {
-        self.last.store(clock::now().as_nanos(), Relaxed);
+        self.touch_at(clock::now());
+    }
+
+    fn touch_at(&self, now: rvs_sched::Time) {
+        self.last.store(now.as_nanos(), Relaxed);
         self.referenced.store(true, Relaxed);
         if let Some(live) = &self.live {
-            live.counters.touch();
+            live.counters.touch_at(now);
+        }
+    }
+
+    /// Whether a datagram from its client goes to its server as it is: the
+    /// session has a server of its own (not one-packet scheduling), no
+    /// header goes before its datagrams, and the server has not left it
+    /// (`expire_nodest_conn`).
+    fn takes_as_is(&self) -> bool {
+        self.conn.is_some() && self.header.is_none() && !self.server_gone()
+    }
+
+    /// Counts a datagram of `n` bytes from its client, at `now`, as
+    /// [`forward`] does.
+    fn count_in(&self, n: usize, now: rvs_sched::Time) {
+        self.touch_at(now);
+        self.svc.stats.in_pkts.fetch_add(1, Relaxed);
+        if let (Some(conn), Some(live)) = (&self.conn, &self.live) {
+            live.counters.to_server.fetch_add(n as u64, Relaxed);
+            conn.dest().add_traffic(Traffic {
+                in_pkts: 1,
+                ..Traffic::default()
+            });
         }
     }
 
@@ -124,9 +150,10 @@ impl Session {
             .is_some_and(|c| !c.dest().is_available() && self.svc.expire_nodest())
     }
 
-    /// Counts a reply of `n` bytes from `dest`, sent to the client.
-    fn replied(&self, dest: &Dest, n: usize) {
-        self.touch();
+    /// Counts a reply of `n` bytes from `dest`, sent to the client at
+    /// `now` (read once for a batch).
+    fn replied(&self, dest: &Dest, n: usize, now: rvs_sched::Time) {
+        self.touch_at(now);
         self.svc.stats.out_pkts.fetch_add(1, Relaxed);
         match &self.live {
             Some(live) => {
@@ -315,9 +342,77 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, slot: Arc<Slot>, tracker: Task
         if batch.recv(&socket).is_err() {
             continue;
         }
+        // Datagrams for open sessions that take them as they come (a
+        // server of their own, no header first) wait until the batch is
+        // read, then go per session in one sendmmsg(2); any other is
+        // handled in turn, after those before it went.
+        let mut onward = Onward::new();
+        let headers_in = slot.target.load().first().accepts_proxy_protocol();
+        let now = clock::now();
         for (data, client, to) in batch.iter() {
+            if !headers_in
+                && let Some(session) = table.map.get(&client)
+                && session.takes_as_is()
+            {
+                session.count_in(data.len(), now);
+                onward.push(Arc::clone(session), data);
+                continue;
+            }
+            onward.send().await;
             datagram(&socket, &slot, &tracker, &mut table, data, client, to).await;
         }
+        onward.send().await;
+    }
+}
+
+/// Datagrams of one received batch on their way to their sessions' real
+/// servers, each session's sent together.
+struct Onward<'b> {
+    waiting: [Option<(Arc<Session>, &'b [u8])>; BATCH],
+    n: usize,
+}
+
+impl<'b> Onward<'b> {
+    fn new() -> Onward<'b> {
+        Onward {
+            waiting: std::array::from_fn(|_| None),
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, session: Arc<Session>, data: &'b [u8]) {
+        // A batch holds at most BATCH datagrams.
+        if let Some(slot) = self.waiting.get_mut(self.n) {
+            *slot = Some((session, data));
+            self.n += 1;
+        }
+    }
+
+    /// Sends what waits: per session, in order, as many per system call
+    /// as the socket takes; the rest once it can take them.
+    async fn send(&mut self) {
+        for i in 0..self.n {
+            let Some((session, first)) = self.waiting[i].take() else {
+                continue;
+            };
+            let mut data: [&[u8]; BATCH] = [&[]; BATCH];
+            data[0] = first;
+            let mut k = 1;
+            for w in &mut self.waiting[i + 1..self.n] {
+                if w.as_ref().is_some_and(|(s, _)| Arc::ptr_eq(s, &session))
+                    && let Some((_, d)) = w.take()
+                {
+                    data[k] = d;
+                    k += 1;
+                }
+            }
+            if let Some(unsent) = datagrams::send_all(&session.up, &data[..k], |_| {}) {
+                for d in &data[unsent..k] {
+                    let _ = session.up.send(d).await;
+                }
+            }
+        }
+        self.n = 0;
     }
 }
 
@@ -686,7 +781,7 @@ async fn replies(
         let blocked = relay(&s, &socket, client);
         for (data, dest) in blocked {
             if send_one(&socket, client, s.reply_from, &data).await {
-                s.replied(&dest, data.len());
+                s.replied(&dest, data.len(), clock::now());
             }
         }
     }
@@ -742,9 +837,10 @@ fn relay(s: &Session, socket: &UdpSocket, client: SocketAddr) -> Vec<(Vec<u8>, A
             count += 1;
         }
         let dest = |i: usize| session_dest.or(found[i].as_deref());
+        let now = clock::now();
         let full = datagrams::send_to_all(socket, client, s.reply_from, &out[..count], |i| {
             if let Some(d) = dest(i) {
-                s.replied(d, out[i].len());
+                s.replied(d, out[i].len(), now);
             }
         });
         // Rare: the client's socket is full. These wait, owned.

@@ -102,7 +102,12 @@ impl Counters {
 
     /// Records activity now.
     pub(crate) fn touch(&self) {
-        self.last.store(clock::now().as_nanos(), Relaxed);
+        self.touch_at(clock::now());
+    }
+
+    /// Records activity at `now` (read once for a batch).
+    pub(crate) fn touch_at(&self, now: rvs_sched::Time) {
+        self.last.store(now.as_nanos(), Relaxed);
     }
 
     /// The time of the last activity ([`clock`] nanoseconds).
