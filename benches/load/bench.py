@@ -46,6 +46,8 @@ TLS_B = 21443
 # Each peer's ports: base + 80 (http), + 201 (iperf), + 53 (dns), + 90
 # (hold), + 443 (TLS routed by SNI).
 BASE = {"rvs": 22000, "haproxy": 23000, "haproxy-splice": 24000, "nginx": 25000}
+# The earlier rvs of `--before` (its ports; a peer only when asked for).
+BEFORE_BASE = 26000
 # rvs services for the scaling row: 1 and 1000 real servers.
 SCALE = {"1 server, wlc": 22100, "1000 servers, wlc": 22101, "1000 servers, mh": 22102}
 N_IDLE = 10_000
@@ -206,6 +208,70 @@ def scale_addrs():
     return [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(1000)]
 
 
+def rvs_yaml(b, scale):
+    """rvs's configuration, its ports from `b`; with `scale`, the scaling
+    row's services."""
+    rs1000 = "\n".join(f"      - address: \"{a}:{HTTP_B}\"" for a in scale_addrs())
+    tls_b = b + 443
+    tls_services = "\n".join(
+        f"""  - name: tls-{i}
+    listen: {LO}:{tls_b}
+    match: {{sni: ["{name}"]}}
+    scheduler: rr
+    real_servers:
+      - address: {LO}:{TLS_B}""" for i, name in enumerate(["localhost"] + SNI_OTHERS)
+    ) + f"""
+  - name: tls-default
+    listen: {LO}:{tls_b}
+    scheduler: rr
+    real_servers:
+      - address: {LO}:{TLS_B}"""
+    out = f"""admin:
+  listen: {LO}:{b + 999}
+services:
+  - name: http
+    listen: {LO}:{b + 80}
+    scheduler: rr
+    real_servers:
+      - address: {LO}:{HTTP_B}
+  - name: iperf
+    listen: {LO}:{b + 201}
+    real_servers:
+      - address: {LO}:{IPERF_B}
+  - name: dns
+    listen: {LO}:{b + 53}
+    proto: udp
+    scheduler: rr
+    real_servers:
+      - address: {LO}:{DNS_B1}
+      - address: {LO}:{DNS_B2}
+  - name: hold
+    listen: {LO}:{b + 90}
+    max_connections: 100000
+    real_servers:
+      - address: {LO}:{HOLD_B}
+{tls_services}
+"""
+    if scale:
+        out += f"""  - name: scale-1
+    listen: {LO}:{SCALE["1 server, wlc"]}
+    scheduler: wlc
+    real_servers:
+      - address: {LO}:{HTTP_B}
+  - name: scale-1000-wlc
+    listen: {LO}:{SCALE["1000 servers, wlc"]}
+    scheduler: wlc
+    real_servers:
+{rs1000}
+  - name: scale-1000-mh
+    listen: {LO}:{SCALE["1000 servers, mh"]}
+    scheduler: mh
+    real_servers:
+{rs1000}
+"""
+    return out
+
+
 def write_configs(wd):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     maxconn = max_conns()
@@ -236,65 +302,12 @@ http {{
     }}
 }}
 """)
-    # rvs.
-    rs1000 = "\n".join(f"      - address: \"{a}:{HTTP_B}\"" for a in scale_addrs())
-    tls_b = BASE["rvs"] + 443
-    tls_services = "\n".join(
-        f"""  - name: tls-{i}
-    listen: {LO}:{tls_b}
-    match: {{sni: ["{name}"]}}
-    scheduler: rr
-    real_servers:
-      - address: {LO}:{TLS_B}""" for i, name in enumerate(["localhost"] + SNI_OTHERS)
-    ) + f"""
-  - name: tls-default
-    listen: {LO}:{tls_b}
-    scheduler: rr
-    real_servers:
-      - address: {LO}:{TLS_B}"""
+    # rvs (and, with --before, the earlier rvs beside it, without the
+    # scaling services: their ports are fixed).
     with open(os.path.join(wd, "rvs.yaml"), "w") as f:
-        b = BASE["rvs"]
-        f.write(f"""admin:
-  listen: {LO}:{b + 999}
-services:
-  - name: http
-    listen: {LO}:{b + 80}
-    scheduler: rr
-    real_servers:
-      - address: {LO}:{HTTP_B}
-  - name: iperf
-    listen: {LO}:{b + 201}
-    real_servers:
-      - address: {LO}:{IPERF_B}
-  - name: dns
-    listen: {LO}:{b + 53}
-    proto: udp
-    scheduler: rr
-    real_servers:
-      - address: {LO}:{DNS_B1}
-      - address: {LO}:{DNS_B2}
-  - name: hold
-    listen: {LO}:{b + 90}
-    max_connections: 100000
-    real_servers:
-      - address: {LO}:{HOLD_B}
-{tls_services}
-  - name: scale-1
-    listen: {LO}:{SCALE["1 server, wlc"]}
-    scheduler: wlc
-    real_servers:
-      - address: {LO}:{HTTP_B}
-  - name: scale-1000-wlc
-    listen: {LO}:{SCALE["1000 servers, wlc"]}
-    scheduler: wlc
-    real_servers:
-{rs1000}
-  - name: scale-1000-mh
-    listen: {LO}:{SCALE["1000 servers, mh"]}
-    scheduler: mh
-    real_servers:
-{rs1000}
-""")
+        f.write(rvs_yaml(BASE["rvs"], scale=True))
+    with open(os.path.join(wd, "rvs-before.yaml"), "w") as f:
+        f.write(rvs_yaml(BEFORE_BASE, scale=False))
     # HAProxy, plain and with forced splice.
     haproxy_others = "".join(
         f"    use_backend tls_other if {{ req.ssl_sni -m end {n[1:]} }}\n" if n.startswith("*")
@@ -454,6 +467,8 @@ def target(peer, row):
     if peer == "direct":
         return {"http": HTTP_B, "iperf": IPERF_B, "dns": DNS_B1, "hold": HOLD_B,
                 "tls": TLS_B}[row]
+    if peer == "rvs-before":
+        return BEFORE_BASE + off
     return BASE[peer] + off
 
 
@@ -678,13 +693,19 @@ def measure(args, only, reps, secs):
         procs["rvs"] = ps.start("rvs", [os.path.join(ROOT, "target/release/rvs"), "run", "-c",
                                         os.path.join(wd, "rvs.yaml"), "--log-level", "warn"]
                               + args.rvs_args.split(), wd)
+        if args.before:
+            procs["rvs-before"] = ps.start("rvs-before", [os.path.abspath(args.before), "run", "-c",
+                                                          os.path.join(wd, "rvs-before.yaml"),
+                                                          "--log-level", "warn"]
+                                           + args.rvs_args.split(), wd)
         for peer in ("haproxy", "haproxy-splice"):
             procs[peer] = ps.start(peer, ["haproxy", "-db", "-f", os.path.join(wd, peer + ".cfg")], wd)
         procs["nginx"] = ps.start(NAMES["nginx"], ["nginx", "-g", "daemon off;", "-p", wd, "-c",
                                                     os.path.join(wd, "nginx-stream.conf")], wd)
         for port in (HTTP_B, IPERF_B, HOLD_B, TLS_B, BASE["rvs"] + 80, BASE["haproxy"] + 80,
                      BASE["haproxy-splice"] + 80, BASE["nginx"] + 80, SCALE["1000 servers, mh"],
-                     *(BASE[p] + 443 for p in BASE)):
+                     *(BASE[p] + 443 for p in BASE),
+                     *((BEFORE_BASE + 80, BEFORE_BASE + 443) if args.before else ())):
             wait_port(port)
         time.sleep(1)
 
@@ -747,6 +768,9 @@ def main():
     ap.add_argument("--replot", metavar="JSON",
                     help="no measuring: the report (and with --write, the section and plots) "
                          "from a run's saved samples, docs/benchmarks-load.json")
+    ap.add_argument("--before", metavar="RVS",
+                    help="an earlier rvs binary, measured beside this one as the peer rvs-before "
+                         "(a before/after comparison of every row in one run)")
     ap.add_argument("--rvs-args", default="",
                     help="extra arguments for `rvs run`, to compare settings (e.g. '--workers 0')")
     args = ap.parse_args()
@@ -756,11 +780,17 @@ def main():
     if args.write and only != set(ROWS) and not args.replot:
         ap.error("--write needs every row")
     reps, secs = (1, 2) if args.quick else (max(3, args.reps), args.secs)
+    if args.before and not (os.path.isfile(args.before) and os.access(args.before, os.X_OK)):
+        ap.error(f"--before {args.before}: not an executable file")
+    if args.before:
+        PEERS.insert(1, "rvs-before")
 
     if args.replot:
         with open(args.replot) as f:
             saved = json.load(f)
         res = {tuple(k.split("|")): v for k, v in saved["samples"].items()}
+        if any(k[1] == "rvs-before" for k in res) and "rvs-before" not in PEERS:
+            PEERS.insert(1, "rvs-before")
         crit, reps, secs, v, day = (saved["criterion"], saved["reps"], saved["secs"],
                                     saved["versions"], saved["date"])
     else:
@@ -802,19 +832,23 @@ def main():
         ratio = rvs / ref if rvs and ref else None
         direct = vals["direct"][0]
         rdirect = rvs / direct if rvs and direct and row not in ("memory",) else None
+        earlier = vals["rvs-before"][0] if "rvs-before" in vals else None
+        rbefore = rvs / earlier if rvs and earlier else None
         table.append({"title": title, "row": row, "key": key, "better": better,
                       "vals": {p: (None if v[0] is None else v[0] * scale,
                                    tuple(None if x is None else x * scale for x in v[1]))
                                for p, v in vals.items()},
                       "ratio": ratio, "ratio_to": "nginx" if row == "udp" else "best HAProxy",
-                      "direct": rdirect})
+                      "direct": rdirect, "before": rbefore})
     scale_rows = []
     for label in SCALE:
         m, sp = col("scale", label, "rps")
         scale_rows.append((label, m, sp))
 
-    lines = ["| | " + " | ".join(PEERS) + " | rvs / peer | rvs / direct |",
-             "|---|" + "---:|" * len(PEERS) + "---:|---:|"]
+    with_before = "rvs-before" in PEERS
+    lines = ["| | " + " | ".join(PEERS) + " | rvs / peer | rvs / direct |"
+             + (" rvs / before |" if with_before else ""),
+             "|---|" + "---:|" * len(PEERS) + "---:|---:|" + ("---:|" if with_before else "")]
     for t in table:
         cells = []
         for p in PEERS:
@@ -822,7 +856,9 @@ def main():
             cells.append("–" if m is None else f"{fmt(m)} ({fmt(lo)}–{fmt(hi)})")
         r = "–" if t["ratio"] is None else f"{t['ratio']:.2f} ({t['ratio_to']})"
         d = "–" if t["direct"] is None else f"{t['direct']:.2f}"
-        lines.append(f"| {t['title']} | " + " | ".join(cells) + f" | {r} | {d} |")
+        b = ("–" if t["before"] is None else f"{t['before']:.2f}") + " |" if with_before else ""
+        lines.append(f"| {t['title']} | " + " | ".join(cells) + f" | {r} | {d} |"
+                     + (f" {b}" if with_before else ""))
     lines.append("")
     lines.append("| rvs, new connections/s | median | spread |")
     lines.append("|---|---:|---:|")

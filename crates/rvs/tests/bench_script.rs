@@ -39,16 +39,25 @@ fn the_benchmark_config_is_valid() {
     let text = std::fs::read_to_string(&yaml).unwrap();
     // The scaling services hold a thousand real servers each.
     assert!(text.matches("127.1.3.250:").count() == 2, "{text}");
-    let check = Command::new(env!("CARGO_BIN_EXE_rvs"))
-        .args(["check", "-c"])
-        .arg(&yaml)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "rvs check: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    // The earlier rvs of `--before` has the same services on its own
+    // ports, the scaling ones aside.
+    let before = dir.join("rvs-before.yaml");
+    let before_text = std::fs::read_to_string(&before).unwrap();
+    assert!(!before_text.contains("127.1.3.250:"), "{before_text}");
+    assert!(before_text.contains("127.0.0.1:26080"), "{before_text}");
+    for file in [&yaml, &before] {
+        let check = Command::new(env!("CARGO_BIN_EXE_rvs"))
+            .args(["check", "-c"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "rvs check {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
     // The peers' files are written beside it.
     for peer in ["haproxy.cfg", "haproxy-splice.cfg", "nginx-stream.conf"] {
         assert!(dir.join(peer).is_file(), "{peer}");
@@ -71,6 +80,14 @@ fn bad_options_stop_it_before_anything_runs() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--write needs every row"), "{err}");
+
+    let out = bench()
+        .args(["--before", "/nonexistent/rvs", "--rows", "newconn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an executable file"), "{err}");
 }
 
 /// The samples behind docs/benchmarks.md are kept with it, and the report
