@@ -178,5 +178,12 @@ fn main() {
             admin,
             "",
         );
+        row(
+            "the binary given, `?scope=global&scope=service`",
+            &other,
+            &old,
+            admin,
+            "?scope=global&scope=service",
+        );
     }
 }

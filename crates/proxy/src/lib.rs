@@ -46,7 +46,7 @@
 //! layer 3 (IPVS's DR and TUN modes): the real server always sees rvs as its
 //! peer, and learns the client from the PROXY protocol when asked.
 
-#![deny(unsafe_code)] // allowed in `tcp::info` (one getsockopt(2)), `datagrams` (recvmmsg(2)), `inherited` (owning passed descriptors), `handover` (placing descriptors for the next process) and `reload` (malloc_trim(3), mallopt(3))
+#![deny(unsafe_code)] // allowed in `tcp::info` (one getsockopt(2)), `datagrams` (recvmmsg(2)), `inherited` (owning passed descriptors), `handover` (placing descriptors for the next process) and `memory` (mallopt(3), malloc_trim(3))
 
 pub mod admin;
 mod clock;
@@ -63,6 +63,7 @@ pub mod inherited;
 mod limits;
 mod listener;
 pub mod local_addrs;
+pub mod memory;
 pub mod proxy;
 pub mod proxy_proto;
 pub mod quote;

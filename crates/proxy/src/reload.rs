@@ -91,38 +91,6 @@ impl ReloadStatus {
     }
 }
 
-/// Gives the memory freed by a reload back to the system. Reading a large
-/// file builds and drops a tree many times its size; the C library's
-/// allocator keeps freed pages for reuse, so without this the process
-/// would stay at its high-water mark after every reload (glibc only; a
-/// no-op elsewhere).
-#[allow(unsafe_code)]
-pub fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointer and only returns free pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Allocations of 256 KiB and more get pages of their own (mmap) instead
-/// of a place in the heap, as they would before glibc's threshold moves up
-/// after the first large free. A reload's largest buffers (the file's text,
-/// the parser's event list, which then grows by remapping instead of
-/// copying) are then given back whole when freed, and the heap's pages,
-/// where the new configuration stays, are not spread by them: at 1000
-/// services × 20 real servers, 20 reloads left the resident set within
-/// 10% of its size at start, where it had grown 25–40%. Called once, at start
-/// (glibc only; a no-op elsewhere).
-#[allow(unsafe_code)]
-pub fn map_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt takes two integers and only sets a parameter.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
-
 /// Hash of a file's content.
 pub fn content_hash(text: &str) -> u64 {
     let mut h = DefaultHasher::new();
@@ -172,7 +140,7 @@ impl Reloader {
 
     async fn reload_locked(&self, only_if_changed: bool) -> Result<(), String> {
         let r = self.read_and_apply(only_if_changed).await;
-        release_memory();
+        crate::memory::release();
         r
     }
 
@@ -196,9 +164,15 @@ impl Reloader {
                 self.path.display()
             ));
         }
-        let mut config = match Config::parse(&text, &self.path.display().to_string()) {
-            Ok(c) => c,
-            Err(e) => return self.failed(e.to_string()),
+        // The parse is the reload's CPU (0.1 s at 1000 services × 20
+        // servers): on a blocking thread, not on a worker that serves
+        // connections meanwhile.
+        let name = self.path.display().to_string();
+        let parsed = tokio::task::spawn_blocking(move || Config::parse(&text, &name)).await;
+        let mut config = match parsed {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return self.failed(e.to_string()),
+            Err(e) => return self.failed(format!("the parse did not finish: {e}")),
         };
         // The admin listener stays where it is until a restart: the running
         // address is the one that decides whether edits need a token.

@@ -224,7 +224,7 @@ fn main() -> ExitCode {
             pid_file,
         } => {
             init_logs(cli.log_level, cli.log_format);
-            rvs_proxy::reload::map_large_allocations();
+            rvs_proxy::memory::tune();
             // Before the runtime opens a descriptor: see `systemd`.
             let upgrade_from = rvs_proxy::handover::from_env();
             let inherited = match systemd::passed_sockets() {
