@@ -200,7 +200,7 @@ async fn run(services: usize, servers: usize) {
         proxy.apply(c).unwrap_or_else(|e| panic!("{e}"));
         apply.push(t2.elapsed());
         // What the daemon's reloader does after each reload.
-        rvs_proxy::reload::release_memory();
+        rvs_proxy::memory::release();
     }
     let rss_reloaded = rss_mb();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -291,7 +291,7 @@ async fn run(services: usize, servers: usize) {
                 let t = Instant::now();
                 if let Ok(c) = Config::parse(&texts[i % 2], "churn.yaml") {
                     let _ = proxy.apply(c);
-                    rvs_proxy::reload::release_memory();
+                    rvs_proxy::memory::release();
                     n += 1;
                 }
                 i += 1;
