@@ -15,8 +15,8 @@
 //! back as the same control message, on the batched and segmented paths
 //! alike.
 //!
-//! One of the crate's three `unsafe` modules (with `tcp::info` and
-//! `inherited`): the message
+//! One of the crate's `unsafe` modules (with `tcp::info`, `inherited`,
+//! `handover` and `memory`): the message
 //! headers point into buffers that [`Batch`] owns, are built on the stack
 //! for each call and do not outlive it.
 

@@ -102,10 +102,6 @@ struct Session {
 }
 
 impl Session {
-    fn touch(&self) {
-        self.touch_at(clock::now());
-    }
-
     fn touch_at(&self, now: rvs_sched::Time) {
         self.last.store(now.as_nanos(), Relaxed);
         self.referenced.store(true, Relaxed);
@@ -122,8 +118,9 @@ impl Session {
         self.conn.is_some() && self.header.is_none() && !self.server_gone()
     }
 
-    /// Counts a datagram of `n` bytes from its client, at `now`, as
-    /// [`forward`] does.
+    /// Counts a datagram of `n` bytes from its client, at `now`; with a
+    /// server of its own, the bytes count in the session, flushed into
+    /// the totals (one-packet scheduling counts them where it schedules).
     fn count_in(&self, n: usize, now: rvs_sched::Time) {
         self.touch_at(now);
         self.svc.stats.in_pkts.fetch_add(1, Relaxed);
@@ -502,23 +499,16 @@ async fn datagram(
 /// Counts one datagram of `session` and sends it to the real server.
 async fn forward(session: &Arc<Session>, data: &[u8], who: SocketAddr, slot: &Slot) {
     let n = data.len();
-    session.touch();
+    session.count_in(n, clock::now());
     let svc = &session.svc;
-    svc.stats.in_pkts.fetch_add(1, Relaxed);
-    match (&session.conn, &session.live) {
-        (Some(conn), Some(live)) => {
-            // The bytes count in the session, flushed into the totals.
-            live.counters.to_server.fetch_add(n as u64, Relaxed);
-            conn.dest().add_traffic(Traffic {
-                in_pkts: 1,
-                ..Traffic::default()
-            });
+    match &session.conn {
+        Some(_) => {
             let _ = match session.header_now() {
                 Some(h) => datagrams::send_prefixed(&session.up, h.as_bytes(), data, None).await,
                 None => session.up.send(data).await,
             };
         }
-        _ => {
+        None => {
             // One-packet scheduling: this datagram alone is scheduled,
             // counted, sent and released.
             svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
