@@ -3,6 +3,10 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // shared by several test crates
 
 pub mod dns;
+mod temp;
+
+#[allow(unused_imports)] // not every test crate makes directories
+pub use temp::temp_dir;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

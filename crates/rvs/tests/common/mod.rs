@@ -11,18 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A fresh, empty directory of this test process, named after `tag`.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "rvs-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+#[path = "../../../proxy/tests/common/temp.rs"]
+mod temp;
+#[allow(unused_imports)] // not every test crate makes directories
+pub use temp::temp_dir;
 
 /// A line in the test run's output even when the test passes (the test
 /// harness captures `println!`, not writes to the standard error itself):
