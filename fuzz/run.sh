@@ -15,7 +15,7 @@ secs=${1:-30}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(config proxy_header sched_trace ipvsadm_rules keepalived_conf ldirectord_cf admin_body admin_request check_answers client_hello quic_initial)
+    targets=(config proxy_header sched_trace ipvsadm_rules keepalived_conf ldirectord_cf admin_body admin_request check_answers client_hello quic_initial sync_message)
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 cargo fuzz build --sanitizer none

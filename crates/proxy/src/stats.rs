@@ -31,11 +31,14 @@ pub enum Refusal {
     Descriptors,
     /// The client sent nothing within `timeouts.client_first_byte`.
     FirstByte,
+    /// The SIP persistence engine found no Call-ID in the datagram, which
+    /// IPVS's engine drops too (`ip_vs_sched_persist()`: `NF_DROP`).
+    NoCallId,
 }
 
 impl Refusal {
     /// Every reason, in a fixed order.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::Acl,
         Refusal::Limit,
         Refusal::Threshold,
@@ -44,6 +47,7 @@ impl Refusal {
         Refusal::ProxyHeader,
         Refusal::Descriptors,
         Refusal::FirstByte,
+        Refusal::NoCallId,
     ];
 
     /// A short name (for logs and metric labels).
@@ -57,6 +61,7 @@ impl Refusal {
             Refusal::ProxyHeader => "proxy_header",
             Refusal::Descriptors => "descriptors",
             Refusal::FirstByte => "first_byte_timeout",
+            Refusal::NoCallId => "no_call_id",
         }
     }
 

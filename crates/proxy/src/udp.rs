@@ -43,13 +43,14 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::clock;
-use crate::config::Proto;
+use crate::config::{PersistenceEngine, Proto};
 use crate::conns::{ConnState, LiveConn};
 use crate::datagrams::{self, BATCH, Batch, Destination};
 use crate::limits::SourceGuard;
 use crate::listener::{Serving, Slot};
 use crate::proxy_proto::{self, Transport, V2Header};
 use crate::service::{OpenGuard, Registered, ServiceRuntime};
+use crate::sip_callid;
 use crate::stats::Refusal;
 
 mod pending;
@@ -509,11 +510,26 @@ async fn forward(session: &Arc<Session>, data: &[u8], who: SocketAddr, slot: &Sl
             };
         }
         None => {
-            // One-packet scheduling: this datagram alone is scheduled,
-            // counted, sent and released.
+            // One-packet scheduling, or the SIP engine: this datagram
+            // alone is scheduled (by its Call-ID), counted, sent and
+            // released.
             svc.stats.in_bytes.fetch_add(n as u64, Relaxed);
             let sched = svc.scheduler();
-            match sched.schedule(who, slot.local, clock::now()) {
+            let call = match svc.spec().persistence.engine {
+                Some(PersistenceEngine::Sip) => {
+                    match sip_callid::call_id(data, sip_callid::search_start(who.is_ipv6())) {
+                        Some(id) => Some(id),
+                        None => {
+                            // IPVS's engine drops it: no template can be
+                            // looked up without the Call-ID.
+                            svc.refuse(Refusal::NoCallId, who, slot.local, Instant::now());
+                            return;
+                        }
+                    }
+                }
+                None => None,
+            };
+            match sched.schedule_with(who, slot.local, call, clock::now()) {
                 Some(conn) => {
                     svc.stats.conns.fetch_add(1, Relaxed);
                     conn.dest().add_traffic(Traffic {
@@ -528,11 +544,11 @@ async fn forward(session: &Arc<Session>, data: &[u8], who: SocketAddr, slot: &Sl
                                 &session.up,
                                 h.as_bytes(),
                                 data,
-                                Some(conn.addr()),
+                                Some(conn.target(slot.local)),
                             )
                             .await
                         }
-                        None => session.up.send_to(data, conn.addr()).await,
+                        None => session.up.send_to(data, conn.target(slot.local)).await,
                     };
                 }
                 None => {
@@ -569,7 +585,7 @@ async fn open(
     let started = Instant::now();
     let places = admit(svc, slot, client, table, started)?;
     let sched = svc.scheduler();
-    let (conn, up) = if spec.udp.ops {
+    let (conn, up) = if spec.schedules_each_datagram() {
         let up = UdpSocket::bind(unspecified_for(slot.local)).await.ok()?;
         (None, up)
     } else {
@@ -577,14 +593,15 @@ async fn open(
             svc.refuse_unscheduled(client, slot.local, started);
             return None;
         };
-        let up = match UdpSocket::bind(unspecified_for(conn.addr())).await {
+        let target = conn.target(slot.local);
+        let up = match UdpSocket::bind(unspecified_for(target)).await {
             Ok(u) => u,
             Err(e) => {
                 debug!(service = %svc.name(), error = %e, "udp: no upstream socket");
                 return None;
             }
         };
-        if up.connect(conn.addr()).await.is_err() {
+        if up.connect(target).await.is_err() {
             conn.dest().count_connect_failure();
             svc.stats.connect_failures.fetch_add(1, Relaxed);
             svc.connect_failed(conn.addr());

@@ -291,6 +291,7 @@ impl Replay {
         let persistence = (persistent > 0).then(|| Persistence {
             timeout: Duration::from_secs(u64::from(persistent)),
             netmask,
+            scope: Default::default(),
         });
         let expire_quiescent_template = match obj.get("expire_quiescent_template") {
             None => false,

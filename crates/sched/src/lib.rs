@@ -86,6 +86,6 @@ pub mod time;
 pub use dest::{Dest, DestParams, DestUpdate, Traffic};
 pub use error::SchedError;
 pub use kind::{SchedFlag, SchedFlags, SchedulerKind};
-pub use persist::{Netmask, Persistence, TemplateEntry};
+pub use persist::{Netmask, Persistence, Scope, TemplateEntry};
 pub use service::{Conn, Service, ServiceConfig};
 pub use time::Time;

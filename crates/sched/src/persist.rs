@@ -88,6 +88,19 @@ impl Netmask {
     }
 }
 
+/// What one template covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// One virtual address and port: IPVS's template of a service of an
+    /// address and port, `<proto, caddr & netmask, 0, vaddr, vport>`.
+    #[default]
+    Destination,
+    /// Every address and port of the service: IPVS's template of a
+    /// firewall-mark service, `<IPPROTO_IP, caddr & netmask, 0, fwmark, 0>`,
+    /// which sends one client's HTTP and HTTPS to one server.
+    Service,
+}
+
 /// A service's persistence: `ipvsadm -p TIMEOUT -M NETMASK`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
@@ -95,10 +108,56 @@ pub struct Persistence {
     pub timeout: Duration,
     /// Client granularity.
     pub netmask: Netmask,
+    /// What one template covers.
+    pub scope: Scope,
+}
+
+impl Persistence {
+    /// Persistence for `timeout` per client address, per virtual address
+    /// and port: `ipvsadm -p TIMEOUT`.
+    pub fn new(timeout: Duration) -> Persistence {
+        Persistence {
+            timeout,
+            netmask: Netmask::HOST,
+            scope: Scope::Destination,
+        }
+    }
+
+    /// The key of the template of `client` to `vaddr:vport`, with a
+    /// persistence engine's data (the SIP Call-ID) when there is one.
+    pub(crate) fn key(&self, client: IpAddr, vaddr: IpAddr, vport: u16, pe: Option<&[u8]>) -> Key {
+        let net = self.netmask.apply(client);
+        let (vaddr, vport) = match self.scope {
+            Scope::Destination => (vaddr, vport),
+            Scope::Service => (unspecified_like(net), 0),
+        };
+        Key {
+            net,
+            vaddr,
+            vport,
+            pe: pe.map_or(0, pe_hash),
+        }
+    }
+}
+
+fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// A persistence engine's data in a key: a hash that is never 0 (0 is a
+/// template without engine data); templates compare the bytes themselves.
+fn pe_hash(data: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish() | 1
 }
 
 /// A persistence template as `ipvsadm -lc` lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TemplateEntry {
     /// The client's address under the netmask.
     pub client: IpAddr,
@@ -112,6 +171,8 @@ pub struct TemplateEntry {
     pub expires: Time,
     /// Connections it controls now.
     pub controlled: u32,
+    /// Its persistence engine's data (the SIP Call-ID), when it has some.
+    pub pe: Option<Arc<[u8]>>,
 }
 
 /// What a connection keeps of the template that controls it.
@@ -130,12 +191,16 @@ impl Control {
 }
 
 /// The key of a template: `<proto, caddr & netmask, 0, vaddr, vport>`; the
-/// protocol is the service's.
+/// protocol is the service's. With a persistence engine, its data's hash
+/// too (IPVS hashes such a template by the engine's data alone and matches
+/// it on all of them, `ip_vs_sip_ct_match()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     pub(crate) net: IpAddr,
     pub(crate) vaddr: IpAddr,
     pub(crate) vport: u16,
+    /// [`pe_hash`] of the engine's data; 0 without.
+    pub(crate) pe: u64,
 }
 
 #[derive(Debug)]
@@ -146,6 +211,8 @@ struct Template {
     timeout: Duration,
     /// The time of this template's entry in the timer heap.
     queued: Option<Time>,
+    /// The persistence engine's data.
+    pe: Option<Arc<[u8]>>,
 }
 
 /// The templates of one service.
@@ -163,9 +230,17 @@ pub(crate) struct Templates {
 pub(crate) struct Found(u64);
 
 impl Templates {
-    /// `ip_vs_ct_in_get()`.
-    pub(crate) fn lookup(&self, key: &Key) -> Option<Found> {
-        self.by_key.get(key)?.first().copied().map(Found)
+    /// `ip_vs_ct_in_get()`: the most recent template of `key` whose engine
+    /// data is `pe`.
+    pub(crate) fn lookup(&self, key: &Key, pe: Option<&[u8]>) -> Option<Found> {
+        let ids = self.by_key.get(key)?;
+        if key.pe == 0 {
+            return ids.first().copied().map(Found);
+        }
+        ids.iter()
+            .copied()
+            .find(|id| self.all.get(id).is_some_and(|t| t.pe.as_deref() == pe))
+            .map(Found)
     }
 
     /// The server of a template, if `ip_vs_check_template()` accepts it:
@@ -194,7 +269,13 @@ impl Templates {
     }
 
     /// A new template for `dest`, which the caller has bound as a template.
-    pub(crate) fn create(&mut self, key: Key, dest: Arc<Dest>, timeout: Duration) -> Found {
+    pub(crate) fn create(
+        &mut self,
+        key: Key,
+        pe: Option<&[u8]>,
+        dest: Arc<Dest>,
+        timeout: Duration,
+    ) -> Found {
         let id = self.next_id;
         self.next_id += 1;
         self.all.insert(
@@ -208,6 +289,7 @@ impl Templates {
                 expires: Time::ZERO,
                 timeout,
                 queued: None,
+                pe: pe.map(Arc::from),
             },
         );
         self.by_key.entry(key).or_default().insert(0, id);
@@ -223,11 +305,12 @@ impl Templates {
     pub(crate) fn adopt(
         &mut self,
         key: Key,
+        pe: Option<&[u8]>,
         dest: &Arc<Dest>,
         expires: Time,
         timeout: Duration,
     ) -> bool {
-        if let Some(f) = self.lookup(&key) {
+        if let Some(f) = self.lookup(&key, pe) {
             let same = self
                 .all
                 .get(&f.0)
@@ -243,7 +326,7 @@ impl Templates {
             }
             self.invalidate(f);
         }
-        let f = self.create(key, Arc::clone(dest), timeout);
+        let f = self.create(key, pe, Arc::clone(dest), timeout);
         if let Some(t) = self.all.get_mut(&f.0) {
             t.expires = expires;
         }
@@ -346,6 +429,7 @@ impl Templates {
                 dest: t.ctl.dest.addr(),
                 expires: t.expires,
                 controlled: t.ctl.n_control.load(Relaxed),
+                pe: t.pe.clone(),
             })
             .collect()
     }

@@ -10,7 +10,7 @@ use hashbrown::HashMap;
 use crate::dest::{Counted, Dest, DestParams, DestUpdate};
 use crate::error::SchedError;
 use crate::kind::{SchedFlags, SchedulerKind};
-use crate::persist::{Control, Key, Persistence, TemplateEntry, Templates};
+use crate::persist::{Control, Persistence, TemplateEntry, Templates};
 use crate::sched::{self, PickState, Skip, View, twos::Rng};
 use crate::time::Time;
 
@@ -298,6 +298,21 @@ impl Service {
     /// the scheduler. The connection is counted as inactive until
     /// [`Conn::established`]. `None` when no server can take it.
     pub fn schedule(&self, client: SocketAddr, dst: SocketAddr, now: Time) -> Option<Conn> {
+        self.schedule_with(client, dst, None, now)
+    }
+
+    /// [`Service::schedule`] under a persistence engine: its data for this
+    /// packet (the SIP Call-ID, `ip_vs_sip_fill_param()`), which the
+    /// client's template must also match. `None` when the engine found none
+    /// in the packet: IPVS then falls back to the plain template, as this
+    /// does. Without persistence, the data is not used.
+    pub fn schedule_with(
+        &self,
+        client: SocketAddr,
+        dst: SocketAddr,
+        pe: Option<&[u8]>,
+        now: Time,
+    ) -> Option<Conn> {
         let inner = &self.inner;
         let (Some(p), Some(templates)) = (inner.cfg.persistence, &inner.templates) else {
             let dest = self.pick_and_bind(client, dst, now, Counted::Inactive, Skip::default())?;
@@ -305,12 +320,8 @@ impl Service {
         };
         let mut t = lock(templates);
         self.expire_templates(&mut t, now);
-        let key = Key {
-            net: p.netmask.apply(client.ip()),
-            vaddr: dst.ip(),
-            vport: dst.port(),
-        };
-        let found = t.lookup(&key);
+        let key = p.key(client.ip(), dst.ip(), dst.port(), pe);
+        let found = t.lookup(&key, pe);
         let quiescent_expires = inner.cfg.expire_quiescent_template;
         let (dest, tpl) =
             match found.and_then(|f| t.valid_dest(f, quiescent_expires).map(|d| (d, f))) {
@@ -321,7 +332,7 @@ impl Service {
                     }
                     let dest =
                         self.pick_and_bind(client, dst, now, Counted::Template, Skip::default())?;
-                    let f = t.create(key, Arc::clone(&dest), p.timeout);
+                    let f = t.create(key, pe, Arc::clone(&dest), p.timeout);
                     (dest, f)
                 }
             };
@@ -358,7 +369,8 @@ impl Service {
     /// until `expires`, renewed by each connection from then on as any
     /// template is. A live template of that key for another server is
     /// invalidated (the one taken over wins); one for the same server
-    /// keeps the later expiry. False when nothing was made: the service
+    /// keeps the later expiry. `pe` is the template's persistence-engine
+    /// data (a SIP Call-ID). False when nothing was made: the service
     /// has no persistence, `dest` is not in its list, or the template was
     /// there already.
     pub fn adopt_template(
@@ -366,6 +378,7 @@ impl Service {
         client: std::net::IpAddr,
         vaddr: std::net::IpAddr,
         vport: u16,
+        pe: Option<&[u8]>,
         dest: SocketAddr,
         expires: Time,
     ) -> bool {
@@ -375,13 +388,9 @@ impl Service {
         let Some(dest) = self.dest(dest) else {
             return false;
         };
-        let key = Key {
-            net: p.netmask.apply(client),
-            vaddr,
-            vport,
-        };
+        let key = p.key(client, vaddr, vport, pe);
         let mut t = lock(templates);
-        let made = t.adopt(key, &dest, expires, p.timeout);
+        let made = t.adopt(key, pe, &dest, expires, p.timeout);
         drop(t);
         if made {
             self.bind(&dest, Counted::Template);
@@ -400,13 +409,9 @@ impl Service {
         let dest = self.dest(dest)?;
         let ctl = match (self.inner.cfg.persistence, &self.inner.templates) {
             (Some(p), Some(templates)) => {
-                let key = Key {
-                    net: p.netmask.apply(client.ip()),
-                    vaddr: dst.ip(),
-                    vport: dst.port(),
-                };
+                let key = p.key(client.ip(), dst.ip(), dst.port(), None);
                 let t = lock(templates);
-                t.lookup(&key)
+                t.lookup(&key, None)
                     .filter(|f| t.dest_of(*f).is_some_and(|d| Arc::ptr_eq(d, &dest)))
                     .and_then(|f| t.attach(f))
             }
@@ -491,6 +496,19 @@ impl Conn {
     /// The server's address.
     pub fn addr(&self) -> SocketAddr {
         self.dest.addr()
+    }
+
+    /// Where to connect for a client that connected to `dst`: the
+    /// server's address, whose port 0 stands for `dst`'s port, as IPVS's
+    /// does for a destination of port 0 (a firewall-mark service's, which
+    /// covers several ports).
+    pub fn target(&self, dst: SocketAddr) -> SocketAddr {
+        let addr = self.dest.addr();
+        if addr.port() == 0 {
+            SocketAddr::new(addr.ip(), dst.port())
+        } else {
+            addr
+        }
     }
 
     /// Whether the connection counts as active.

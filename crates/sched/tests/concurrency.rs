@@ -118,6 +118,7 @@ fn persistent_services_under_concurrent_load() {
         cfg.persistence = Some(Persistence {
             timeout: Duration::from_secs(30),
             netmask: Netmask::HOST,
+            scope: Default::default(),
         });
         run(cfg);
     }

@@ -223,6 +223,7 @@ proptest! {
         cfg.persistence = Some(Persistence {
             timeout: Duration::from_secs(timeout),
             netmask: Netmask::HOST,
+            scope: Default::default(),
         });
         let s = service(cfg, &[1, 1, 1]);
         let mut now = Time::ZERO;

@@ -156,6 +156,12 @@ pub(super) fn service_json(p: &Proxy, svc: &ServiceRuntime, reveal: bool) -> Val
             "timeout": pe.timeout.as_secs(),
             "netmask": pe.netmask.v4().to_string(),
             "ipv6_prefix": pe.netmask.v6_prefix(),
+            "scope": match pe.scope {
+                rvs_sched::Scope::Destination => "destination",
+                rvs_sched::Scope::Service => "service",
+            },
+            "pe": spec.persistence.engine.map(|e| e.name()),
+            "fwmark": spec.persistence.fwmark,
         })
     });
     let t = &spec.timeouts;

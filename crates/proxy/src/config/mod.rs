@@ -16,6 +16,7 @@ mod depth;
 mod health;
 mod locate;
 mod matching;
+mod persistence;
 pub(crate) use health::defaults as health_defaults;
 mod raw;
 mod secrets;
@@ -244,6 +245,8 @@ pub struct ServiceSpec {
     pub matching: Option<crate::sni::names::Match>,
     /// Scheduler, flags and persistence.
     pub sched: rvs_sched::ServiceConfig,
+    /// What persistence has beyond the scheduler's part.
+    pub persistence: PersistenceSpec,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Keepalive and user timeout of both sockets of a connection (TCP).
@@ -269,6 +272,33 @@ pub struct ServiceSpec {
     pub real_servers: Vec<RealServerSpec>,
     /// The `dns:` and `srv:` entries of `real_servers`.
     pub discovery: Vec<Discovery>,
+}
+
+/// What a service's persistence has beyond IPVS's timeout, netmask and
+/// scope (those are the scheduler's, in [`ServiceSpec::sched`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistenceSpec {
+    /// The persistence engine (`persistence.engine`, ipvsadm `--pe`).
+    pub engine: Option<PersistenceEngine>,
+    /// The firewall mark of a service-wide persistence: its templates go to
+    /// other directors as those of a kernel fwmark service of that mark.
+    pub fwmark: Option<u32>,
+}
+
+/// A persistence engine: what, besides the client, keys a template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PersistenceEngine {
+    /// The SIP Call-ID of each UDP datagram (`ip_vs_pe_sip.c`).
+    Sip,
+}
+
+impl PersistenceEngine {
+    /// The name in the config and in `ipvsadm -Ln`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PersistenceEngine::Sip => "sip",
+        }
+    }
 }
 
 /// Health checking of a service's real servers, with keepalived's meaning.
@@ -668,6 +698,14 @@ pub enum Entry<'a> {
 }
 
 impl ServiceSpec {
+    /// Whether each UDP datagram is scheduled on its own: one-packet
+    /// scheduling (`udp.ops`), or the SIP engine, whose connection entries
+    /// IPVS hashes by Call-ID, so that each datagram finds its call's
+    /// template whatever flow it comes in.
+    pub fn schedules_each_datagram(&self) -> bool {
+        self.udp.ops || self.persistence.engine.is_some()
+    }
+
     /// The `real_servers` entries in file order: the servers written with
     /// an address, and the `dns:`/`srv:` entries at their places.
     pub fn entries(&self) -> Vec<Entry<'_>> {

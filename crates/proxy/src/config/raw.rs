@@ -225,6 +225,16 @@ pub(crate) struct RawPersistence {
     pub(crate) timeout: Dur,
     pub(crate) netmask: Option<String>,
     pub(crate) ipv6_prefix: Option<u8>,
+    pub(crate) scope: Option<RawScope>,
+    pub(crate) engine: Option<String>,
+    pub(crate) fwmark: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawScope {
+    Destination,
+    Service,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use rvs_sched::{
-    DestParams, Netmask, Persistence, SchedFlag, SchedFlags, SchedulerKind, ServiceConfig,
-};
+use rvs_sched::{DestParams, SchedFlag, SchedFlags, SchedulerKind, ServiceConfig};
 
 use super::locate::Positions;
 use super::raw::{RawConfig, RawProto, RawProxyVersion, RawService, RawTimeouts};
@@ -475,34 +473,8 @@ fn service(
         }
     }
     let flags = SchedFlags::for_scheduler(scheduler, flags).unwrap_or_default();
-    let persistence = s.persistence.map(|p| {
-        let pbase = format!("{base}.persistence");
-        if p.timeout.0 < Duration::from_secs(1) {
-            problems.push(at(format!("{pbase}.timeout"), "must be at least 1s, as ipvsadm -p"));
-        }
-        let v4 = match p.netmask.as_deref() {
-            None => Ipv4Addr::BROADCAST,
-            Some(m) => match m.parse::<IpAddr>() {
-                Ok(IpAddr::V4(m)) => m,
-                _ => {
-                    problems.push(at(
-                        format!("{pbase}.netmask"),
-                        format!("{m:?} is not an IPv4 netmask (as \"255.255.255.0\"); IPv6 clients use ipv6_prefix"),
-                    ));
-                    Ipv4Addr::BROADCAST
-                }
-            },
-        };
-        let prefix = p.ipv6_prefix.unwrap_or(128);
-        let netmask = Netmask::new(v4, prefix).unwrap_or_else(|e| {
-            problems.push(at(format!("{pbase}.ipv6_prefix"), e.to_string()));
-            Netmask::HOST
-        });
-        Persistence {
-            timeout: p.timeout.0,
-            netmask,
-        }
-    });
+    let (persistence, persistence_spec) =
+        super::persistence::persistence(s.persistence, proto, base, problems);
     let timeouts = timeouts(
         &s.timeouts,
         &inherited.timeouts,
@@ -691,6 +663,7 @@ fn service(
             // The global setting, set by the caller.
             expire_quiescent_template: false,
         },
+        persistence: persistence_spec,
         timeouts,
         tcp,
         connect_retries,

@@ -445,6 +445,12 @@ struct OutPersistence {
     netmask: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ipv6_prefix: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fwmark: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -591,6 +597,9 @@ impl<'a> OutService<'a> {
                     timeout: duration(p.timeout),
                     netmask: (v4 != Ipv4Addr::BROADCAST).then(|| v4.to_string()),
                     ipv6_prefix: (prefix != 128).then_some(prefix),
+                    scope: (p.scope == rvs_sched::Scope::Service).then_some("service"),
+                    engine: s.persistence.engine.map(|e| e.name()),
+                    fwmark: s.persistence.fwmark,
                 }
             }),
             timeouts: OutTimeouts::diff(&s.timeouts, &global.timeouts),

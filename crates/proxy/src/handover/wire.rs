@@ -109,6 +109,9 @@ pub struct TemplateState {
     /// Connections it controlled in the process before (which keeps them).
     #[serde(default)]
     pub controlled: u32,
+    /// Its persistence engine's data (a SIP Call-ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pe: Option<Vec<u8>>,
 }
 
 /// A UDP session.
@@ -215,6 +218,7 @@ mod tests {
                     dest: "10.0.0.2:443".parse().unwrap(),
                     remaining_ms: 299_000,
                     controlled: 2,
+                    pe: Some(b"a84b4c76e66710".to_vec()),
                 }],
             },
             Message::Sessions {

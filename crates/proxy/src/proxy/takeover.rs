@@ -95,6 +95,7 @@ impl Proxy {
                     remaining_ms: u64::try_from(t.expires.saturating_since(now).as_millis())
                         .unwrap_or(u64::MAX),
                     controlled: t.controlled,
+                    pe: t.pe.as_deref().map(<[u8]>::to_vec),
                 });
             }
         }
@@ -175,6 +176,7 @@ impl Proxy {
                     t.client,
                     t.vaddr,
                     t.vport,
+                    t.pe.as_deref(),
                     t.dest,
                     now.saturating_add(left),
                 )

@@ -449,7 +449,8 @@ async fn connect(
             ConnState::SynRecv,
         ));
         let t0 = Instant::now();
-        match tokio::time::timeout(spec.timeouts.connect, TcpStream::connect(addr)).await {
+        let target = conn.target(vip);
+        match tokio::time::timeout(spec.timeouts.connect, TcpStream::connect(target)).await {
             Ok(Ok(stream)) => {
                 svc.observe_connect(addr, t0.elapsed());
                 return Some((stream, conn, live));

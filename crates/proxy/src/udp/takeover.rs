@@ -115,9 +115,9 @@ fn adopt(
     let up = std::net::UdpSocket::from(fd);
     up.set_nonblocking(true)
         .map_err(|_| "its socket cannot be made non-blocking")?;
-    let ops = svc.spec().udp.ops;
+    let ops = svc.spec().schedules_each_datagram();
     if ops != state.dest.is_none() {
-        return Err("the service's udp.ops changed");
+        return Err("the service's udp.ops or persistence engine changed");
     }
     if let Some(dest) = state.dest
         && up.peer_addr().ok() != Some(dest)

@@ -330,7 +330,10 @@ impl Ctx<'_> {
     }
 
     fn check_scheduler(c: &Command) -> Result<(), Exit> {
-        if !SCHEDULERS.contains(&c.scheduler.as_str()) || c.pe.is_some() {
+        // The one persistence engine there is, as in the kernel: sip.
+        if !SCHEDULERS.contains(&c.scheduler.as_str())
+            || c.pe.as_deref().is_some_and(|p| p != "sip")
+        {
             return Err(Exit::op("Scheduler or persistence engine not found"));
         }
         Ok(())
@@ -500,6 +503,9 @@ fn apply_sched(body: &mut Value, c: &Command, proto: Proto, v6: bool) {
             }
             if v6 && let Some(m) = c.netmask_v6 {
                 p["ipv6_prefix"] = json!(m);
+            }
+            if let Some(pe) = &c.pe {
+                p["engine"] = json!(pe);
             }
             obj.insert("persistence".into(), p);
         }

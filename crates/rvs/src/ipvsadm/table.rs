@@ -108,7 +108,7 @@ fn yes() -> bool {
 }
 
 /// Persistence as the API lists it.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct ApiPersistence {
     /// Seconds.
     pub timeout: u32,
@@ -116,6 +116,9 @@ pub struct ApiPersistence {
     pub netmask: std::net::Ipv4Addr,
     /// The IPv6 prefix length.
     pub ipv6_prefix: u8,
+    /// The persistence engine (`--pe`).
+    #[serde(default)]
+    pub pe: Option<String>,
 }
 
 /// A service as the API lists it.
@@ -352,6 +355,9 @@ pub fn service_entry(out: &mut String, vs: &VirtualService<'_>, names: &Names, f
             if v6 && p.ipv6_prefix != 128 {
                 let _ = write!(out, " -M {}", p.ipv6_prefix);
             }
+            if let Some(pe) = &p.pe {
+                let _ = write!(out, " --pe {pe}");
+            }
         }
         if s.ops {
             out.push_str(" -o");
@@ -393,6 +399,9 @@ pub fn service_entry(out: &mut String, vs: &VirtualService<'_>, names: &Names, f
             }
             if v6 && p.ipv6_prefix != 128 {
                 let _ = write!(out, " mask {}", p.ipv6_prefix);
+            }
+            if let Some(pe) = &p.pe {
+                let _ = write!(out, " pe {pe}");
             }
         }
         if s.ops {

@@ -126,6 +126,7 @@ fn can_refuse(spec: &ServiceSpec, r: Refusal) -> bool {
         }
         Refusal::ProxyHeader => spec.accept_proxy_protocol,
         Refusal::FirstByte => spec.timeouts.client_first_byte.is_some(),
+        Refusal::NoCallId => spec.persistence.engine.is_some(),
         Refusal::NoServer | Refusal::Unreachable | Refusal::Descriptors => true,
     }
 }

@@ -1,0 +1,3 @@
+//! IPVS's connection synchronisation between directors.
+
+pub mod wire;
