@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     presence: crate::local_addrs::Presence,
     /// The descriptor plan of the configuration in force.
     plan: Mutex<Option<crate::fds::Plan>>,
+    /// IPVS's sync daemons.
+    sync: Arc<crate::sync::Daemons>,
 }
 
 #[derive(Debug, Default)]
@@ -221,6 +223,7 @@ impl Proxy {
                 config_hash: Mutex::new(None),
                 presence: crate::local_addrs::Presence::default(),
                 plan: Mutex::new(None),
+                sync: Arc::default(),
             }),
         };
         // A shell's soft limit (1024) is no server's: raised to the hard
@@ -246,6 +249,12 @@ impl Proxy {
             proxy.inner.stop.clone(),
         ));
         Ok(proxy)
+    }
+
+    /// IPVS's sync daemons: what runs, what they counted, what backups
+    /// received.
+    pub fn sync(&self) -> &crate::sync::Daemons {
+        &self.inner.sync
     }
 
     /// The configuration in force.
@@ -375,7 +384,7 @@ impl Proxy {
                     }
                     rt
                 }
-                None => ServiceRuntime::new(running),
+                None => ServiceRuntime::new(running, Arc::clone(&self.inner.sync)),
             };
             services.insert(spec.name.clone(), rt);
         }
@@ -430,6 +439,9 @@ impl Proxy {
         st.slots = slots;
         st.services = services;
         self.plan_descriptors(&config);
+        self.inner
+            .sync
+            .configure(&config.global.sync, Arc::downgrade(&self.inner));
         self.inner.config.store(Arc::new(config));
         self.inner.generation.fetch_add(1, Relaxed);
         self.inner.discovery_wake.notify_one();
@@ -732,6 +744,7 @@ impl Proxy {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.inner.draining.store(true, Relaxed);
         self.inner.stop.cancel();
+        self.inner.sync.stop();
         {
             let mut st = lock(&self.inner.state);
             st.slots.clear();
@@ -793,6 +806,7 @@ async fn timers(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         inner.presence.refresh(ips);
         let now = crate::clock::now();
         odd = !odd;
+        inner.sync.synced.sweep(now);
         for s in services {
             s.scheduler().advance(now);
             s.health_tick();

@@ -47,6 +47,9 @@ pub struct ServiceRuntime {
     limits: arc_swap::ArcSwapOption<crate::limits::Limits>,
     /// Health of the real servers; it decides the scheduler's table.
     pub(crate) health: Health,
+    /// The proxy's sync daemons: what a master is told, what a backup
+    /// received.
+    pub(crate) sync: Arc<crate::sync::Daemons>,
 }
 
 /// Refusals of one reason are logged at most this often per service.
@@ -211,7 +214,7 @@ fn sync_dests(sched: &Service, want: &[RealServerSpec]) -> Vec<Arc<Dest>> {
 }
 
 impl ServiceRuntime {
-    pub(crate) fn new(spec: ServiceSpec) -> Arc<ServiceRuntime> {
+    pub(crate) fn new(spec: ServiceSpec, sync: Arc<crate::sync::Daemons>) -> Arc<ServiceRuntime> {
         let per_source = spec.per_source;
         let rt = Arc::new(ServiceRuntime {
             name: spec.name.clone(),
@@ -228,6 +231,7 @@ impl ServiceRuntime {
             expire_nodest: AtomicBool::new(false),
             limits: arc_swap::ArcSwapOption::new(per_source.map(crate::limits::Limits::new)),
             health: Health::default(),
+            sync,
         });
         rt.reconcile_health(None);
         rt
@@ -246,6 +250,31 @@ impl ServiceRuntime {
             map.insert(rt.dest.addr(), rt);
         }
         self.dests.store(Arc::new(map));
+    }
+
+    /// Tells a master sync daemon, if one runs, of a connection of this
+    /// service from `client` to `vip` on the real server `dest` (its
+    /// entry, when `how` says where it is) and of the template that
+    /// controls it, with the template's engine data `pe`.
+    #[inline]
+    pub(crate) fn sync_conn(
+        &self,
+        client: SocketAddr,
+        vip: SocketAddr,
+        dest: SocketAddr,
+        how: Option<crate::sync::ConnSync>,
+        pe: Option<&[u8]>,
+    ) {
+        if !self.sync.master_on() {
+            return;
+        }
+        let spec = self.spec();
+        let (conn, template) = crate::sync::entries(&spec, client, vip, dest, how, pe);
+        // The template first: a backup applies in order, and a
+        // connection's entry finds its template there.
+        for e in [template, conn].into_iter().flatten() {
+            self.sync.send(e);
+        }
     }
 
     /// The real server at `addr`, with what rvs keeps of it.

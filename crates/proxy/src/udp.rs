@@ -93,6 +93,9 @@ struct Session {
     /// address: its replies leave from there.
     reply_from: Option<Destination>,
     header_sent: AtomicBool,
+    /// Datagrams from the client, counted while a sync master runs
+    /// (`in_pkts`, which decides when the session is synced).
+    pkts: std::sync::atomic::AtomicU32,
     last: AtomicU64,
     referenced: AtomicBool,
     stop: CancellationToken,
@@ -131,6 +134,14 @@ impl Session {
                 in_pkts: 1,
                 ..Traffic::default()
             });
+            if self.svc.sync.master_on() {
+                let pkts = self.pkts.fetch_add(1, Relaxed).wrapping_add(1);
+                if self.svc.sync.udp_due(pkts) {
+                    let how = Some(crate::sync::ConnSync::Udp);
+                    self.svc
+                        .sync_conn(live.client, live.vip, conn.addr(), how, None);
+                }
+            }
         }
     }
 
@@ -532,6 +543,8 @@ async fn forward(session: &Arc<Session>, data: &[u8], who: SocketAddr, slot: &Sl
             match sched.schedule_with(who, slot.local, call, clock::now()) {
                 Some(conn) => {
                     svc.stats.conns.fetch_add(1, Relaxed);
+                    // One-packet entries are not synced; their templates are.
+                    svc.sync_conn(who, slot.local, conn.addr(), None, call);
                     conn.dest().add_traffic(Traffic {
                         in_pkts: 1,
                         in_bytes: n as u64,
@@ -589,7 +602,16 @@ async fn open(
         let up = UdpSocket::bind(unspecified_for(slot.local)).await.ok()?;
         (None, up)
     } else {
-        let Some(conn) = sched.schedule(client, slot.local, clock::now()) else {
+        // A session a master director synced here keeps its server.
+        let synced = if svc.sync.synced.is_empty() {
+            None
+        } else {
+            svc.sync
+                .synced
+                .take_udp(svc.name(), client, slot.local)
+                .and_then(|dest| sched.adopt(client, slot.local, dest))
+        };
+        let Some(conn) = synced.or_else(|| sched.schedule(client, slot.local, clock::now())) else {
             svc.refuse_unscheduled(client, slot.local, started);
             return None;
         };
@@ -744,6 +766,7 @@ fn install(
         header_every: spec.udp.proxy_protocol_every,
         reply_from: to,
         header_sent: AtomicBool::new(header_sent),
+        pkts: std::sync::atomic::AtomicU32::new(0),
         last: AtomicU64::new(last.as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),

@@ -235,6 +235,45 @@ fn the_tables_are_ipvsadms_byte_for_byte() {
         "Timeout (tcp tcpfin udp): 600 120 30\n"
     );
     assert_eq!(ok(&d.rvsadm("-L --daemon")), "");
+
+    // Sync daemons: started, listed as ipvsadm lists a kernel's (whose
+    // defaults the kernel fills in), refused twice, stopped.
+    ok(&d.rvsadm("--start-daemon master --mcast-interface lo --syncid 5"));
+    ok(&d.rvsadm("--start-daemon backup --mcast-interface lo --mcast-group 224.0.0.82 --mcast-port 8849 --sync-maxlen 2000 --mcast-ttl 3"));
+    assert_eq!(
+        ok(&d.rvsadm("-L --daemon")),
+        "master sync daemon (mcast=lo, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+         backup sync daemon (mcast=lo, syncid=0, maxlen=2000, group=224.0.0.82, port=8849, ttl=3)\n"
+    );
+    assert_eq!(
+        fails(&d.rvsadm("--start-daemon master --mcast-interface lo")),
+        (255, "Daemon has already run".into())
+    );
+    assert_eq!(
+        fails(&d.rvsadm("--start-daemon master --mcast-group 10.0.0.1")),
+        (2, "invalid IPv4 mcast-group `10.0.0.1'".into())
+    );
+    assert_eq!(
+        fails(&d.rvsadm("--start-daemon bogus")),
+        (2, "illegal start-daemon parameter specified".into())
+    );
+    // The daemons are part of the configuration: show-config has them.
+    let shown = ok(&bin("rvs")
+        .args(["show-config", "--admin", &d.admin])
+        .output()
+        .unwrap());
+    assert!(shown.contains("sync_daemon:"), "{shown}");
+    ok(&d.rvsadm("--stop-daemon master"));
+    ok(&d.rvsadm("--stop-daemon backup"));
+    assert_eq!(ok(&d.rvsadm("-L --daemon")), "");
+    assert_eq!(
+        fails(&d.rvsadm("--stop-daemon backup")),
+        (255, "No daemon is running".into())
+    );
+    assert_eq!(
+        fails(&d.rvsadm("--start-daemon master --mcast-interface nosuch0")),
+        (255, "No such device: nosuch0".into())
+    );
 }
 
 #[test]

@@ -354,7 +354,56 @@ pub(super) fn connections(p: &Proxy) -> Value {
             }));
         }
     }
+    // Entries a master director synced here (a backup's).
+    for f in p.sync().synced(now) {
+        out.push(json!({
+            "service": f.service,
+            "proto": proto_upper(f.proto),
+            "client": f.client.to_string(),
+            "vip": f.vip.to_string(),
+            "server": f.server.to_string(),
+            "state": f.state,
+            "expires": f.expires_in.as_secs(),
+            "synced": true,
+        }));
+    }
     json!({ "connections": out })
+}
+
+/// `GET /api/v1/daemon`: the sync daemons, as `ipvsadm -L --daemon` lists
+/// them, with what they counted.
+pub(super) fn daemons(p: &Proxy) -> Value {
+    let ld = std::sync::atomic::Ordering::Relaxed;
+    let st = &p.sync().stats;
+    let list: Vec<Value> = p
+        .sync()
+        .list()
+        .into_iter()
+        .map(|v| {
+            json!({
+                "state": v.daemon.state.name(),
+                "mcast_interface": v.daemon.mcast_interface,
+                "syncid": v.daemon.syncid,
+                "sync_maxlen": v.sync_maxlen,
+                "mcast_group": v.daemon.mcast_group.to_string(),
+                "mcast_port": v.daemon.mcast_port,
+                "mcast_ttl": v.daemon.mcast_ttl,
+                "error": v.error,
+            })
+        })
+        .collect();
+    json!({
+        "daemons": list,
+        "stats": {
+            "sent_messages": st.sent_messages.load(ld),
+            "sent_entries": st.sent_entries.load(ld),
+            "queue_drops": st.queue_drops.load(ld),
+            "send_errors": st.send_errors.load(ld),
+            "received_messages": st.received_messages.load(ld),
+            "applied_entries": st.applied_entries.load(ld),
+            "skipped_entries": st.skipped_entries.load(ld),
+        },
+    })
 }
 
 fn proto_upper(p: Proto) -> &'static str {

@@ -406,3 +406,66 @@ pub(super) fn set_timeouts(p: &Proxy, body: &[u8]) -> Result<Value, ApiError> {
     info!(?tcp, ?tcpfin, ?udp, "admin: timeouts set");
     Ok(super::api::timeouts(p))
 }
+
+/// `POST /api/v1/daemon` (`ipvsadm --start-daemon`): a body of
+/// `global.sync_daemon`'s keys starts that daemon. One of each state runs
+/// at a time; the interface must exist.
+pub(super) fn start_daemon(p: &Proxy, body: &[u8]) -> Result<Value, ApiError> {
+    let raw: crate::config::sync::RawSyncDaemon = parse(body)?;
+    let mut problems = Vec::new();
+    let Some(d) = crate::config::sync::daemon(raw, "daemon", &mut problems) else {
+        let why: Vec<String> = problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.path, p.reason))
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            why.join("; "),
+        ));
+    };
+    if !std::path::Path::new("/sys/class/net")
+        .join(&d.mcast_interface)
+        .exists()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_such_device",
+            format!("No such device: {}", d.mcast_interface),
+        ));
+    }
+    edit(p, |c| {
+        if c.global.sync.daemons.iter().any(|o| o.state == d.state) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "daemon_running",
+                "Daemon has already run",
+            ));
+        }
+        c.global.sync.daemons.push(d.clone());
+        Ok(())
+    })?;
+    info!(state = d.state.name(), interface = %d.mcast_interface, "admin: sync daemon started");
+    Ok(super::api::daemons(p))
+}
+
+/// `DELETE /api/v1/daemon/STATE` (`ipvsadm --stop-daemon STATE`).
+pub(super) fn stop_daemon(p: &Proxy, state: &str) -> Result<Value, ApiError> {
+    let state: crate::config::sync::SyncState = state.parse().map_err(|()| {
+        ApiError::bad_request(format!("{state:?} is not a daemon state: master or backup"))
+    })?;
+    edit(p, |c| {
+        let before = c.global.sync.daemons.len();
+        c.global.sync.daemons.retain(|d| d.state != state);
+        if c.global.sync.daemons.len() == before {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_daemon",
+                "No daemon is running",
+            ));
+        }
+        Ok(())
+    })?;
+    info!(state = state.name(), "admin: sync daemon stopped");
+    Ok(super::api::daemons(p))
+}

@@ -302,6 +302,7 @@ impl Admin {
                 &api::reload_status(p, self.inner.reloader.as_ref()),
             )),
             ["timeouts"] => Ok(json(StatusCode::OK, &api::timeouts(p))),
+            ["daemon"] => Ok(json(StatusCode::OK, &api::daemons(p))),
             _ => Err(ApiError::not_found()),
         }
     }
@@ -343,6 +344,10 @@ impl Admin {
             }
             (&Method::POST, ["zero"]) => done(StatusCode::OK, edits::zero(p, None)?),
             (&Method::PUT, ["timeouts"]) => done(StatusCode::OK, edits::set_timeouts(p, body)?),
+            (&Method::POST, ["daemon"]) => done(StatusCode::CREATED, edits::start_daemon(p, body)?),
+            (&Method::DELETE, ["daemon", state]) => {
+                done(StatusCode::OK, edits::stop_daemon(p, state)?)
+            }
             (&Method::POST, ["reload"]) => match &self.inner.reloader {
                 Some(r) => match r.reload().await {
                     Ok(()) => done(

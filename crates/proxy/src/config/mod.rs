@@ -20,6 +20,7 @@ mod persistence;
 pub(crate) use health::defaults as health_defaults;
 mod raw;
 mod secrets;
+pub mod sync;
 mod tcp_options;
 pub use secrets::REDACTED;
 mod validate;
@@ -67,6 +68,8 @@ pub struct Global {
     pub expire_quiescent_template: bool,
     /// The TCP socket options of services that set none.
     pub tcp: TcpOptions,
+    /// IPVS's connection synchronisation: the daemons and sysctls.
+    pub sync: sync::SyncSettings,
 }
 
 /// Socket options set on both of a TCP connection's sockets, the client's

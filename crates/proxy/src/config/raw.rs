@@ -33,6 +33,12 @@ pub(crate) struct RawGlobal {
     pub(crate) expire_quiescent_template: bool,
     pub(crate) tcp_keepalive: Option<RawKeepalive>,
     pub(crate) tcp_user_timeout: Option<Dur>,
+    #[serde(default)]
+    pub(crate) sync_daemon: Vec<super::sync::RawSyncDaemon>,
+    pub(crate) sync_threshold: Option<u32>,
+    pub(crate) sync_period: Option<u32>,
+    pub(crate) sync_refresh_period: Option<Dur>,
+    pub(crate) sync_retries: Option<u32>,
 }
 
 /// `tcp_keepalive:` as written: `true`/`false`, or its timing.

@@ -198,6 +198,16 @@ fn check(raw: RawConfig, problems: &mut Vec<At>) -> Config {
             "global",
             problems,
         ),
+        sync: super::sync::settings(
+            super::sync::RawSync {
+                daemons: raw.global.sync_daemon,
+                threshold: raw.global.sync_threshold,
+                period: raw.global.sync_period,
+                refresh_period: raw.global.sync_refresh_period,
+                retries: raw.global.sync_retries,
+            },
+            problems,
+        ),
     };
     let admin = super::admin::admin(raw.admin, problems);
     let mut names: HashMap<String, usize> = HashMap::new();

@@ -43,6 +43,33 @@ struct OutGlobal {
     tcp_keepalive: Option<OutKeepalive>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tcp_user_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sync_daemon: Vec<OutSyncDaemon>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync_period: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync_refresh_period: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync_retries: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct OutSyncDaemon {
+    state: &'static str,
+    mcast_interface: String,
+    #[serde(skip_serializing_if = "is_zero_u8")]
+    syncid: u8,
+    mcast_group: String,
+    mcast_port: u16,
+    mcast_ttl: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync_maxlen: Option<u16>,
+}
+
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
 }
 
 /// `tcp_keepalive:` as written: `false` (turning an inherited one off),
@@ -767,6 +794,28 @@ impl Config {
                 expire_quiescent_template: self.global.expire_quiescent_template,
                 tcp_keepalive,
                 tcp_user_timeout,
+                sync_daemon: self
+                    .global
+                    .sync
+                    .daemons
+                    .iter()
+                    .map(|d| OutSyncDaemon {
+                        state: d.state.name(),
+                        mcast_interface: d.mcast_interface.clone(),
+                        syncid: d.syncid,
+                        mcast_group: d.mcast_group.to_string(),
+                        mcast_port: d.mcast_port,
+                        mcast_ttl: d.mcast_ttl,
+                        sync_maxlen: d.sync_maxlen,
+                    })
+                    .collect(),
+                sync_threshold: (self.global.sync.threshold != super::sync::DEFAULT_THRESHOLD)
+                    .then_some(self.global.sync.threshold),
+                sync_period: (self.global.sync.period != super::sync::DEFAULT_PERIOD)
+                    .then_some(self.global.sync.period),
+                sync_refresh_period: (!self.global.sync.refresh_period.is_zero())
+                    .then(|| duration(self.global.sync.refresh_period)),
+                sync_retries: (self.global.sync.retries != 0).then_some(self.global.sync.retries),
             },
             admin: self.admin.out(),
             services: self

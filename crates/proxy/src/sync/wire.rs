@@ -103,7 +103,7 @@ const OPT_PE_NAME: u8 = 3;
 const OPT_F_PARAM: u8 = 1 << 6;
 
 /// One connection or template.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// `IPPROTO_*` ([`proto`]).
     pub protocol: u8,
@@ -272,6 +272,21 @@ pub enum Dropped {
 }
 
 impl Dropped {
+    /// Every reason, in a fixed order.
+    pub const ALL: [Dropped; 6] = [
+        Dropped::TooShort,
+        Dropped::BadSize,
+        Dropped::OtherSyncId,
+        Dropped::Truncated,
+        Dropped::UnknownVersion,
+        Dropped::BadOption,
+    ];
+
+    /// Its place in [`Dropped::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// A short name (for logs and metric labels).
     pub fn name(self) -> &'static str {
         match self {

@@ -42,6 +42,7 @@ use crate::sni::hello::ClientHello;
 use crate::sni::names::Routes;
 use crate::sni::read::{self, First, Refusals, Refused};
 use crate::stats::Refusal;
+use crate::sync::ConnSync;
 
 /// The destination the client connected to: the original destination of a
 /// connection that iptables redirected (REDIRECT/DNAT), else the local address.
@@ -229,6 +230,7 @@ async fn open(
     super::sockopts::apply(&server, &spec.tcp, "server");
     conn.established();
     live.conn.set_state(ConnState::Established);
+    svc.sync_conn(who, vip, conn.addr(), Some(ConnSync::Established), None);
     if let Some(version) = spec.proxy_protocol {
         let mut header = Vec::with_capacity(64);
         match version {
@@ -277,6 +279,14 @@ impl Relay {
                 } else {
                     ConnState::CloseWait
                 });
+                let c = &self.live.conn;
+                self.live.service().sync_conn(
+                    c.client,
+                    c.vip,
+                    self.conn.addr(),
+                    Some(ConnSync::Closing { client_first }),
+                    None,
+                );
             },
         )
         .await;
@@ -305,6 +315,13 @@ impl Relay {
             svc.stats.out_pkts.fetch_add(segs_out, Relaxed);
         }
         let who = live.conn.client;
+        svc.sync_conn(
+            who,
+            live.conn.vip,
+            conn.addr(),
+            Some(ConnSync::Closed),
+            None,
+        );
         let how = match end {
             End::Closed => "closed",
             End::Timeout => {

@@ -238,6 +238,27 @@ pub struct Command {
     pub list_timeout: bool,
     /// --daemon.
     pub list_daemon: bool,
+    /// --start-daemon/--stop-daemon's state, and the daemon options.
+    pub daemon: Daemon,
+}
+
+/// `--start-daemon STATE` and its options, `--stop-daemon STATE`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Daemon {
+    /// `master` or `backup`.
+    pub state: String,
+    /// --mcast-interface (ipvsadm's default: eth0).
+    pub mcast_interface: Option<String>,
+    /// --syncid.
+    pub syncid: Option<u8>,
+    /// --sync-maxlen.
+    pub sync_maxlen: Option<u16>,
+    /// --mcast-group.
+    pub mcast_group: Option<IpAddr>,
+    /// --mcast-port.
+    pub mcast_port: Option<u16>,
+    /// --mcast-ttl.
+    pub mcast_ttl: Option<u8>,
 }
 
 /// How a command line fails: ipvsadm's message and exit status.
@@ -469,6 +490,7 @@ fn opt_index(o: Opt) -> usize {
 pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, Exit> {
     let (toks, rest) = tokenize(args);
     let mut it = toks.into_iter();
+    let mut daemon_state = String::new();
     let cmd = match it.next() {
         Some((Tok::Opt(c, _), _)) => match c {
             'A' => Cmd::Add,
@@ -501,14 +523,19 @@ pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, E
             _ => return Err(Exit::tryhelp(program)),
         },
         Some((Tok::Long("set", _), _)) => Cmd::Timeout,
-        Some((Tok::Long("start-daemon", arg), _)) | Some((Tok::Long("stop-daemon", arg), _)) => {
-            let arg = arg.unwrap_or_default();
-            if arg != "master" && arg != "backup" {
+        Some((Tok::Long("start-daemon", arg), _)) => {
+            daemon_state = arg.unwrap_or_default();
+            if daemon_state != "master" && daemon_state != "backup" {
                 return Err(Exit::fail("illegal start-daemon parameter specified"));
             }
-            return Err(Exit::op(
-                "The connection synchronization daemon is not part of rvs: run replicas that schedule alike (sh, dh, mh) instead",
-            ));
+            Cmd::StartDaemon
+        }
+        Some((Tok::Long("stop-daemon", arg), _)) => {
+            daemon_state = arg.unwrap_or_default();
+            if daemon_state != "master" && daemon_state != "backup" {
+                return Err(Exit::fail("illegal start_daemon specified"));
+            }
+            Cmd::StopDaemon
         }
         _ => return Err(Exit::tryhelp(program)),
     };
@@ -533,6 +560,10 @@ pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, E
         connections: false,
         list_timeout: false,
         list_daemon: false,
+        daemon: Daemon {
+            state: daemon_state,
+            ..Daemon::default()
+        },
     };
     let mut options: u64 = 0;
     let mut set = |o: Opt| -> Result<(), Exit> {
@@ -653,10 +684,18 @@ pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, E
                 set(Opt::Numeric)?;
                 c.format.numeric = true;
             }
-            Tok::Long("mcast-interface", _) => set(Opt::Mcast)?,
+            Tok::Long("mcast-interface", arg) => {
+                set(Opt::Mcast)?;
+                // IP_VS_IFNAME_MAXLEN less its NUL, as ipvsadm's strncpy.
+                let mut name = arg.unwrap_or_default();
+                name.truncate(15);
+                c.daemon.mcast_interface = Some(name);
+            }
             Tok::Long("syncid", arg) => {
                 set(Opt::SyncId)?;
-                number(arg, 0, 255).ok_or_else(|| Exit::fail("illegal syncid specified"))?;
+                let id =
+                    number(arg, 0, 255).ok_or_else(|| Exit::fail("illegal syncid specified"))?;
+                c.daemon.syncid = u8::try_from(id).ok();
             }
             Tok::Long("timeout", _) => {
                 set(Opt::Timeout)?;
@@ -708,10 +747,38 @@ pub fn parse(program: &str, args: &[String], names: &Names) -> Result<Command, E
                 set(Opt::SchedFlags)?;
                 sched_flags_arg = arg;
             }
-            Tok::Long("mcast-group", _) => set(Opt::McastGroup)?,
-            Tok::Long("mcast-port", _) => set(Opt::McastPort)?,
-            Tok::Long("mcast-ttl", _) => set(Opt::McastTtl)?,
-            Tok::Long("sync-maxlen", _) => set(Opt::SyncMaxlen)?,
+            Tok::Long("mcast-group", arg) => {
+                set(Opt::McastGroup)?;
+                let arg = arg.unwrap_or_default();
+                let v6 = arg.contains(':');
+                let group = arg
+                    .parse::<IpAddr>()
+                    .ok()
+                    .filter(|g| g.is_multicast() && g.is_ipv6() == v6);
+                let Some(group) = group else {
+                    let family = if v6 { "IPv6" } else { "IPv4" };
+                    return Err(Exit::fail(format!("invalid {family} mcast-group `{arg}'")));
+                };
+                c.daemon.mcast_group = Some(group);
+            }
+            Tok::Long("mcast-port", arg) => {
+                set(Opt::McastPort)?;
+                let p = number(arg, 1, 65535)
+                    .ok_or_else(|| Exit::fail("illegal mcast-port specified"))?;
+                c.daemon.mcast_port = u16::try_from(p).ok();
+            }
+            Tok::Long("mcast-ttl", arg) => {
+                set(Opt::McastTtl)?;
+                let t =
+                    number(arg, 1, 255).ok_or_else(|| Exit::fail("illegal mcast-ttl specified"))?;
+                c.daemon.mcast_ttl = u8::try_from(t).ok();
+            }
+            Tok::Long("sync-maxlen", arg) => {
+                set(Opt::SyncMaxlen)?;
+                let m = number(arg, 1, 65535 - 20 - 8)
+                    .ok_or_else(|| Exit::fail("illegal sync-maxlen specified"))?;
+                c.daemon.sync_maxlen = u16::try_from(m).ok();
+            }
             Tok::Long("tun-info", _) => set(Opt::TunInfo)?,
             Tok::Long("tun-type", _) => set(Opt::TunType)?,
             Tok::Long("tun-port", _) => set(Opt::TunPort)?,

@@ -269,8 +269,17 @@ impl Ctx<'_> {
                 let n = |k: &str| v[k].as_u64().unwrap_or(0);
                 print(out, &table::timeouts(n("tcp"), n("tcpfin"), n("udp")))
             }
-            // No sync daemon runs: nothing to list.
-            Cmd::List if c.list_daemon => Ok(()),
+            Cmd::List if c.list_daemon => {
+                let v = match self.client.get_json("/api/v1/daemon") {
+                    Err(e) => return Err(unreachable(self.client, &e)),
+                    Ok(Err(r)) => return Err(refusal(&r, "No such service")),
+                    Ok(Ok(v)) => v,
+                };
+                let list: table::ApiDaemons = serde_json::from_value(v).map_err(|e| {
+                    Exit::fail(format!("rvs answered a table rvsadm cannot read: {e}"))
+                })?;
+                print(out, &table::daemons(&list))
+            }
             Cmd::List => {
                 let list = self.services()?;
                 match c.service {
@@ -325,7 +334,35 @@ impl Ctx<'_> {
             Cmd::Edit => self.edit_service(c),
             Cmd::Del => self.del_service(c),
             Cmd::AddDest | Cmd::EditDest | Cmd::DelDest => self.dest(c),
-            Cmd::Restore | Cmd::StartDaemon | Cmd::StopDaemon => Err(Exit::tryhelp(self.program)),
+            Cmd::StartDaemon => {
+                let d = &c.daemon;
+                let mut body = json!({
+                    "state": d.state,
+                    // ipvsadm's DEF_MCAST_IFN.
+                    "mcast_interface": d.mcast_interface.as_deref().unwrap_or("eth0"),
+                    "syncid": d.syncid.unwrap_or(0),
+                });
+                if let Some(m) = d.sync_maxlen {
+                    body["sync_maxlen"] = json!(m);
+                }
+                if let Some(g) = d.mcast_group {
+                    body["mcast_group"] = json!(g.to_string());
+                }
+                if let Some(p) = d.mcast_port {
+                    body["mcast_port"] = json!(p);
+                }
+                if let Some(t) = d.mcast_ttl {
+                    body["mcast_ttl"] = json!(t);
+                }
+                self.change("POST", "/api/v1/daemon", Some(body), "No such service")
+            }
+            Cmd::StopDaemon => self.change(
+                "DELETE",
+                &format!("/api/v1/daemon/{}", c.daemon.state),
+                None,
+                "No such service",
+            ),
+            Cmd::Restore => Err(Exit::tryhelp(self.program)),
         }
     }
 

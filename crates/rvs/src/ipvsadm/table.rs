@@ -557,6 +557,57 @@ pub fn list_conns(list: &ApiConns, names: &Names, f: Format) -> String {
     out
 }
 
+/// `GET /api/v1/daemon`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ApiDaemons {
+    /// The running daemons, master first.
+    pub daemons: Vec<ApiDaemon>,
+}
+
+/// A sync daemon as the API lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ApiDaemon {
+    /// `master` or `backup`.
+    pub state: String,
+    /// Its interface.
+    pub mcast_interface: String,
+    /// Its sync ID.
+    pub syncid: u8,
+    /// The largest message.
+    pub sync_maxlen: u16,
+    /// The group.
+    pub mcast_group: String,
+    /// The port.
+    pub mcast_port: u16,
+    /// The TTL.
+    pub mcast_ttl: u8,
+}
+
+/// `list_daemon()`: a line per daemon, master first, with what the kernel
+/// reports (its defaults filled in when the daemon started).
+pub fn daemons(list: &ApiDaemons) -> String {
+    let mut out = String::new();
+    for d in &list.daemons {
+        let _ = write!(
+            out,
+            "{} sync daemon (mcast={}, syncid={}",
+            d.state, d.mcast_interface, d.syncid
+        );
+        if d.sync_maxlen > 0 {
+            let _ = write!(out, ", maxlen={}", d.sync_maxlen);
+        }
+        let _ = write!(out, ", group={}", d.mcast_group);
+        if d.mcast_port > 0 {
+            let _ = write!(out, ", port={}", d.mcast_port);
+        }
+        if d.mcast_ttl > 0 {
+            let _ = write!(out, ", ttl={}", d.mcast_ttl);
+        }
+        out.push_str(")\n");
+    }
+    out
+}
+
 /// `list_timeout()`.
 pub fn timeouts(tcp: u64, tcpfin: u64, udp: u64) -> String {
     format!("Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}\n")

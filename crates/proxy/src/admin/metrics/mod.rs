@@ -308,6 +308,75 @@ impl Scrape {
                 );
             },
         );
+        let daemons = p.sync().list();
+        let st = &p.sync().stats;
+        if !daemons.is_empty()
+            || st.received_messages.load(Relaxed) > 0
+            || st.sent_messages.load(Relaxed) > 0
+        {
+            one(
+                "rvs_sync_daemon_up",
+                "The sync daemons (ipvsadm --start-daemon), by state: 1 while its multicast socket is open, 0 while it waits for its interface.",
+                Kind::Gauge,
+                &mut |l| {
+                    for d in &daemons {
+                        l.flag(
+                            &[
+                                ("state", d.daemon.state.name()),
+                                ("interface", &d.daemon.mcast_interface),
+                            ],
+                            d.error.is_none(),
+                        );
+                    }
+                },
+            );
+            one(
+                "rvs_sync_sent_total",
+                "What the master sync daemon sent: messages, and the entries in them.",
+                Kind::Counter,
+                &mut |l| {
+                    l.int(&[("what", "messages")], st.sent_messages.load(Relaxed));
+                    l.int(&[("what", "entries")], st.sent_entries.load(Relaxed));
+                },
+            );
+            one(
+                "rvs_sync_lost_total",
+                "Entries the data plane could not queue for the master sync daemon (queue_full: it never waits), and messages the socket refused (send_error).",
+                Kind::Counter,
+                &mut |l| {
+                    l.int(&[("reason", "queue_full")], st.queue_drops.load(Relaxed));
+                    l.int(&[("reason", "send_error")], st.send_errors.load(Relaxed));
+                },
+            );
+            one(
+                "rvs_sync_received_total",
+                "What the backup sync daemon received: messages read, entries applied, entries skipped (a protocol, state, engine, service or real server this director has not).",
+                Kind::Counter,
+                &mut |l| {
+                    l.int(&[("what", "messages")], st.received_messages.load(Relaxed));
+                    l.int(&[("what", "applied")], st.applied_entries.load(Relaxed));
+                    l.int(&[("what", "skipped")], st.skipped_entries.load(Relaxed));
+                },
+            );
+            one(
+                "rvs_sync_dropped_total",
+                "Received messages (or their rest) dropped as the kernel's backup drops them, by reason: too_short, bad_size, other_syncid, truncated, unknown_version, bad_option.",
+                Kind::Counter,
+                &mut |l| {
+                    let names = [
+                        "too_short",
+                        "bad_size",
+                        "other_syncid",
+                        "truncated",
+                        "unknown_version",
+                        "bad_option",
+                    ];
+                    for (name, n) in names.iter().zip(&st.dropped) {
+                        l.int(&[("reason", name)], n.load(Relaxed));
+                    }
+                },
+            );
+        }
         let routed = p.routed_addresses();
         if !routed.is_empty() {
             one(

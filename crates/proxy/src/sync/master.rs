@@ -1,0 +1,129 @@
+//! The master daemon's task: entries from the data plane's queue into
+//! messages, multicast when full or when their first entry has waited
+//! [`FLUSH`] (the kernel waits up to 2 s, `IPVS_SYNC_FLUSH_TIME`; a
+//! shorter wait loses less at a failover).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::wire::{Entry, Message, Refused};
+use super::{Daemons, Status, lock, socket};
+use crate::config::sync::SyncDaemon;
+
+/// The longest an entry waits in a message that is not full.
+const FLUSH: Duration = Duration::from_millis(200);
+/// A template is sent at most this often.
+const TEMPLATE_EVERY: Duration = Duration::from_secs(1);
+/// Between two tries to open the socket (an interface not there yet).
+const RETRY: Duration = Duration::from_secs(2);
+
+pub(super) async fn run(
+    d: SyncDaemon,
+    mut rx: mpsc::Receiver<Entry>,
+    daemons: Arc<Daemons>,
+    status: Arc<Mutex<Status>>,
+    stop: CancellationToken,
+) {
+    let maxlen = usize::from(socket::maxlen(&d));
+    lock(&status).maxlen = maxlen as u16;
+    let sock = loop {
+        match socket::sender(&d) {
+            Ok(s) => {
+                lock(&status).error = None;
+                break s;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if lock(&status).error.as_deref() != Some(e.as_str()) {
+                    warn!(interface = %d.mcast_interface, error = %e, "sync master: no socket yet; retrying");
+                    lock(&status).error = Some(e);
+                }
+                // Entries queued meanwhile are dropped, not kept stale.
+                while rx.try_recv().is_ok() {}
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            }
+        }
+    };
+    let mut msg = Message::new(d.syncid, maxlen);
+    let mut since: Option<Instant> = None;
+    let mut templates: HashMap<Entry, Instant> = HashMap::new();
+    loop {
+        let flush_at = since.map(|t| t + FLUSH);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            got = rx.recv() => {
+                let Some(e) = got else { break };
+                let now = Instant::now();
+                if e.is_template() {
+                    let mut key = e.clone();
+                    key.timeout = 0;
+                    match templates.get(&key) {
+                        Some(at) if now.duration_since(*at) < TEMPLATE_EVERY => continue,
+                        _ => {}
+                    }
+                    if templates.len() > 65_536 {
+                        templates.retain(|_, at| now.duration_since(*at) < TEMPLATE_EVERY);
+                    }
+                    templates.insert(key, now);
+                }
+                match msg.push(&e) {
+                    Ok(()) => {}
+                    Err(Refused::Full) => {
+                        send(&sock, &msg, &daemons).await;
+                        msg = Message::new(d.syncid, maxlen);
+                        let _ = msg.push(&e);
+                        since = None;
+                    }
+                    Err(Refused::Invalid) => continue,
+                }
+                since.get_or_insert(now);
+            }
+            () = sleep_until(flush_at) => {
+                send(&sock, &msg, &daemons).await;
+                msg = Message::new(d.syncid, maxlen);
+                since = None;
+            }
+        }
+    }
+    if !msg.is_empty() {
+        send(&sock, &msg, &daemons).await;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send(sock: &UdpSocket, msg: &Message, daemons: &Daemons) {
+    if msg.is_empty() {
+        return;
+    }
+    // A multicast send does not block for long; a refused one is counted
+    // and the message dropped, as the kernel's master drops it on error.
+    match sock.send(msg.bytes()).await {
+        Ok(_) => {
+            daemons.stats.sent_messages.fetch_add(1, Relaxed);
+            daemons
+                .stats
+                .sent_entries
+                .fetch_add(msg.len() as u64, Relaxed);
+        }
+        Err(_) => {
+            daemons.stats.send_errors.fetch_add(1, Relaxed);
+        }
+    }
+}
