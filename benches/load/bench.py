@@ -48,6 +48,8 @@ TLS_B = 21443
 BASE = {"rvs": 22000, "haproxy": 23000, "haproxy-splice": 24000, "nginx": 25000}
 # The earlier rvs of `--before` (its ports; a peer only when asked for).
 BEFORE_BASE = 26000
+# rvs with a master sync daemon (`--sync`: its ports; a peer only then).
+SYNC_BASE = 27000
 # rvs services for the scaling row: 1 and 1000 real servers.
 SCALE = {"1 server, wlc": 22100, "1000 servers, wlc": 22101, "1000 servers, mh": 22102}
 N_IDLE = 10_000
@@ -308,6 +310,11 @@ http {{
         f.write(rvs_yaml(BASE["rvs"], scale=True))
     with open(os.path.join(wd, "rvs-before.yaml"), "w") as f:
         f.write(rvs_yaml(BEFORE_BASE, scale=False))
+    # The same rvs with a master sync daemon multicasting out of lo: what
+    # the data plane pays to tell it every connection.
+    with open(os.path.join(wd, "rvs-sync.yaml"), "w") as f:
+        f.write("global:\n  sync_daemon:\n    - {state: master, mcast_interface: lo, syncid: 1}\n"
+                + rvs_yaml(SYNC_BASE, scale=False))
     # HAProxy, plain and with forced splice.
     haproxy_others = "".join(
         f"    use_backend tls_other if {{ req.ssl_sni -m end {n[1:]} }}\n" if n.startswith("*")
@@ -469,6 +476,8 @@ def target(peer, row):
                 "tls": TLS_B}[row]
     if peer == "rvs-before":
         return BEFORE_BASE + off
+    if peer == "rvs-sync":
+        return SYNC_BASE + off
     return BASE[peer] + off
 
 
@@ -698,6 +707,11 @@ def measure(args, only, reps, secs):
                                                           os.path.join(wd, "rvs-before.yaml"),
                                                           "--log-level", "warn"]
                                            + args.rvs_args.split(), wd)
+        if args.sync:
+            procs["rvs-sync"] = ps.start("rvs-sync", [os.path.join(ROOT, "target/release/rvs"), "run", "-c",
+                                                      os.path.join(wd, "rvs-sync.yaml"),
+                                                      "--log-level", "warn"]
+                                         + args.rvs_args.split(), wd)
         for peer in ("haproxy", "haproxy-splice"):
             procs[peer] = ps.start(peer, ["haproxy", "-db", "-f", os.path.join(wd, peer + ".cfg")], wd)
         procs["nginx"] = ps.start(NAMES["nginx"], ["nginx", "-g", "daemon off;", "-p", wd, "-c",
@@ -705,7 +719,8 @@ def measure(args, only, reps, secs):
         for port in (HTTP_B, IPERF_B, HOLD_B, TLS_B, BASE["rvs"] + 80, BASE["haproxy"] + 80,
                      BASE["haproxy-splice"] + 80, BASE["nginx"] + 80, SCALE["1000 servers, mh"],
                      *(BASE[p] + 443 for p in BASE),
-                     *((BEFORE_BASE + 80, BEFORE_BASE + 443) if args.before else ())):
+                     *((BEFORE_BASE + 80, BEFORE_BASE + 443) if args.before else ()),
+                     *((SYNC_BASE + 80, SYNC_BASE + 443) if args.sync else ())):
             wait_port(port)
         time.sleep(1)
 
@@ -771,6 +786,9 @@ def main():
     ap.add_argument("--before", metavar="RVS",
                     help="an earlier rvs binary, measured beside this one as the peer rvs-before "
                          "(a before/after comparison of every row in one run)")
+    ap.add_argument("--sync", action="store_true",
+                    help="also measure this rvs with a master sync daemon (multicast out of lo) "
+                         "as the peer rvs-sync: the sync sender's cost, same run")
     ap.add_argument("--rvs-args", default="",
                     help="extra arguments for `rvs run`, to compare settings (e.g. '--workers 0')")
     args = ap.parse_args()
@@ -784,6 +802,8 @@ def main():
         ap.error(f"--before {args.before}: not an executable file")
     if args.before:
         PEERS.insert(1, "rvs-before")
+    if args.sync:
+        PEERS.insert(1, "rvs-sync")
 
     if args.replot:
         with open(args.replot) as f:
@@ -791,6 +811,8 @@ def main():
         res = {tuple(k.split("|")): v for k, v in saved["samples"].items()}
         if any(k[1] == "rvs-before" for k in res) and "rvs-before" not in PEERS:
             PEERS.insert(1, "rvs-before")
+        if any(k[1] == "rvs-sync" for k in res) and "rvs-sync" not in PEERS:
+            PEERS.insert(1, "rvs-sync")
         crit, reps, secs, v, day = (saved["criterion"], saved["reps"], saved["secs"],
                                     saved["versions"], saved["date"])
     else:

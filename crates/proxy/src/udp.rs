@@ -96,6 +96,8 @@ struct Session {
     /// Datagrams from the client, counted while a sync master runs
     /// (`in_pkts`, which decides when the session is synced).
     pkts: std::sync::atomic::AtomicU32,
+    /// `sync_endtime`: when it was last synced ([`crate::sync::Daemons::needed`]).
+    sync_end: AtomicU64,
     last: AtomicU64,
     referenced: AtomicBool,
     stop: CancellationToken,
@@ -136,7 +138,8 @@ impl Session {
             });
             if self.svc.sync.master_on() {
                 let pkts = self.pkts.fetch_add(1, Relaxed).wrapping_add(1);
-                if self.svc.sync.udp_due(pkts) {
+                let timeout = self.svc.spec().timeouts.udp;
+                if self.svc.sync.needed(&self.sync_end, pkts, timeout) {
                     let how = Some(crate::sync::ConnSync::Udp);
                     self.svc
                         .sync_conn(live.client, live.vip, conn.addr(), how, None);
@@ -767,6 +770,7 @@ fn install(
         reply_from: to,
         header_sent: AtomicBool::new(header_sent),
         pkts: std::sync::atomic::AtomicU32::new(0),
+        sync_end: AtomicU64::new(0),
         last: AtomicU64::new(last.as_nanos()),
         referenced: AtomicBool::new(false),
         stop: CancellationToken::new(),

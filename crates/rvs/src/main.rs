@@ -148,6 +148,11 @@ enum ImportFrom {
     Ipvsadm {
         /// The rules file.
         file: PathBuf,
+        /// The addresses a firewall mark covers (`-f MARK`): its service
+        /// listens on them, one persistence for all (`scope: service`).
+        /// `udp:` before the addresses for a UDP service. Repeatable.
+        #[arg(long, value_name = "MARK=ADDR:PORT,ADDR:PORT")]
+        fwmark: Vec<String>,
     },
     /// A keepalived.conf (its `include` files are read too).
     Keepalived {
@@ -157,6 +162,12 @@ enum ImportFrom {
         /// host name's first part, as keepalived's.
         #[arg(long)]
         config_id: Option<String>,
+        /// The addresses a firewall mark covers (`virtual_server fwmark
+        /// MARK`): its service listens on them, one persistence for all
+        /// (`scope: service`). `udp:` before the addresses for a UDP
+        /// service. Repeatable.
+        #[arg(long, value_name = "MARK=ADDR:PORT,ADDR:PORT")]
+        fwmark: Vec<String>,
         /// Also write a keepalived.conf for VRRP alone here: what rvs does
         /// not do (global_defs, vrrp_script, vrrp_instance,
         /// vrrp_sync_group, static addresses and routes), with a
@@ -292,8 +303,26 @@ fn main() -> ExitCode {
 
 fn import(from: ImportFrom) -> ExitCode {
     use rvs::import;
+    let marks = |given: &[String]| -> Result<import::Marks, String> {
+        let mut m = import::Marks::default();
+        for g in given {
+            m.add(g)?;
+        }
+        Ok(m)
+    };
+    let given = match &from {
+        ImportFrom::Ipvsadm { fwmark, .. } | ImportFrom::Keepalived { fwmark, .. } => marks(fwmark),
+        ImportFrom::Ldirectord { .. } => Ok(import::Marks::default()),
+    };
+    let marks = match given {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("rvs import: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match &from {
-        ImportFrom::Ipvsadm { file } => {
+        ImportFrom::Ipvsadm { file, .. } => {
             let name = file.display().to_string();
             let text = if name == "-" {
                 let mut t = String::new();
@@ -305,7 +334,14 @@ fn import(from: ImportFrom) -> ExitCode {
                 file: name.clone(),
                 error,
             })
-            .and_then(|t| import::ipvsadm::import(&t, &name, &rvs::ipvsadm::names::Names::system()))
+            .and_then(|t| {
+                import::ipvsadm::import_marked(
+                    &t,
+                    &name,
+                    &rvs::ipvsadm::names::Names::system(),
+                    &marks,
+                )
+            })
         }
         ImportFrom::Keepalived {
             file,
@@ -317,7 +353,7 @@ fn import(from: ImportFrom) -> ExitCode {
                 .clone()
                 .unwrap_or_else(import::keepalived::default_config_id);
             let out = vrrp_out.as_ref().map(|p| p.display().to_string());
-            import::keepalived::import_keeping_vrrp(file, &id, out.as_deref())
+            import::keepalived::import_marked(file, &id, out.as_deref(), &marks)
         }
         ImportFrom::Ldirectord { file } => {
             import::ldirectord::import(file, &rvs::ipvsadm::names::Names::system())
@@ -337,6 +373,7 @@ fn import(from: ImportFrom) -> ExitCode {
             vrrp_out: Some(out),
             rvs_binary,
             ready_admin,
+            ..
         } = &from
         {
             let id = config_id

@@ -230,7 +230,7 @@ fn ipvsadm_rules_become_rvs_yaml() {
     );
     assert!(
         warnings.contains(&format!(
-            "{r}:8: warning: -f 7: rvs has no firewall-mark services"
+            "{r}:8: warning: -f 7: rvs does not see firewall marks"
         )),
         "{warnings}"
     );
@@ -984,6 +984,121 @@ fn protocol_checks_are_imported_as_protocol_checks() {
     );
     assert!(
         !warnings.contains("the protocol exchange is not tried"),
+        "{warnings}"
+    );
+}
+
+/// Firewall marks with the addresses they cover become one service with
+/// one persistence for all of them; without, a warning. The sync daemon
+/// and the SIP engine come across, from ipvsadm rules and keepalived.
+#[test]
+fn marks_sync_daemons_and_the_sip_engine_are_imported() {
+    let dir = temp_dir("import-marks");
+    let rules = dir.join("rules");
+    std::fs::write(
+        &rules,
+        "-A -f 7 -s rr -p 300\n-a -f 7 -r 10.0.0.2:0 -m -w 1\n-a -f 7 -r 10.0.0.3:0 -m -w 1\n\
+         -A -f 8 -s wlc\n-a -f 8 -r 10.0.0.4:0 -m\n\
+         -A -u 192.0.2.1:5060 -s rr -p 60 --pe sip\n-a -u 192.0.2.1:5060 -r 10.0.0.5:5060 -m\n\
+         --start-daemon master --mcast-interface eth1 --syncid 9\n--start-daemon backup --mcast-interface eth1\n",
+    )
+    .unwrap();
+    let out = rvs()
+        .args(["import", "ipvsadm"])
+        .arg(&rules)
+        .args(["--fwmark", "7=192.0.2.1:80,192.0.2.1:443"])
+        .output()
+        .unwrap();
+    let (yaml, warnings) = text(&out);
+    assert!(out.status.success(), "{warnings}");
+    let c = checks(&yaml, "import-marks-rules");
+    let fwm = c.services.iter().find(|s| s.name == "fwm-7").unwrap();
+    assert_eq!(fwm.listen.len(), 2, "{yaml}");
+    let p = fwm.sched.persistence.unwrap();
+    assert_eq!(p.scope, rvs_sched::Scope::Service);
+    assert_eq!(fwm.persistence.fwmark, Some(7));
+    assert_eq!(fwm.real_servers[0].address.port(), 0);
+    // Mark 8 has no addresses: a warning, with the way to give them.
+    assert!(
+        warnings.contains("-f 8: rvs does not see firewall marks")
+            && warnings.contains("--fwmark 8="),
+        "{warnings}"
+    );
+    assert!(!c.services.iter().any(|s| s.name == "fwm-8"));
+    let sip = c
+        .services
+        .iter()
+        .find(|s| s.proto == rvs_proxy::config::Proto::Udp)
+        .unwrap();
+    assert_eq!(
+        sip.persistence.engine,
+        Some(rvs_proxy::config::PersistenceEngine::Sip)
+    );
+    let d = &c.global.sync.daemons;
+    assert_eq!(d.len(), 2, "{yaml}");
+    assert_eq!((d[0].mcast_interface.as_str(), d[0].syncid), ("eth1", 9));
+    // A bad --fwmark is refused, naming it.
+    let bad = rvs()
+        .args(["import", "ipvsadm"])
+        .arg(&rules)
+        .args(["--fwmark", "7=nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad).1.contains("--fwmark 7=nowhere"),
+        "{}",
+        text(&bad).1
+    );
+
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        "global_defs {\n  lvs_sync_daemon eth0 VI_1\n}\n\
+         vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 51\n  virtual_ipaddress {\n    192.0.2.1\n  }\n}\n\
+         virtual_server fwmark 3 {\n  lb_algo rr\n  persistence_timeout 600\n  real_server 10.0.0.2 0 {\n  }\n}\n\
+         virtual_server 192.0.2.1 5060 {\n  protocol UDP\n  lb_algo rr\n  persistence_timeout 60\n  persistence_engine sip\n  real_server 10.0.0.5 5060 {\n  }\n}\n",
+    )
+    .unwrap();
+    let out = rvs()
+        .args(["import", "keepalived"])
+        .arg(&conf)
+        .args([
+            "--config-id",
+            "lb1",
+            "--fwmark",
+            "3=192.0.2.1:80,192.0.2.1:443",
+        ])
+        .output()
+        .unwrap();
+    let (yaml, warnings) = text(&out);
+    assert!(out.status.success(), "{warnings}");
+    let c = checks(&yaml, "import-marks-keepalived");
+    let fwm = c.services.iter().find(|s| s.name == "fwm-3").unwrap();
+    assert_eq!(fwm.listen.len(), 2, "{yaml}");
+    assert_eq!(
+        fwm.sched.persistence.unwrap().scope,
+        rvs_sched::Scope::Service
+    );
+    let sip = c
+        .services
+        .iter()
+        .find(|s| s.proto == rvs_proxy::config::Proto::Udp)
+        .unwrap();
+    assert_eq!(
+        sip.persistence.engine,
+        Some(rvs_proxy::config::PersistenceEngine::Sip)
+    );
+    // Both daemons, of the instance's virtual_router_id.
+    let d = &c.global.sync.daemons;
+    assert_eq!(d.len(), 2, "{yaml}");
+    assert!(
+        d.iter()
+            .all(|d| d.syncid == 51 && d.mcast_interface == "eth0"),
+        "{yaml}"
+    );
+    assert!(
+        warnings.contains("lvs_sync_daemon eth0: a master and a backup sync daemon"),
         "{warnings}"
     );
 }

@@ -90,6 +90,9 @@ pub struct Daemons {
     /// `sync_threshold` and `sync_period`.
     threshold: AtomicU32,
     period: AtomicU32,
+    /// `sync_refresh_period` in milliseconds, and `sync_retries`.
+    refresh_ms: AtomicU64,
+    retries: AtomicU32,
     running: Mutex<Running>,
     /// What backups received: UDP sessions and TCP connections.
     pub(crate) synced: Synced,
@@ -129,15 +132,45 @@ impl Daemons {
         self.master_on.load(Relaxed)
     }
 
-    /// Whether a UDP session's `pkts`-th datagram is synced
-    /// (`ip_vs_sync_conn_needed()` without a refresh period).
-    pub(crate) fn udp_due(&self, pkts: u32) -> bool {
+    /// `ip_vs_sync_conn_needed()` for a connection at its `pkts`-th packet,
+    /// whose entry lives `timeout` on a backup: whether it is sent now.
+    /// `end` is the connection's `sync_endtime` (milliseconds of
+    /// [`crate::clock`], the sends retried in its two low bits), updated
+    /// when it is.
+    pub(crate) fn needed(&self, end: &AtomicU64, pkts: u32, timeout: Duration) -> bool {
         let (threshold, period) = (self.threshold.load(Relaxed), self.period.load(Relaxed));
-        if period > 0 {
-            pkts % period == threshold
-        } else {
-            pkts == threshold
+        let refresh = self.refresh_ms.load(Relaxed);
+        let now = crate::clock::now().as_nanos() / 1_000_000;
+        let timeout = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX / 4);
+        let orig = end.load(Relaxed);
+        let mut n = now.saturating_add(timeout) & !3;
+        if refresh > 0 {
+            let diff = n.abs_diff(orig);
+            let min_diff = (timeout / 2).max(10_000);
+            // Not sent again while its expiry would move by less than the
+            // refresh period (and half its timeout), but for retries.
+            if diff < refresh.min(min_diff) {
+                let retries = orig & 3;
+                if retries >= u64::from(self.retries.load(Relaxed)) {
+                    return false;
+                }
+                // `time_before(now, orig - timeout + refresh / 8)`: the last
+                // send was `orig - timeout`.
+                let (now_s, orig_s) = (now as i128, orig as i128);
+                if now_s < orig_s - timeout as i128 + (refresh >> 3) as i128 {
+                    return false;
+                }
+                n |= retries + 1;
+            }
         }
+        if period > 0 {
+            if pkts % period != threshold {
+                return false;
+            }
+        } else if refresh == 0 && pkts != threshold {
+            return false;
+        }
+        end.compare_exchange(orig, n, Relaxed, Relaxed).is_ok()
     }
 
     /// Queues `e` for the master, never waiting.
@@ -157,6 +190,12 @@ impl Daemons {
         proxy: Weak<crate::proxy::Inner>,
     ) {
         self.threshold.store(settings.threshold, Relaxed);
+        self.period.store(settings.period, Relaxed);
+        self.refresh_ms.store(
+            u64::try_from(settings.refresh_period.as_millis()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+        self.retries.store(settings.retries, Relaxed);
         if tokio::runtime::Handle::try_current().is_err() {
             // Configurations are applied on the runtime; a daemon needs it.
             if !settings.daemons.is_empty() {
@@ -164,7 +203,6 @@ impl Daemons {
             }
             return;
         }
-        self.period.store(settings.period, Relaxed);
         let mut run = lock(&self.running);
         for state in [SyncState::Master, SyncState::Backup] {
             let want = settings.daemons.iter().find(|d| d.state == state);
@@ -372,4 +410,40 @@ fn first_like(spec: &ServiceSpec, like: IpAddr) -> Option<IpAddr> {
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_sent_as_the_kernel_decides() {
+        let d = Daemons::default();
+        d.threshold.store(3, Relaxed);
+        d.period.store(50, Relaxed);
+        let end = AtomicU64::new(0);
+        let t = Duration::from_secs(300);
+        let sent: Vec<u32> = (1..=110).filter(|&p| d.needed(&end, p, t)).collect();
+        assert_eq!(sent, [3, 53, 103], "sync_threshold 3 50");
+        // Period 0: once, at the threshold.
+        d.period.store(0, Relaxed);
+        let end = AtomicU64::new(0);
+        let sent: Vec<u32> = (1..=110).filter(|&p| d.needed(&end, p, t)).collect();
+        assert_eq!(sent, [3]);
+        // A refresh period: not again within it (the expiry would move by
+        // less), whatever the packet count; with retries, up to that many
+        // more once an eighth of it passed.
+        d.period.store(1, Relaxed);
+        d.threshold.store(0, Relaxed);
+        d.refresh_ms.store(60_000, Relaxed);
+        let end = AtomicU64::new(0);
+        let sent = (1..=20).filter(|&p| d.needed(&end, p, t)).count();
+        assert_eq!(sent, 1, "within the refresh period");
+        d.retries.store(2, Relaxed);
+        // Pretend the last send was 10 s ago (past an eighth of 60 s).
+        let back = end.load(Relaxed).saturating_sub(10_000) & !3;
+        end.store(back, Relaxed);
+        let sent = (1..=20).filter(|&p| d.needed(&end, p, t)).count();
+        assert_eq!(sent, 1, "one retry now, the next an eighth later");
+    }
 }

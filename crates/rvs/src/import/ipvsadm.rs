@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_yaml::{Mapping, Value};
 
-use super::{ImportError, Imported, Note, Service, key, n, s, unique_name};
+use super::{ImportError, Imported, Marks, Note, Service, key, n, s, unique_name};
 use crate::ipvsadm::args::{self, Cmd, Command, Forward};
 use crate::ipvsadm::names::{Names, Proto};
 
@@ -73,7 +73,20 @@ fn unresolved_host(words: &[String], names: &Names) -> Option<String> {
 }
 
 pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportError> {
+    import_marked(text, file, names, &Marks::default())
+}
+
+/// As [`import`], with the addresses each firewall mark covers: an `-f`
+/// service of a mark given becomes a service listening on them whose
+/// persistence covers them all (`scope: service`).
+pub fn import_marked(
+    text: &str,
+    file: &str,
+    names: &Names,
+    marks: &Marks,
+) -> Result<Imported, ImportError> {
     let mut table: Vec<Svc> = Vec::new();
+    let mut daemons: Vec<Mapping> = Vec::new();
     let mut imp = Imported {
         source: format!("{file} (ipvsadm rules)"),
         ..Imported::default()
@@ -118,7 +131,10 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
         let at = |table: &[Svc]| id.and_then(|id| table.iter().position(|s| s.id == id));
         match c.cmd {
             Cmd::Add => match at(&table) {
-                Some(_) => imp.notes.push(note(line, "Service already exists: the rule is skipped".into())),
+                Some(_) => imp.notes.push(note(
+                    line,
+                    "Service already exists: the rule is skipped".into(),
+                )),
                 None => table.push(Svc {
                     id: id.ok_or_else(|| ImportError::Syntax {
                         file: file.to_owned(),
@@ -140,18 +156,25 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
                         dests,
                     };
                 }
-                None => imp.notes.push(note(line, "No such service: the rule is skipped".into())),
+                None => imp
+                    .notes
+                    .push(note(line, "No such service: the rule is skipped".into())),
             },
             Cmd::Del => match at(&table) {
                 Some(k) => {
                     table.remove(k);
                 }
-                None => imp.notes.push(note(line, "No such service: the rule is skipped".into())),
+                None => imp
+                    .notes
+                    .push(note(line, "No such service: the rule is skipped".into())),
             },
             Cmd::Flush => table.clear(),
             Cmd::AddDest | Cmd::EditDest | Cmd::DelDest => {
                 let Some(k) = at(&table) else {
-                    imp.notes.push(note(line, "Service not defined: the rule is skipped".into()));
+                    imp.notes.push(note(
+                        line,
+                        "Service not defined: the rule is skipped".into(),
+                    ));
                     continue;
                 };
                 let Some(addr) = c.server else {
@@ -169,16 +192,18 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
                 };
                 match (c.cmd, pos) {
                     (Cmd::AddDest, None) => dests.push(d),
-                    (Cmd::AddDest, Some(_)) => imp
-                        .notes
-                        .push(note(line, "Destination already exists: the rule is skipped".into())),
+                    (Cmd::AddDest, Some(_)) => imp.notes.push(note(
+                        line,
+                        "Destination already exists: the rule is skipped".into(),
+                    )),
                     (Cmd::EditDest, Some(p)) => dests[p] = d,
                     (Cmd::DelDest, Some(p)) => {
                         dests.remove(p);
                     }
-                    _ => imp
-                        .notes
-                        .push(note(line, "No such destination: the rule is skipped".into())),
+                    _ => imp.notes.push(note(
+                        line,
+                        "No such destination: the rule is skipped".into(),
+                    )),
                 }
             }
             Cmd::Timeout => {
@@ -198,11 +223,59 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
                 line,
                 "not a rule (a listing or a zeroing): skipped".into(),
             )),
-            Cmd::Restore | Cmd::StartDaemon | Cmd::StopDaemon => imp.notes.push(note(
-                line,
-                "not a rule: skipped (rvs has no connection sync daemon: replicas that schedule alike, with sh, dh or mh, need none)".into(),
-            )),
+            Cmd::StartDaemon => {
+                let d = &c.daemon;
+                if daemons
+                    .iter()
+                    .any(|m| m.get(key("state")) == Some(&s(d.state.clone())))
+                {
+                    imp.notes.push(note(
+                        line,
+                        "Daemon has already run: the rule is skipped".into(),
+                    ));
+                    continue;
+                }
+                let mut m = Mapping::new();
+                m.insert(key("state"), s(d.state.clone()));
+                m.insert(
+                    key("mcast_interface"),
+                    s(d.mcast_interface.clone().unwrap_or_else(|| "eth0".into())),
+                );
+                if let Some(id) = d.syncid.filter(|&i| i > 0) {
+                    m.insert(key("syncid"), n(id));
+                }
+                if let Some(g) = d.mcast_group {
+                    m.insert(key("mcast_group"), s(g.to_string()));
+                }
+                if let Some(p) = d.mcast_port {
+                    m.insert(key("mcast_port"), n(p));
+                }
+                if let Some(t) = d.mcast_ttl {
+                    m.insert(key("mcast_ttl"), n(t));
+                }
+                if let Some(l) = d.sync_maxlen {
+                    m.insert(key("sync_maxlen"), n(l));
+                }
+                daemons.push(m);
+            }
+            Cmd::StopDaemon => {
+                let before = daemons.len();
+                daemons.retain(|m| m.get(key("state")) != Some(&s(c.daemon.state.clone())));
+                if daemons.len() == before {
+                    imp.notes.push(note(
+                        line,
+                        "No daemon is running: the rule is skipped".into(),
+                    ));
+                }
+            }
+            Cmd::Restore => imp.notes.push(note(line, "not a rule: skipped".into())),
         }
+    }
+    if !daemons.is_empty() {
+        imp.global.insert(
+            key("sync_daemon"),
+            Value::Sequence(daemons.into_iter().map(Value::Mapping).collect()),
+        );
     }
     let mut taken: Vec<String> = Vec::new();
     for svc in table {
@@ -212,15 +285,26 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
             line: svc.line,
             text: t,
         };
-        let (proto, ip, port) = match svc.id {
-            Id::Mark(m) => {
-                imp.notes.push(sn(format!(
-                    "-f {m}: rvs has no firewall-mark services: it listens on addresses. Give the service a listen address and redirect the marked traffic to it (iptables -t nat ... -m mark --mark {m} -j REDIRECT); rvs schedules on the original destination. The service and its {} real servers are left out",
-                    svc.dests.len()
-                )));
-                continue;
-            }
-            Id::Addr(p, ip, port) => (p, ip, port),
+        let (proto, ip, port, mark) = match svc.id {
+            Id::Mark(m) => match marks.0.get(&m) {
+                Some(covered) => {
+                    let proto = if covered.udp { Proto::Udp } else { Proto::Tcp };
+                    let first = covered
+                        .listen
+                        .first()
+                        .copied()
+                        .unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+                    (proto, first.ip(), first.port(), Some((m, covered)))
+                }
+                None => {
+                    imp.notes.push(sn(format!(
+                        "-f {m}: rvs does not see firewall marks: it listens on addresses. Name the addresses the mark covers (rvs import ipvsadm --fwmark {m}=ADDR:PORT,ADDR:PORT) and the service listens on them with one persistence for all, as the mark's. The service and its {} real servers are left out",
+                        svc.dests.len()
+                    )));
+                    continue;
+                }
+            },
+            Id::Addr(p, ip, port) => (p, ip, port, None),
         };
         if port == 0 {
             imp.notes.push(sn(format!(
@@ -231,11 +315,23 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
             continue;
         }
         let c = &svc.cmd;
-        let name = unique_name(&crate::ipvsadm::service_name(proto, ip, port), &taken);
+        let base = match mark {
+            Some((m, _)) => format!("fwm-{m}"),
+            None => crate::ipvsadm::service_name(proto, ip, port),
+        };
+        let name = unique_name(&base, &taken);
         taken.push(name.clone());
         let b = &mut out.body;
         b.insert(key("name"), s(name));
-        b.insert(key("listen"), s(SocketAddr::new(ip, port).to_string()));
+        match mark {
+            Some((_, covered)) => {
+                let all = covered.listen.iter().map(|a| s(a.to_string())).collect();
+                b.insert(key("listen"), Value::Sequence(all));
+            }
+            None => {
+                b.insert(key("listen"), s(SocketAddr::new(ip, port).to_string()));
+            }
+        }
         b.insert(key("proto"), s(proto.lower()));
         b.insert(key("scheduler"), s(c.scheduler.clone()));
         if !c.sched_flags.is_empty() {
@@ -253,12 +349,31 @@ pub fn import(text: &str, file: &str, names: &Names) -> Result<Imported, ImportE
             if let Some(m) = c.netmask_v6.filter(|m| *m != 128) {
                 p.insert(key("ipv6_prefix"), n(m));
             }
+            if let Some((m, _)) = mark {
+                p.insert(key("scope"), s("service"));
+                p.insert(key("fwmark"), n(m));
+            }
+            match c.pe.as_deref() {
+                Some("sip") if proto == Proto::Udp => {
+                    p.insert(key("engine"), s("sip"));
+                }
+                Some(pe) => out.notes.push(sn(format!(
+                    "--pe {pe}: the SIP engine reads UDP datagrams only (IPVS's would drop every TCP packet): left out",
+                    pe = super::w(pe)
+                ))),
+                None => {}
+            }
             b.insert(key("persistence"), Value::Mapping(p));
-        }
-        if let Some(pe) = &c.pe {
+        } else if let Some(pe) = &c.pe {
             out.notes.push(sn(format!(
-                "--pe {pe}: rvs has no persistence engines: left out"
+                "--pe {pe}: a persistence engine without persistence (-p) does nothing, in IPVS too: left out",
+                pe = super::w(pe)
             )));
+        }
+        if mark.is_some() && c.persistent.is_none() {
+            out.notes.push(sn(
+                "-f without -p: the mark only grouped the addresses; the service listens on them all, each connection scheduled on its own".into(),
+            ));
         }
         if c.ops && proto == Proto::Udp {
             let mut u = Mapping::new();
@@ -357,7 +472,7 @@ mod tests {
         assert!(
             notes
                 .iter()
-                .any(|n| n.starts_with("rules:7: -f 7: rvs has no firewall-mark")),
+                .any(|n| n.starts_with("rules:7: -f 7: rvs does not see firewall marks")),
             "{notes:?}"
         );
         assert!(

@@ -99,6 +99,18 @@ pub fn import_keeping_vrrp(
     config_id: &str,
     vrrp_out: Option<&str>,
 ) -> Result<Imported, ImportError> {
+    import_marked(path, config_id, vrrp_out, &super::Marks::default())
+}
+
+/// As [`import_keeping_vrrp`], with the addresses each firewall mark
+/// covers: a `virtual_server fwmark N` of a mark given becomes a service
+/// listening on them whose persistence covers them all.
+pub fn import_marked(
+    path: &Path,
+    config_id: &str,
+    vrrp_out: Option<&str>,
+    marks: &super::Marks,
+) -> Result<Imported, ImportError> {
     let mut read = lines_of(path, config_id)?;
     let lines = std::mem::take(&mut read.lines);
     let mut imp = Imported {
@@ -108,6 +120,7 @@ pub fn import_keeping_vrrp(
     };
     Converter {
         vrrp_out: vrrp_out.map(str::to_owned),
+        marks: marks.clone(),
         ..Converter::default()
     }
     .convert(&lines, &mut imp)?;
@@ -642,6 +655,13 @@ struct Converter {
     taken: Vec<String>,
     /// Where the VRRP part is written (`--vrrp-out`), if it is.
     vrrp_out: Option<String>,
+    /// The addresses each firewall mark covers (`--fwmark`).
+    marks: super::Marks,
+    /// The mark of the virtual server being read, when it is one's.
+    mark: Option<(u32, bool)>,
+    /// The VRRP instances' virtual_router_id, by name (the sync daemon's
+    /// default sync ID).
+    vrids: HashMap<String, u32>,
 }
 
 const SCHEDULERS: [&str; 14] = [
@@ -659,6 +679,17 @@ impl Converter {
                 && let Some(name) = node.arg(0)
             {
                 self.groups.insert(name.to_owned(), node.clone());
+            }
+            if node.kw == "vrrp_instance"
+                && let Some(name) = node.arg(0)
+                && let Some(id) = node
+                    .children()
+                    .iter()
+                    .find(|c| c.kw == "virtual_router_id")
+                    .and_then(|c| c.arg(0))
+                    .and_then(|v| v.parse().ok())
+            {
+                self.vrids.insert(name.to_owned(), id);
             }
             Ok(())
         })?;
@@ -735,9 +766,13 @@ impl Converter {
                         let Some(v) = it.next() else {
                             break;
                         };
-                        let secs: u64 = v
-                            .parse()
-                            .map_err(|_| c.syntax(format!("lvs_timeouts {k}: {v} is not a number", k = super::w(k), v = super::q(v))))?;
+                        let secs: u64 = v.parse().map_err(|_| {
+                            c.syntax(format!(
+                                "lvs_timeouts {k}: {v} is not a number",
+                                k = super::w(k),
+                                v = super::q(v)
+                            ))
+                        })?;
                         if matches!(k.as_str(), "tcp" | "tcpfin" | "udp") && secs > 0 {
                             t.insert(key(k), s(format!("{secs}s")));
                         }
@@ -746,8 +781,12 @@ impl Converter {
                         imp.global.insert(key("timeouts"), Value::Mapping(t));
                     }
                 }
-                "notification_email" | "notification_email_from" | "smtp_server"
-                | "smtp_connect_timeout" | "smtp_alert" | "smtp_alert_checker"
+                "notification_email"
+                | "notification_email_from"
+                | "smtp_server"
+                | "smtp_connect_timeout"
+                | "smtp_alert"
+                | "smtp_alert_checker"
                 | "smtp_helo_name" => {
                     if !ignored.iter().any(|k| k == "notification_email") {
                         imp.notes.push(c.note(
@@ -756,9 +795,7 @@ impl Converter {
                         ignored.push("notification_email".into());
                     }
                 }
-                "lvs_sync_daemon" => imp.notes.push(c.note(
-                    "lvs_sync_daemon: rvs has no connection synchronisation: replicas that schedule alike (sh, dh, mh) send a client to the same server. Left out",
-                )),
+                "lvs_sync_daemon" => self.sync_daemon(c, imp)?,
                 other => ignored.push(other.to_owned()),
             }
         }
@@ -772,15 +809,101 @@ impl Converter {
         Ok(())
     }
 
+    /// `lvs_sync_daemon IF [INSTANCE] [id N] [maxlen N] [port N] [ttl N]
+    /// [group ADDR]`: keepalived runs the kernel's master daemon while the
+    /// instance is MASTER and the backup daemon otherwise. rvs, which does
+    /// not see VRRP's state, runs both: a director sends what it serves and
+    /// applies what its peer sends. The sync ID defaults to the instance's
+    /// virtual_router_id, as keepalived's.
+    fn sync_daemon(&self, c: &Node, imp: &mut Imported) -> Result<(), ImportError> {
+        let Some(iface) = c.arg(0) else {
+            return Err(c.syntax("lvs_sync_daemon needs an interface"));
+        };
+        let mut m = Mapping::new();
+        m.insert(key("mcast_interface"), s(iface));
+        let mut syncid: Option<u32> = None;
+        let mut instance: Option<&str> = None;
+        let mut it = c.args.iter().skip(1);
+        while let Some(a) = it.next() {
+            let mut value = |what: &str| -> Result<String, ImportError> {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| c.syntax(format!("lvs_sync_daemon {what} needs a value")))
+            };
+            match a.as_str() {
+                "id" => {
+                    syncid = Some(
+                        value("id")?
+                            .parse()
+                            .map_err(|_| c.syntax("lvs_sync_daemon id: a number, 0 to 255"))?,
+                    )
+                }
+                "maxlen" | "port" | "ttl" => {
+                    let k = match a.as_str() {
+                        "maxlen" => "sync_maxlen",
+                        "port" => "mcast_port",
+                        _ => "mcast_ttl",
+                    };
+                    let v: u32 = value(a)?
+                        .parse()
+                        .map_err(|_| c.syntax(format!("lvs_sync_daemon {a}: a number")))?;
+                    m.insert(key(k), n(v));
+                }
+                "group" => {
+                    m.insert(key("mcast_group"), s(value("group")?));
+                }
+                other if instance.is_none() => instance = Some(other),
+                other => {
+                    return Err(c.syntax(format!(
+                        "lvs_sync_daemon: {} is not one of its words",
+                        super::w(other)
+                    )));
+                }
+            }
+        }
+        let syncid = syncid
+            .or_else(|| instance.and_then(|i| self.vrids.get(i).copied()))
+            .unwrap_or(0);
+        if syncid > 0 {
+            m.insert(key("syncid"), n(syncid));
+        }
+        let mut daemons = Vec::new();
+        for state in ["master", "backup"] {
+            let mut d = Mapping::new();
+            d.insert(key("state"), s(state));
+            for (k, v) in &m {
+                d.insert(k.clone(), v.clone());
+            }
+            daemons.push(Value::Mapping(d));
+        }
+        imp.global
+            .insert(key("sync_daemon"), Value::Sequence(daemons));
+        imp.notes.push(c.note(format!(
+            "lvs_sync_daemon {iface}: a master and a backup sync daemon (IPVS's protocol, syncid {syncid}): keepalived switches between them with the VRRP state; rvs runs both, sending what it serves and applying what its peer sends"
+        )));
+        Ok(())
+    }
+
     /// The addresses of a virtual server: its own, or its group's.
-    fn listen(&self, node: &Node, svc: &mut Service) -> Result<Vec<SocketAddr>, ImportError> {
+    fn listen(&mut self, node: &Node, svc: &mut Service) -> Result<Vec<SocketAddr>, ImportError> {
         match (node.arg(0), node.arg(1)) {
             (Some("fwmark"), m) => {
-                svc.notes.push(node.note(format!(
-                    "virtual_server fwmark {}: rvs has no firewall-mark services: it listens on addresses. Redirect the marked traffic to a listen address (iptables REDIRECT); rvs schedules on the original destination. Left out",
-                    m.unwrap_or("?")
-                )));
-                Ok(Vec::new())
+                let covered = m
+                    .and_then(|m| m.parse::<u32>().ok())
+                    .and_then(|id| self.marks.0.get(&id).map(|c| (id, c)));
+                match covered {
+                    Some((id, c)) => {
+                        self.mark = Some((id, c.udp));
+                        Ok(c.listen.clone())
+                    }
+                    None => {
+                        let m = m.map_or_else(|| "?".into(), super::w);
+                        svc.notes.push(node.note(format!(
+                            "virtual_server fwmark {m}: rvs does not see firewall marks: it listens on addresses. Name the addresses the mark covers (rvs import keepalived --fwmark {m}=ADDR:PORT,ADDR:PORT) and the service listens on them with one persistence for all, as the mark's. Left out"
+                        )));
+                        Ok(Vec::new())
+                    }
+                }
             }
             (Some("group"), Some(g)) => {
                 let Some(group) = self.groups.get(g) else {
@@ -789,10 +912,17 @@ impl Converter {
                 let mut out = Vec::new();
                 for e in group.children() {
                     if e.kw == "fwmark" {
-                        svc.notes.push(e.note(format!(
-                            "fwmark {} in group {g}: rvs has no firewall-mark services: left out",
-                            e.arg(0).unwrap_or("?")
-                        )));
+                        let covered = e
+                            .arg(0)
+                            .and_then(|m| m.parse::<u32>().ok())
+                            .and_then(|id| self.marks.0.get(&id));
+                        match covered {
+                            Some(c) => out.extend(c.listen.iter().copied()),
+                            None => svc.notes.push(e.note(format!(
+                                "fwmark {} in group {g}: rvs does not see firewall marks: name the addresses it covers with --fwmark; left out",
+                                e.arg(0).map_or_else(|| "?".into(), super::w)
+                            ))),
+                        }
                         continue;
                     }
                     let p = match e.arg(0) {
@@ -832,8 +962,15 @@ impl Converter {
         imp: &mut Imported,
     ) -> Result<Option<Service>, ImportError> {
         let mut svc = Service::default();
+        self.mark = None;
         let listen = self.listen(node, &mut svc)?;
-        let mut proto = "tcp";
+        let mark = self.mark.take();
+        let mut proto = if mark.is_some_and(|(_, udp)| udp) {
+            "udp"
+        } else {
+            "tcp"
+        };
+        let mut engine: Option<String> = None;
         let mut scheduler: Option<String> = None;
         let mut flags: Vec<&str> = Vec::new();
         let mut persistence: Option<Mapping> = None;
@@ -890,10 +1027,7 @@ impl Converter {
                     persistence = Some(p);
                 }
                 "persistence_granularity" => granularity = c.arg(0).map(str::to_owned),
-                "persistence_engine" => svc.notes.push(c.note(format!(
-                    "persistence_engine {}: rvs has no persistence engines: left out",
-                    c.arg(0).unwrap_or("")
-                ))),
+                "persistence_engine" => engine = c.arg(0).map(str::to_owned),
                 "protocol" => match c.arg(0).map(str::to_ascii_uppercase).as_deref() {
                     Some("UDP") => proto = "udp",
                     Some("TCP") | None => proto = "tcp",
@@ -965,6 +1099,7 @@ impl Converter {
         let first = listen[0];
         let base = match (node.arg(0), node.arg(1)) {
             (Some("group"), Some(g)) => format!("group-{g}"),
+            (Some("fwmark"), Some(m)) => format!("fwm-{m}"),
             _ => format!(
                 "{proto}-{}-{}",
                 first.ip().to_string().replace(':', "_"),
@@ -1023,7 +1158,26 @@ impl Converter {
                     }
                 }
             }
+            if let Some((m, _)) = mark {
+                p.insert(key("scope"), s("service"));
+                p.insert(key("fwmark"), n(m));
+            }
+            match engine.as_deref() {
+                Some("sip") if proto == "udp" => {
+                    p.insert(key("engine"), s("sip"));
+                }
+                Some(e) => svc.notes.push(node.note(format!(
+                    "persistence_engine {}: the one engine there is, sip, reads UDP datagrams (IPVS's would drop every TCP packet): left out",
+                    super::w(e)
+                ))),
+                None => {}
+            }
             b.insert(key("persistence"), Value::Mapping(p));
+        } else if let Some(e) = &engine {
+            svc.notes.push(node.note(format!(
+                "persistence_engine {}: without persistence_timeout it does nothing, in IPVS too: left out",
+                super::w(e)
+            )));
         }
         if proto == "udp" && ops {
             let mut u = Mapping::new();

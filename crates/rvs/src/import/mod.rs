@@ -77,6 +77,52 @@ pub struct Imported {
     pub services: Vec<Service>,
 }
 
+/// What the operator says a firewall mark covers (`--fwmark
+/// N=ADDR:PORT,ADDR:PORT`, `N=udp:ADDR:PORT`): the addresses the marked
+/// traffic is sent to, which become the listen addresses of one rvs
+/// service whose persistence covers them all, as the mark's does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Marks(pub std::collections::BTreeMap<u32, Marked>);
+
+/// The addresses of one mark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marked {
+    /// `udp`, when given; else `tcp`.
+    pub udp: bool,
+    /// The addresses.
+    pub listen: Vec<std::net::SocketAddr>,
+}
+
+impl Marks {
+    /// Reads one `--fwmark` value.
+    pub fn add(&mut self, arg: &str) -> Result<(), String> {
+        let (mark, rest) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("--fwmark {arg}: expected MARK=ADDR:PORT[,ADDR:PORT...]"))?;
+        let mark: u32 = mark
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&m| m > 0)
+            .ok_or_else(|| format!("--fwmark {arg}: the mark is a number of 1 or more"))?;
+        let (udp, rest) = match rest.strip_prefix("udp:") {
+            Some(r) => (true, r),
+            None => (false, rest.strip_prefix("tcp:").unwrap_or(rest)),
+        };
+        let mut listen = Vec::new();
+        for a in rest.split(',') {
+            let addr = a.trim().parse().map_err(|_| {
+                format!("--fwmark {arg}: {a:?} is not ADDR:PORT (IPv6 as [ADDR]:PORT)")
+            })?;
+            listen.push(addr);
+        }
+        if self.0.insert(mark, Marked { udp, listen }).is_some() {
+            return Err(format!("--fwmark {mark} is given twice"));
+        }
+        Ok(())
+    }
+}
+
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
