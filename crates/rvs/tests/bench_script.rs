@@ -45,7 +45,12 @@ fn the_benchmark_config_is_valid() {
     let before_text = std::fs::read_to_string(&before).unwrap();
     assert!(!before_text.contains("127.1.3.250:"), "{before_text}");
     assert!(before_text.contains("127.0.0.1:26080"), "{before_text}");
-    for file in [&yaml, &before] {
+    // The rvs of `--sync`: the same services, with a master sync daemon.
+    let sync = dir.join("rvs-sync.yaml");
+    let sync_text = std::fs::read_to_string(&sync).unwrap();
+    assert!(sync_text.contains("state: master"), "{sync_text}");
+    assert!(sync_text.contains("127.0.0.1:27080"), "{sync_text}");
+    for file in [&yaml, &before, &sync] {
         let check = Command::new(env!("CARGO_BIN_EXE_rvs"))
             .args(["check", "-c"])
             .arg(file)

@@ -245,6 +245,28 @@ fn every_message_of_a_sip_call_reaches_one_server() {
         // INVITE, ACK and BYE.
         assert!(*n >= 3, "call {id}: {n} messages on its server");
     }
+    // rvsadm -Lnc --persistent-conn lists each call's template with its
+    // engine and Call-ID, in ipvsadm's row.
+    let conns = Command::new(env!("CARGO_BIN_EXE_rvsadm"))
+        .args(["--admin", &admin.to_string(), "-Lnc", "--persistent-conn"])
+        .output()
+        .unwrap();
+    let conns = String::from_utf8_lossy(&conns.stdout);
+    let rows: Vec<Vec<&str>> = conns
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .filter(|f: &Vec<&str>| f.get(2) == Some(&"NONE"))
+        .collect();
+    assert_eq!(rows.len(), calls, "{conns}");
+    for r in &rows {
+        assert_eq!(r.len(), 8, "{conns}");
+        assert_eq!(r[6], "sip", "{conns}");
+        assert!(
+            on_a.contains_key(r[7]) || on_b.contains_key(r[7]),
+            "{conns}"
+        );
+    }
     // No Call-ID: dropped, counted.
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(

@@ -351,6 +351,8 @@ pub(super) fn connections(p: &Proxy) -> Value {
                 "expires": t.expires.saturating_since(now).as_secs(),
                 "template": true,
                 "controlled": t.controlled,
+                "pe_name": t.pe.as_ref().and(spec.persistence.engine).map(|e| e.name()),
+                "pe_data": t.pe.as_deref().map(String::from_utf8_lossy),
             }));
         }
     }

@@ -1,7 +1,7 @@
-//! The master daemon's task: entries from the data plane's queue into
-//! messages, multicast when full or when their first entry has waited
-//! [`FLUSH`] (the kernel waits up to 2 s, `IPVS_SYNC_FLUSH_TIME`; a
-//! shorter wait loses less at a failover).
+//! The master daemon's task: entries from the data plane's queue, drained
+//! every [`DRAIN`], into messages, multicast when full or when their first
+//! entry has waited [`FLUSH`] (the kernel waits up to 2 s,
+//! `IPVS_SYNC_FLUSH_TIME`; a shorter wait loses less at a failover).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,6 +20,8 @@ use crate::config::sync::SyncDaemon;
 
 /// The longest an entry waits in a message that is not full.
 const FLUSH: Duration = Duration::from_millis(200);
+/// How often the data plane's queue is drained.
+const DRAIN: Duration = Duration::from_millis(20);
 /// A template is sent at most this often.
 const TEMPLATE_EVERY: Duration = Duration::from_secs(1);
 /// Between two tries to open the socket (an interface not there yet).
@@ -58,53 +60,69 @@ pub(super) async fn run(
     let mut msg = Message::new(d.syncid, maxlen);
     let mut since: Option<Instant> = None;
     let mut templates: HashMap<Entry, Instant> = HashMap::new();
+    // The queue is drained on a tick, never awaited: a sender then wakes
+    // nothing (no waker is registered), and the data plane's cost of an
+    // entry is its copy into the queue. The kernel's master likewise
+    // sleeps IPVS_SYNC_SEND_DELAY (20 ms) before it sends.
+    let mut tick = tokio::time::interval(DRAIN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let flush_at = since.map(|t| t + FLUSH);
         tokio::select! {
             () = stop.cancelled() => break,
-            got = rx.recv() => {
-                let Some(e) = got else { break };
-                let now = Instant::now();
-                if e.is_template() {
-                    let mut key = e.clone();
-                    key.timeout = 0;
-                    match templates.get(&key) {
-                        Some(at) if now.duration_since(*at) < TEMPLATE_EVERY => continue,
-                        _ => {}
-                    }
-                    if templates.len() > 65_536 {
-                        templates.retain(|_, at| now.duration_since(*at) < TEMPLATE_EVERY);
-                    }
-                    templates.insert(key, now);
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        loop {
+            let e = match rx.try_recv() {
+                Ok(e) => e,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    flush(&sock, &mut msg, &d, maxlen, &daemons).await;
+                    return;
                 }
-                match msg.push(&e) {
-                    Ok(()) => {}
-                    Err(Refused::Full) => {
-                        send(&sock, &msg, &daemons).await;
-                        msg = Message::new(d.syncid, maxlen);
-                        let _ = msg.push(&e);
-                        since = None;
-                    }
-                    Err(Refused::Invalid) => continue,
+            };
+            if e.is_template() {
+                let mut key = e.clone();
+                key.timeout = 0;
+                match templates.get(&key) {
+                    Some(at) if now.duration_since(*at) < TEMPLATE_EVERY => continue,
+                    _ => {}
                 }
-                since.get_or_insert(now);
+                if templates.len() > 65_536 {
+                    templates.retain(|_, at| now.duration_since(*at) < TEMPLATE_EVERY);
+                }
+                templates.insert(key, now);
             }
-            () = sleep_until(flush_at) => {
-                send(&sock, &msg, &daemons).await;
-                msg = Message::new(d.syncid, maxlen);
-                since = None;
+            match msg.push(&e) {
+                Ok(()) => {}
+                Err(Refused::Full) => {
+                    flush(&sock, &mut msg, &d, maxlen, &daemons).await;
+                    since = None;
+                    let _ = msg.push(&e);
+                }
+                Err(Refused::Invalid) => continue,
             }
+            since.get_or_insert(now);
+        }
+        if since.is_some_and(|t| now.duration_since(t) >= FLUSH) {
+            flush(&sock, &mut msg, &d, maxlen, &daemons).await;
+            since = None;
         }
     }
-    if !msg.is_empty() {
-        send(&sock, &msg, &daemons).await;
-    }
+    flush(&sock, &mut msg, &d, maxlen, &daemons).await;
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// Sends `msg`, if it holds anything, and starts it again empty.
+async fn flush(
+    sock: &UdpSocket,
+    msg: &mut Message,
+    d: &SyncDaemon,
+    maxlen: usize,
+    daemons: &Daemons,
+) {
+    if !msg.is_empty() {
+        send(sock, msg, daemons).await;
+        *msg = Message::new(d.syncid, maxlen);
     }
 }
 

@@ -168,8 +168,7 @@ impl Entry {
 pub enum Refused {
     /// The message has no room left for it: send it and start another.
     Full,
-    /// It cannot be encoded at all (mixed families, engine data too long)
-    /// or is larger than a message may be.
+    /// It cannot be encoded at all (mixed families, engine data too long).
     Invalid,
 }
 
@@ -186,7 +185,7 @@ impl Message {
     /// An empty message of `syncid` holding at most `maxlen` bytes (the
     /// daemon's `sync_maxlen`).
     pub fn new(syncid: u8, maxlen: usize) -> Message {
-        let max = maxlen.clamp(HEADER_V1 + ENTRY_V4, usize::from(u16::MAX));
+        let max = maxlen.clamp(HEADER_V1, usize::from(u16::MAX));
         let mut buf = Vec::with_capacity(max);
         buf.extend_from_slice(&[0, syncid, 0, HEADER_V1 as u8, 0, 1, 0, 0]);
         Message { buf, max, count: 0 }
@@ -205,11 +204,10 @@ impl Message {
     /// Appends `e`, after padding to 4 bytes, as `ip_vs_sync_conn()` does.
     pub fn push(&mut self, e: &Entry) -> Result<(), Refused> {
         let len = e.encoded_len().ok_or(Refused::Invalid)?;
-        if HEADER_V1 + len > self.max {
-            return Err(Refused::Invalid);
-        }
         let pad = (4 - self.buf.len() % 4) % 4;
-        if self.buf.len() + pad + len > self.max || self.count == u8::MAX {
+        // An empty message takes one entry whatever its size, as the
+        // kernel sizes a new buffer to hold at least the entry.
+        if self.count > 0 && (self.buf.len() + pad + len > self.max || self.count == u8::MAX) {
             return Err(Refused::Full);
         }
         self.buf.extend(std::iter::repeat_n(0, pad));
@@ -627,6 +625,10 @@ mod tests {
         m.push(&template()).unwrap();
         assert_eq!(m.push(&template()), Err(Refused::Full));
         assert_eq!(m.len(), 2);
+        // A message smaller than an entry still takes one, as the kernel's.
+        let mut tiny = Message::new(1, 1);
+        tiny.push(&call()).unwrap();
+        assert_eq!(tiny.push(&template()), Err(Refused::Full));
         let mixed = Entry {
             daddr: "2001:db8::2".parse().unwrap(),
             ..template()

@@ -15,6 +15,7 @@
 //! controlled by the client's template under persistence), and keeps its
 //! idle time, its age and its PROXY header state.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -119,8 +120,12 @@ fn adopt(
     if ops != state.dest.is_none() {
         return Err("the service's udp.ops or persistence engine changed");
     }
+    // A real server of port 0 was connected on the client's port.
+    let connected_to = |peer: SocketAddr, dest: SocketAddr| {
+        peer.ip() == dest.ip() && (dest.port() == 0 || peer.port() == dest.port())
+    };
     if let Some(dest) = state.dest
-        && up.peer_addr().ok() != Some(dest)
+        && !up.peer_addr().is_ok_and(|p| connected_to(p, dest))
     {
         return Err("its socket is not connected to its real server");
     }

@@ -516,6 +516,13 @@ pub struct ApiConn {
     pub state: String,
     /// Seconds left.
     pub expires: u64,
+    /// The persistence engine's name (`sip`), for an entry that has its
+    /// data.
+    #[serde(default)]
+    pub pe_name: Option<String>,
+    /// The engine's data (the SIP Call-ID).
+    #[serde(default)]
+    pub pe_data: Option<String>,
 }
 
 /// `GET /api/v1/connections`.
@@ -543,16 +550,32 @@ pub fn list_conns(list: &ApiConns, names: &Names, f: Format) -> String {
         };
         let name = |a: SocketAddr| names.addrport(a.ip(), a.port(), proto, f.numeric);
         let expire = format!("{:02}:{:02}", c.expires / 60, c.expires % 60);
-        let _ = writeln!(
-            out,
-            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
-            proto.upper(),
-            expire,
-            c.state,
-            name(c.client),
-            name(c.vip),
-            name(c.server)
-        );
+        if f.persistent_conn {
+            // ipvsadm's row, whose widths are not its title's.
+            let _ = writeln!(
+                out,
+                "{:<3} {:<6} {:<11} {:<18} {:<18} {:<16} {:<18} {}",
+                proto.upper(),
+                expire,
+                c.state,
+                name(c.client),
+                name(c.vip),
+                name(c.server),
+                c.pe_name.as_deref().unwrap_or(""),
+                c.pe_data.as_deref().unwrap_or("")
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+                proto.upper(),
+                expire,
+                c.state,
+                name(c.client),
+                name(c.vip),
+                name(c.server)
+            );
+        }
     }
     out
 }
