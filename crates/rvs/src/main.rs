@@ -17,7 +17,7 @@ use rvs_proxy::{Mode, Options};
 
 /// rvs — a userspace layer-4 load balancer with Linux IPVS's scheduling.
 #[derive(Debug, Parser)]
-#[command(name = "rvs", version, about, long_about = None)]
+#[command(name = "rvs", version = rvs::VERSION, about, long_about = None)]
 struct Cli {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, global = true, default_value = "info")]
@@ -27,6 +27,23 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Page {
+    /// rvs(8).
+    Rvs,
+    /// rvsadm(8).
+    Rvsadm,
+    /// rvs.yaml(5).
+    #[value(name = "rvs.yaml")]
+    RvsYaml,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Which {
+    Rvs,
+    Rvsadm,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,6 +134,28 @@ enum Cmd {
     Import {
         #[command(subcommand)]
         from: ImportFrom,
+    },
+    /// Print a shell's completions for rvs or rvsadm.
+    ///
+    /// `rvs completions bash > /usr/share/bash-completion/completions/rvs`;
+    /// `rvs completions bash rvsadm` for rvsadm. The packages install them
+    /// where the shells look.
+    Completions {
+        /// bash, zsh, fish (or elvish, powershell).
+        shell: clap_complete::Shell,
+        /// Whose: rvs (the default) or rvsadm.
+        #[arg(value_enum, default_value_t = Which::Rvs)]
+        command: Which,
+    },
+    /// Print a manual page in roff: rvs(8), rvsadm(8) or rvs.yaml(5).
+    ///
+    /// `rvs manual rvs > rvs.8`; `man -l rvs.8` shows it. Written from the
+    /// commands' definitions and docs/configuration.md, so they never
+    /// drift from the binary.
+    Manual {
+        /// Which page.
+        #[arg(value_enum)]
+        page: Page,
     },
     /// Exit 0 when a running rvs serves (its /readyz answers 200), 1 when
     /// it does not or cannot be reached: for keepalived's vrrp_script, a
@@ -227,6 +266,23 @@ fn main() -> ExitCode {
         Cmd::Check { config } => daemon::check(&config),
         Cmd::ShowConfig { admin, token } => show_config(admin, token),
         Cmd::Ready { admin, timeout } => ready(admin, timeout),
+        Cmd::Manual { page } => {
+            let text = match page {
+                Page::Rvs => rvs::manual::rvs_page(&<Cli as clap::CommandFactory>::command()),
+                Page::Rvsadm => rvs::manual::rvsadm_page(&rvs::completions::rvsadm_command()),
+                Page::RvsYaml => rvs::manual::yaml_page(),
+            };
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Cmd::Completions { shell, command } => {
+            let (mut cmd, name) = match command {
+                Which::Rvs => (<Cli as clap::CommandFactory>::command(), "rvs"),
+                Which::Rvsadm => (rvs::completions::rvsadm_command(), "rvsadm"),
+            };
+            clap_complete::generate(shell, &mut cmd, name, &mut io::stdout());
+            ExitCode::SUCCESS
+        }
         Cmd::Import { from } => import(from),
         Cmd::Run {
             config,

@@ -308,6 +308,14 @@ impl Exit {
     }
 }
 
+/// Every option rvsadm reads, as ipvsadm's popt table lists them: short
+/// letter (or none), long name, whether it takes an argument (`Some(true)`
+/// required, `Some(false)` optional, `None` none). What the completions and
+/// the manual are made from.
+pub fn options() -> &'static [(Option<char>, &'static str, Option<bool>)] {
+    TABLE
+}
+
 /// Options as popt sees them: a tag and its argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Tok {
@@ -964,8 +972,9 @@ fn generic_opt_check(cmd: Cmd, options: u64) -> Result<(), Exit> {
 /// `rvsadm -v`.
 pub fn version() -> String {
     format!(
-        "rvsadm v{} (ipvsadm v1.31 commands and tables, for rvs)",
-        env!("CARGO_PKG_VERSION")
+        "rvsadm v{} (commit {}) (ipvsadm v1.31 commands and tables, for rvs)",
+        env!("CARGO_PKG_VERSION"),
+        crate::COMMIT
     )
 }
 
@@ -974,7 +983,7 @@ pub fn usage(program: &str) -> String {
     format!(
         "{version}
 Usage:
-  {program} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]
+  {program} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [--pe persistence_engine] [-b sched-flags] [-o]
   {program} -D virtual-service
   {program} -C
   {program} -R
@@ -984,6 +993,8 @@ Usage:
   {program} -L|l [virtual-service] [options]
   {program} -Z [virtual-service]
   {program} --set tcp tcpfin udp
+  {program} --start-daemon {{master|backup}} [daemon-options]
+  {program} --stop-daemon {{master|backup}}
   {program} -h
 
 Commands:
@@ -1000,6 +1011,8 @@ Either long or short options are allowed.
   --list            -L|-l     list the table
   --zero            -Z        zero counters in a service or all services
   --set tcp tcpfin udp        set connection timeout values
+  --start-daemon              start connection sync daemon
+  --stop-daemon               stop connection sync daemon
   --help            -h        display this help message
 
 virtual-service:
@@ -1009,6 +1022,8 @@ virtual-service:
 Options:
   --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos,
                                       the default scheduler is wlc.
+  --pe            engine              alternate persistence engine may be sip,
+                                      not set by default.
   --persistent   -p [timeout]         persistent service
   --netmask      -M netmask           persistent granularity mask
   --real-server  -r server-address    server-address is host (and port)
@@ -1020,6 +1035,7 @@ Options:
   --l-threshold  -y lthreshold        lower threshold of connections
   --connection   -c                   output of current IPVS connections
   --timeout                           output of timeout (tcp tcpfin udp)
+  --daemon                            output of daemon information
   --stats                             output of statistics information
   --rate                              output of rate information
   --exact                             expand numbers (display exact values)
@@ -1030,6 +1046,14 @@ Options:
   --ops          -o                   one-packet scheduling
   --numeric      -n                   numeric output of addresses and ports
   --sched-flags  -b flags             scheduler flags (comma-separated)
+
+Daemon Options:
+  --syncid sid                        syncid for connection sync (default=0)
+  --sync-maxlen length                Max sync message length (default=1472)
+  --mcast-interface interface         multicast interface for connection sync
+  --mcast-group address               IPv4/IPv6 group (default=224.0.0.81)
+  --mcast-port port                   UDP port (default=8848)
+  --mcast-ttl ttl                     Multicast TTL (default=1)
 
 rvs:
   --admin HOST:PORT                   the admin API of rvs (else $RVS_ADMIN, else {admin})
