@@ -18,17 +18,15 @@ use std::time::Duration;
 
 use rvs_sched::{Conn, Scope, Time};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::wire::{self, Entry, flags, proto, tcp_state};
-use super::{Daemons, Status, lock, mark_addr, socket};
+use super::{Daemons, Status, lock, mark_addr, open_retrying, socket};
 use crate::config::Proto;
 use crate::config::sync::SyncDaemon;
 use crate::proxy::Proxy;
 use crate::service::ServiceRuntime;
 
-/// Between two tries to open the socket.
-const RETRY: Duration = Duration::from_secs(2);
 /// A template's timeout when a version 0 message gave none
 /// (`ip_vs_proc_conn()`: 3 minutes).
 const V0_TEMPLATE: Duration = Duration::from_secs(180);
@@ -42,24 +40,8 @@ pub(super) async fn run(
 ) {
     let maxlen = socket::maxlen(&d);
     lock(&status).maxlen = maxlen;
-    let sock = loop {
-        match socket::receiver(&d) {
-            Ok(s) => {
-                lock(&status).error = None;
-                break s;
-            }
-            Err(e) => {
-                let e = e.to_string();
-                if lock(&status).error.as_deref() != Some(e.as_str()) {
-                    warn!(interface = %d.mcast_interface, error = %e, "sync backup: no socket yet; retrying");
-                    lock(&status).error = Some(e);
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(RETRY) => {}
-                }
-            }
-        }
+    let Some(sock) = open_retrying(&d, &status, &stop, socket::receiver, || {}).await else {
+        return;
     };
     let mut buf = vec![0u8; usize::from(maxlen)];
     loop {

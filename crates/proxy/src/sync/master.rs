@@ -12,10 +12,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::wire::{Entry, Message, Refused};
-use super::{Daemons, Status, lock, socket};
+use super::{Daemons, Status, lock, open_retrying, socket};
 use crate::config::sync::SyncDaemon;
 
 /// The longest an entry waits in a message that is not full.
@@ -24,8 +23,6 @@ const FLUSH: Duration = Duration::from_millis(200);
 const DRAIN: Duration = Duration::from_millis(20);
 /// A template is sent at most this often.
 const TEMPLATE_EVERY: Duration = Duration::from_secs(1);
-/// Between two tries to open the socket (an interface not there yet).
-const RETRY: Duration = Duration::from_secs(2);
 
 pub(super) async fn run(
     d: SyncDaemon,
@@ -36,26 +33,13 @@ pub(super) async fn run(
 ) {
     let maxlen = usize::from(socket::maxlen(&d));
     lock(&status).maxlen = maxlen as u16;
-    let sock = loop {
-        match socket::sender(&d) {
-            Ok(s) => {
-                lock(&status).error = None;
-                break s;
-            }
-            Err(e) => {
-                let e = e.to_string();
-                if lock(&status).error.as_deref() != Some(e.as_str()) {
-                    warn!(interface = %d.mcast_interface, error = %e, "sync master: no socket yet; retrying");
-                    lock(&status).error = Some(e);
-                }
-                // Entries queued meanwhile are dropped, not kept stale.
-                while rx.try_recv().is_ok() {}
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(RETRY) => {}
-                }
-            }
-        }
+    // Entries queued while there is no socket are dropped, not kept stale.
+    let Some(sock) = open_retrying(&d, &status, &stop, socket::sender, || {
+        while rx.try_recv().is_ok() {}
+    })
+    .await
+    else {
+        return;
     };
     let mut msg = Message::new(d.syncid, maxlen);
     let mut since: Option<Instant> = None;

@@ -290,6 +290,42 @@ impl Daemons {
     }
 }
 
+/// Between two tries to open a daemon's socket (an interface not there
+/// yet).
+const RETRY: Duration = Duration::from_secs(2);
+
+/// A daemon's socket by `open`, tried again every [`RETRY`] while it fails,
+/// the error kept in `status` (and logged when it changes); `after_failure`
+/// runs after each failed try. `None` when the daemon stops first.
+async fn open_retrying(
+    d: &SyncDaemon,
+    status: &Mutex<Status>,
+    stop: &CancellationToken,
+    open: fn(&SyncDaemon) -> std::io::Result<tokio::net::UdpSocket>,
+    mut after_failure: impl FnMut(),
+) -> Option<tokio::net::UdpSocket> {
+    loop {
+        match open(d) {
+            Ok(s) => {
+                lock(status).error = None;
+                return Some(s);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if lock(status).error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(state = d.state.name(), interface = %d.mcast_interface, error = %e, "sync daemon: no socket yet; retrying");
+                    lock(status).error = Some(e);
+                }
+                after_failure();
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
 /// The kernel's protocol number of a service's.
 fn protocol(p: Proto) -> u8 {
     match p {
