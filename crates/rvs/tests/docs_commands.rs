@@ -347,6 +347,11 @@ const DEPLOY_COMMANDS: &[(&str, Placed)] = &[
     ),
     ("$EDITOR rvs.yaml", Placed::Not("the reader's own services")),
     ("kubectl apply -k", Placed::Not("needs a cluster")),
+    ("deploy/debian/build", Placed::By("debian_package.rs")),
+    (
+        "apt install ./target/debian/",
+        Placed::By("debian_package.rs"),
+    ),
     (
         "install -m 0755 target/release/rvs",
         Placed::By("systemd.rs"),

@@ -10,9 +10,9 @@
 
 mod common;
 
+use common::debian_systemd::{boot, in_container};
 use common::{
-    PodmanContainer, config, fetch, free_port, name_backend, output_text, podman, report, root,
-    signal, temp_dir, wait_for,
+    config, fetch, free_port, name_backend, output_text, report, root, signal, temp_dir, wait_for,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -29,7 +29,7 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 /// `systemd-analyze verify` looks for the binaries the unit runs: a root
-/// holding the units, rvs at the path the unit names, kill, and the
+/// holding the units, rvs at the path the unit names, kill, sh, and the
 /// system's own units (targets the unit refers to).
 fn unit_root(rvs_unit: &str) -> std::path::PathBuf {
     let r = temp_dir("unit-root");
@@ -52,6 +52,7 @@ fn unit_root(rvs_unit: &str) -> std::path::PathBuf {
         .find(|k| Path::new(k).exists())
         .expect("kill(1) is installed");
     std::fs::copy(kill, r.join("bin/kill")).unwrap();
+    std::fs::copy("/bin/sh", r.join("bin/sh")).unwrap();
     let units = r.join("etc/systemd/system");
     std::fs::write(units.join("rvs.service"), rvs_unit).unwrap();
     std::fs::copy(
@@ -89,6 +90,7 @@ fn the_units_pass_systemd_analyze_verify() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "ExecStartPre=/usr/local/bin/rvs check -c ${RVS_CONFIG}",
         "KillMode=mixed",
+        "ExecStop=/bin/sh -c 'kill -TERM $$MAINPID 2>/dev/null || exit 0; while kill -0 $$MAINPID 2>/dev/null; do sleep 0.2; done'",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "PrivateTmp=yes",
@@ -392,50 +394,6 @@ fn without_notify_socket_rvs_runs_as_before() {
     assert!(ok);
 }
 
-/// A Debian root file system with systemd, of this machine's release (so
-/// that the test's rvs, linked against this machine's C library, runs in
-/// it): made by debootstrap once per target directory, as a podman image.
-fn systemd_image() -> String {
-    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let suite = release
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
-        .map(|v| v.trim_matches('"').to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "bookworm".to_owned());
-    let image = format!("localhost/rvs-test-systemd:{suite}");
-    let exists = podman(&["image", "exists", &image]);
-    if exists.status.success() {
-        return image;
-    }
-    let rootfs = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-systemd-{suite}"));
-    if !rootfs.join(".complete").exists() {
-        let _ = std::fs::remove_dir_all(&rootfs);
-        let out = run(Command::new("debootstrap")
-            .args([
-                "--variant=minbase",
-                "--include=systemd,systemd-sysv,procps,curl",
-                &suite,
-            ])
-            .arg(&rootfs));
-        assert!(out.status.success(), "debootstrap: {}", output_text(&out));
-        std::fs::write(rootfs.join(".complete"), "").unwrap();
-    }
-    let out = run(Command::new("sh").arg("-c").arg(format!(
-        "tar -C {} -c . | podman import - {image}",
-        rootfs.display()
-    )));
-    assert!(out.status.success(), "podman import: {}", output_text(&out));
-    image
-}
-
-/// Runs `script` in the container's shell; its output, and whether it
-/// exited 0.
-fn in_container(name: &str, script: &str) -> (bool, String) {
-    let out = podman(&["exec", name, "sh", "-c", script]);
-    (out.status.success(), output_text(&out))
-}
-
 /// The units as shipped, under a real systemd (PID 1 of a privileged
 /// podman container, in a network namespace of its own): the hardening
 /// lets rvs run (dynamic user, CAP_NET_BIND_SERVICE only, seccomp), notify
@@ -443,7 +401,6 @@ fn in_container(name: &str, script: &str) -> (bool, String) {
 /// rvs.socket two restarts under a stream of requests fail none.
 #[test]
 fn the_units_run_under_a_real_systemd() {
-    let image = systemd_image();
     let name = format!("rvs-test-systemd-{}", std::process::id());
     let dir = temp_dir("real-systemd");
     // Port 80 to the demo's virtual service (itself rvs, as the backend),
@@ -454,51 +411,25 @@ fn the_units_run_under_a_real_systemd() {
     )
     .unwrap();
     let units = root().join("deploy/systemd");
-    let mount = |from: &Path, to: &str| format!("{}:{to}:ro", from.display());
-    let mut args: Vec<String> = [
-        "run",
-        "-d",
-        "--name",
+    let _removed = boot(
         &name,
-        "--privileged",
-        "--systemd=always",
-        "--network",
-        "none",
-        "--runtime",
-        "runc",
-        "--ulimit",
-        "nofile=4096:4096",
-        "--ulimit",
-        "nproc=4096:4096",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    for (from, to) in [
-        (
-            Path::new(env!("CARGO_BIN_EXE_rvs")).to_path_buf(),
-            "/usr/local/bin/rvs",
-        ),
-        (units.join("rvs.service"), "/etc/systemd/system/rvs.service"),
-        (units.join("rvs.socket"), "/etc/systemd/system/rvs.socket"),
-        (dir.clone(), "/etc/rvs"),
-    ] {
-        args.push("-v".into());
-        args.push(mount(&from, to));
-    }
-    args.extend([image, "/sbin/init".to_owned()]);
-    let started = podman(&args);
-    assert!(started.status.success(), "{}", output_text(&started));
-    let _removed = PodmanContainer(name.clone());
-    // systemd up; the backend: rvs's demo on 8000 (three HTTP servers).
+        &[
+            (
+                Path::new(env!("CARGO_BIN_EXE_rvs")).to_path_buf(),
+                "/usr/local/bin/rvs",
+            ),
+            (units.join("rvs.service"), "/etc/systemd/system/rvs.service"),
+            (units.join("rvs.socket"), "/etc/systemd/system/rvs.socket"),
+            (dir.clone(), "/etc/rvs"),
+        ],
+    );
+    // The backend: rvs's demo on 8000 (three HTTP servers).
     let (ok, boot) = in_container(
         &name,
-        "for i in $(seq 120); do \
-           case $(systemctl is-system-running 2>/dev/null) in running|degraded) break;; esac; sleep 0.5; \
-         done; \
-         systemd-run --unit=backend /usr/local/bin/rvs demo --listen 127.0.0.1:8000 --admin 127.0.0.1:9300 && \
+        "systemd-run --unit=backend /usr/local/bin/rvs demo --listen 127.0.0.1:8000 --admin 127.0.0.1:9300 && \
          for i in $(seq 60); do curl -s -o /dev/null http://127.0.0.1:8000/ && exit 0; sleep 0.5; done; exit 1",
     );
-    assert!(ok, "systemd and the backend up: {boot}");
+    assert!(ok, "the backend up: {boot}");
     let (ok, out) = in_container(
         &name,
         "systemctl start rvs.service && systemctl is-active rvs.service && \
@@ -663,37 +594,8 @@ fn the_deploy_guide_systemd_steps_run_as_written() {
     std::fs::create_dir_all(src.join("target/release")).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_rvs"), src.join("target/release/rvs")).unwrap();
 
-    let image = systemd_image();
     let name = format!("rvs-test-guide-{}", std::process::id());
-    let started = podman(&[
-        "run".to_owned(),
-        "-d".into(),
-        "--name".into(),
-        name.clone(),
-        "--privileged".into(),
-        "--systemd=always".into(),
-        "--network".into(),
-        "none".into(),
-        "--runtime".into(),
-        "runc".into(),
-        "--ulimit".into(),
-        "nofile=4096:4096".into(),
-        "--ulimit".into(),
-        "nproc=4096:4096".into(),
-        "-v".into(),
-        format!("{}:/src:ro", src.display()),
-        image,
-        "/sbin/init".into(),
-    ]);
-    assert!(started.status.success(), "{}", output_text(&started));
-    let _removed = PodmanContainer(name.clone());
-    let (ok, boot) = in_container(
-        &name,
-        "for i in $(seq 120); do \
-           case $(systemctl is-system-running 2>/dev/null) in running|degraded) exit 0;; esac; sleep 0.5; \
-         done; exit 1",
-    );
-    assert!(ok, "systemd up: {boot}");
+    let _removed = boot(&name, &[(src.clone(), "/src")]);
     let step = |line: &str| {
         let (ok, out) = in_container(&name, &format!("cd /src && export EDITOR=true && {line}"));
         assert!(ok, "docs/deploy.md: `{line}` failed:\n{out}");

@@ -16,6 +16,8 @@ mod temp;
 #[allow(unused_imports)] // not every test crate makes directories
 pub use temp::temp_dir;
 
+pub mod debian_systemd;
+
 /// A line in the test run's output even when the test passes (the test
 /// harness captures `println!`, not writes to the standard error itself):
 /// what a test found about the machine, a figure it measured.
