@@ -235,13 +235,13 @@ pub(crate) static BUDGET: Budget = Budget::new();
 #[derive(Debug)]
 pub(crate) struct Held {
     budget: &'static Budget,
-    n: u64,
+    n: u32,
     udp: bool,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.n, Relaxed);
+        self.budget.held.fetch_sub(u64::from(self.n), Relaxed);
         if self.udp {
             self.budget.udp.fetch_sub(1, Relaxed);
         }

@@ -10,7 +10,8 @@
 //! once per worker with SO_REUSEPORT and each worker accepts on its own
 //! socket; UDP sockets are served by the main runtime. A socket passed by
 //! the service manager ([`crate::inherited`]) is not copied: each worker
-//! accepts on a duplicate of the one socket.
+//! accepts on a duplicate of the one socket. A worker passes a connection
+//! it accepted to another that holds fewer (`crate::workers::Balance`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,8 +20,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::runtime::Handle;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
@@ -29,6 +29,7 @@ use crate::config::Proto;
 use crate::service::ServiceRuntime;
 use crate::sni::names::Routes;
 use crate::tcp::forward::Mode;
+use crate::workers::{Placer, Workers};
 
 /// What an address serves: one service, or several that share it, each
 /// connection going to the one its TLS ClientHello chooses.
@@ -277,10 +278,10 @@ impl Bound {
         slot: Arc<Slot>,
         tracker: &TaskTracker,
         mode: Mode,
-        workers: &[Handle],
+        workers: &Workers,
     ) -> io::Result<()> {
         match self {
-            Bound::Tcp(listeners) if workers.is_empty() => {
+            Bound::Tcp(listeners) if workers.handles().is_empty() => {
                 for l in listeners {
                     let listener = TcpListener::from_std(l)?;
                     tracker.spawn(accept_loop(
@@ -288,18 +289,21 @@ impl Bound {
                         Arc::clone(&slot),
                         tracker.clone(),
                         mode,
+                        None,
                     ));
                 }
             }
             Bound::Tcp(listeners) => {
                 // More sockets than workers (a group handed over by a
                 // process with more workers): some workers take two.
-                for (l, worker) in listeners.into_iter().zip(workers.iter().cycle()) {
+                let n = workers.handles().len();
+                for (i, l) in listeners.into_iter().enumerate() {
                     let (slot, tasks) = (Arc::clone(&slot), tracker.clone());
+                    let placer = workers.balance().map(|b| Placer::new(Arc::clone(b), i % n));
                     // Registered with the worker's own reactor, there.
-                    worker.spawn(tracker.track_future(async move {
+                    workers.handles()[i % n].spawn(tracker.track_future(async move {
                         match TcpListener::from_std(l) {
-                            Ok(listener) => accept_loop(listener, slot, tasks, mode).await,
+                            Ok(listener) => accept_loop(listener, slot, tasks, mode, placer).await,
                             Err(e) => {
                                 tracing::error!(listen = %slot.local, error = %e, "a worker cannot serve its socket");
                             }
@@ -316,12 +320,65 @@ impl Bound {
     }
 }
 
+/// A connection accepted, to be served on this worker or another.
+struct Accepted {
+    stream: Client,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    /// The address it was accepted on, for the log.
+    listen: SocketAddr,
+    refusals: Arc<crate::sni::read::Refusals>,
+    fds: crate::fds::Held,
+    placed: Option<crate::workers::Placed>,
+}
+
+/// An accepted socket: registered with the reactor of the worker that
+/// accepted it, or with none while it moves to another.
+enum Client {
+    Here(TcpStream),
+    Moving(std::net::TcpStream),
+}
+
+impl Accepted {
+    /// Serves the connection on the current worker, its socket
+    /// registered with that worker's reactor.
+    fn start(self, serving: Arc<Serving>, mode: Mode, tracker: &TaskTracker) {
+        let registered = match self.stream {
+            Client::Here(stream) => Ok(stream),
+            Client::Moving(stream) => TcpStream::from_std(stream),
+        };
+        let stream = match registered {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(listen = %self.listen, client = %self.peer, error = %e, "cannot serve an accepted connection");
+                return;
+            }
+        };
+        let accepted = crate::tcp::conn::Accepted {
+            stream,
+            peer: self.peer,
+            local: self.local,
+            refusals: self.refusals,
+            placed: self.placed,
+        };
+        tracker.spawn(crate::tcp::conn::serve(serving, accepted, mode, self.fds));
+    }
+}
+
 fn is_resource_error(e: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracker, mode: Mode) {
+/// Accepts on `listener` for `slot`; with a `placer`, on one of several
+/// workers, each connection served where the placer puts it.
+async fn accept_loop(
+    listener: TcpListener,
+    slot: Arc<Slot>,
+    tracker: TaskTracker,
+    mode: Mode,
+    mut placer: Option<Placer>,
+) {
     if !slot.wait_open().await {
         return;
     }
@@ -348,16 +405,43 @@ async fn accept_loop(listener: TcpListener, slot: Arc<Slot>, tracker: TaskTracke
                     );
                     continue;
                 };
-                // A listener on one address knows the local address of
-                // what it accepts: no getsockname(2) per connection.
-                let local = (!slot.local.ip().is_unspecified()).then_some(slot.local);
-                let accepted = crate::tcp::conn::Accepted {
+                let (placed, elsewhere) = match placer.as_mut().map(Placer::place) {
+                    Some((placed, to)) => (Some(placed), to),
+                    None => (None, None),
+                };
+                let stream = match elsewhere {
+                    None => Client::Here(stream),
+                    Some(_) => match stream.into_std() {
+                        Ok(stream) => Client::Moving(stream),
+                        Err(e) => {
+                            warn!(listen = %slot.local, client = %peer, error = %e, "cannot pass a connection to another worker");
+                            continue;
+                        }
+                    },
+                };
+                let accepted = Accepted {
                     stream,
                     peer,
-                    local,
+                    // A listener on one address knows the local address of
+                    // what it accepts: no getsockname(2) per connection.
+                    local: (!slot.local.ip().is_unspecified()).then_some(slot.local),
+                    listen: slot.local,
                     refusals: Arc::clone(&slot.refusals),
+                    fds,
+                    placed,
                 };
-                tracker.spawn(crate::tcp::conn::serve(serving, accepted, mode, fds));
+                match elsewhere {
+                    None => accepted.start(serving, mode, &tracker),
+                    // Started there: its socket registered with that
+                    // worker's reactor, its memory taken by that thread
+                    // (allocated here and freed there, a task and its
+                    // registration cost an idle connection 0.2 KiB more).
+                    Some(to) => {
+                        let tasks = tracker.clone();
+                        let start = async move { accepted.start(serving, mode, &tasks) };
+                        drop(to.spawn(tracker.track_future(start)));
+                    }
+                }
             }
             Err(e) if is_resource_error(&e) => {
                 if let Some(unsaid) = warnings.allow() {
@@ -393,5 +477,50 @@ mod tests {
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
         assert!(s.nodelay().unwrap());
+    }
+
+    /// A connection accepted on one worker and passed to another is served
+    /// there, on that worker's reactor: it still works once the worker
+    /// that accepted it has ended.
+    #[test]
+    fn a_passed_connection_is_served_by_the_other_worker() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let workers = Workers::start(2, true).unwrap();
+        let [here, there] = workers.handles() else {
+            panic!("two workers");
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (passed_tx, passed) = std::sync::mpsc::channel();
+        let to = there.clone();
+        here.spawn(async move {
+            let l = TcpListener::from_std(l).unwrap();
+            let (stream, _) = l.accept().await.unwrap();
+            let stream = stream.into_std().unwrap();
+            passed_tx.send(()).unwrap();
+            to.spawn(async move {
+                let mut stream = TcpStream::from_std(stream).unwrap();
+                let mut buf = [0; 4];
+                stream.read_exact(&mut buf).await.unwrap();
+                let name = std::thread::current().name().map(str::to_owned);
+                stream.write_all(&buf).await.unwrap();
+                tx.send(name).unwrap();
+            });
+        });
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        passed.recv_timeout(Duration::from_secs(10)).unwrap();
+        // The accepting worker is busy from here on: the passed
+        // connection must not need it.
+        here.spawn(async { std::thread::sleep(Duration::from_secs(2)) });
+        std::io::Write::write_all(&mut c, b"ping").unwrap();
+        let mut back = [0; 4];
+        std::io::Read::read_exact(&mut c, &mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        let name = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(name.as_deref(), Some("rvs-worker-1"));
     }
 }

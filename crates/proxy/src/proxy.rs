@@ -67,6 +67,10 @@ pub struct Options {
     /// SO_REUSEPORT socket per TCP address. 0: TCP connections run on the
     /// runtime that started the proxy, one socket per address.
     pub workers: usize,
+    /// With two workers or more: a worker holding two connections more
+    /// than another passes what it accepts to that one
+    /// (`rvs run --balance-workers`).
+    pub balance_workers: bool,
 }
 
 /// A running proxy. Cloning gives another handle to it.
@@ -201,7 +205,8 @@ impl Proxy {
         options: Options,
         inherited: Arc<Inherited>,
     ) -> Result<Proxy, ApplyError> {
-        let workers = Workers::start(options.workers).map_err(ApplyError::Workers)?;
+        let workers = Workers::start(options.workers, options.balance_workers)
+            .map_err(ApplyError::Workers)?;
         let proxy = Proxy {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
@@ -466,7 +471,7 @@ impl Proxy {
             Arc::clone(&slot),
             &self.inner.tracker,
             self.inner.options.forwarding,
-            self.inner.workers.handles(),
+            &self.inner.workers,
         )?;
         Ok(slot)
     }
@@ -500,6 +505,16 @@ impl Proxy {
     /// The descriptor plan in force.
     pub fn descriptor_plan(&self) -> Option<crate::fds::Plan> {
         *lock(&self.inner.plan)
+    }
+
+    /// Each data-plane worker's TCP connections and the connections it
+    /// passed to another; empty with fewer than two workers.
+    pub(crate) fn worker_loads(&self) -> Vec<crate::workers::Load> {
+        self.inner
+            .workers
+            .balance()
+            .map(|b| b.loads())
+            .unwrap_or_default()
     }
 
     /// A handle that does not keep the proxy alive.

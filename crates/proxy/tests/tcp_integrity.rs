@@ -103,6 +103,78 @@ async fn workers_accept_on_their_own_sockets() {
     );
 }
 
+/// Each worker's `rvs_worker_connections`, in worker order.
+async fn worker_connections(admin: SocketAddr) -> Vec<u64> {
+    let (status, body) = http(admin, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let mut by_worker: Vec<(usize, u64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("rvs_worker_connections{worker=\""))
+        .map(|l| {
+            let (worker, rest) = l.split_once('"').unwrap();
+            let value = rest.rsplit(' ').next().unwrap();
+            (worker.parse().unwrap(), value.parse().unwrap())
+        })
+        .collect();
+    by_worker.sort_unstable();
+    by_worker.into_iter().map(|(_, n)| n).collect()
+}
+
+/// With `balance_workers`, long-lived connections end up even between the
+/// workers whatever the kernel's hash made of their addresses: a worker
+/// that holds two more than another passes what it accepts to it, and a
+/// passed connection is served as well as any (bytes both ways, its end
+/// counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_connections_are_spread_evenly_over_the_workers() {
+    let echo = echo_backend().await;
+    let p = proxy_with(
+        &format!(
+            "services:\n  - name: echo\n    listen: 127.0.0.1:0\n    real_servers:\n      - address: \"{echo}\"\n"
+        ),
+        Options {
+            workers: 2,
+            balance_workers: true,
+            ..Options::default()
+        },
+    );
+    let admin = admin(&p).await;
+    let v = vip(&p, "echo");
+    let mut held = Vec::new();
+    for i in 0..30u8 {
+        let mut s = TcpStream::connect(v).await.unwrap();
+        // Served (and so placed) before the next one comes.
+        s.write_all(&[i]).await.unwrap();
+        let mut back = [0];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, [i]);
+        held.push(s);
+    }
+    let counts = worker_connections(admin).await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), 30, "{counts:?}");
+    let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(hi - lo <= 2, "uneven: {counts:?}");
+    // Every connection, passed or not, still carries bytes.
+    for (i, s) in held.iter_mut().enumerate() {
+        let n = u8::try_from(i).unwrap().wrapping_add(100);
+        s.write_all(&[n]).await.unwrap();
+        let mut back = [0];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, [n]);
+    }
+    drop(held);
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = worker_connections(admin).await;
+        if left.iter().all(|&n| n == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, vec![0, 0], "connections ended are given back");
+}
+
 /// Sends `total` bytes of a deterministic stream and reads back the echo at
 /// the same time; returns the digests of what was sent and what came back.
 async fn echo_transfer(vip: SocketAddr, total: usize, seed: u64) -> (Digest, Digest, usize) {

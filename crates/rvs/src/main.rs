@@ -83,6 +83,11 @@ enum Cmd {
         /// the process may use.
         #[arg(long)]
         workers: Option<usize>,
+        /// Even long-lived connections out between the workers: a worker
+        /// that holds two connections more than another passes what it
+        /// accepts to that one (a wake-up of the other thread each time).
+        #[arg(long)]
+        balance_workers: bool,
         /// Write the process id here once serving (and the new process's,
         /// after a binary upgrade on SIGUSR2).
         #[arg(long)]
@@ -288,6 +293,7 @@ fn main() -> ExitCode {
             config,
             forwarding,
             workers,
+            balance_workers,
             pid_file,
         } => {
             init_logs(cli.log_level, cli.log_format);
@@ -310,6 +316,7 @@ fn main() -> ExitCode {
                 workers: workers.unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
                 }),
+                balance_workers,
             };
             match runtime() {
                 Ok(rt) => rt.block_on(daemon::run(

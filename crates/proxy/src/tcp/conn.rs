@@ -66,7 +66,7 @@ fn original_dst(stream: &TcpStream, local: SocketAddr) -> SocketAddr {
 /// Ends a connection with a reset rather than a FIN: for refusals after the
 /// handshake, timeouts and failures, so that neither side mistakes a cut
 /// stream for a complete one.
-fn reset(stream: &TcpStream) {
+fn reset(stream: &impl std::os::fd::AsFd) {
     let _ = SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
 }
 
@@ -74,7 +74,7 @@ fn reset(stream: &TcpStream) {
 /// ([`crate::fds`]): reset at once, counted, logged once a second.
 pub(crate) fn refuse_for_descriptors(
     svc: &ServiceRuntime,
-    client: &TcpStream,
+    client: &impl std::os::fd::AsFd,
     peer: SocketAddr,
     local: SocketAddr,
 ) {
@@ -96,6 +96,8 @@ pub(crate) struct Accepted {
     pub(crate) local: Option<SocketAddr>,
     /// Its address's count of connections closed before being routed.
     pub(crate) refusals: Arc<Refusals>,
+    /// Its place in its worker's count, with several workers.
+    pub(crate) placed: Option<crate::workers::Placed>,
 }
 
 /// Serves one accepted connection; `fds` is its place in the descriptor
@@ -139,6 +141,7 @@ struct Relay {
     _source: Option<crate::limits::SourceGuard>,
     client: TcpStream,
     _fds: crate::fds::Held,
+    _placed: Option<crate::workers::Placed>,
     started: Instant,
     mode: Mode,
 }
@@ -157,6 +160,7 @@ async fn open(
         peer,
         local,
         refusals,
+        placed,
     } = accepted;
     let local = local.unwrap_or_else(|| client.local_addr().unwrap_or(peer));
     let (svc, spec, who, vip, sni) = match &*serving {
@@ -250,6 +254,7 @@ async fn open(
         _source: source,
         client,
         _fds: fds,
+        _placed: placed,
         started,
         mode,
     })

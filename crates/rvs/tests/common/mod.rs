@@ -447,7 +447,14 @@ impl Running {
     /// Starts rvs (with two workers) on `yaml`, whose admin listener is
     /// `admin`, and waits until it is ready.
     pub fn start(tag: &str, yaml: &str, admin: SocketAddr) -> Running {
-        Running::start_in(tag, yaml, admin, Command::new(env!("CARGO_BIN_EXE_rvs")))
+        Running::start_with(tag, yaml, admin, &[])
+    }
+
+    /// As [`Running::start`], with `extra` arguments to `rvs run`.
+    pub fn start_with(tag: &str, yaml: &str, admin: SocketAddr, extra: &[&str]) -> Running {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rvs"));
+        cmd.args(["run"]).args(extra);
+        Running::start_in(tag, yaml, admin, cmd)
     }
 
     /// As [`Running::start`], under the shell's `ulimit` with `limit`
@@ -455,7 +462,8 @@ impl Running {
     pub fn start_limited(tag: &str, yaml: &str, admin: SocketAddr, limit: &str) -> Running {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", &format!("ulimit {limit} && exec \"$0\" \"$@\"")])
-            .arg(env!("CARGO_BIN_EXE_rvs"));
+            .arg(env!("CARGO_BIN_EXE_rvs"))
+            .arg("run");
         Running::start_in(tag, yaml, admin, cmd)
     }
 
@@ -463,7 +471,7 @@ impl Running {
         let dir = temp_dir(tag);
         std::fs::write(dir.join("rvs.yaml"), yaml).unwrap();
         let child = cmd
-            .args(["run", "--workers", "2", "-c"])
+            .args(["--workers", "2", "-c"])
             .arg(dir.join("rvs.yaml"))
             .stderr(std::process::Stdio::from(
                 std::fs::File::create(dir.join("rvs.log")).unwrap(),

@@ -278,6 +278,29 @@ impl Scrape {
                 },
             );
         }
+        let loads = p.worker_loads();
+        if !loads.is_empty() {
+            one(
+                "rvs_worker_connections",
+                "TCP connections each data-plane worker serves (with two workers or more).",
+                Kind::Gauge,
+                &mut |l| {
+                    for (i, load) in loads.iter().enumerate() {
+                        l.int(&[("worker", &i.to_string())], u64::from(load.connections));
+                    }
+                },
+            );
+            one(
+                "rvs_worker_passed_total",
+                "Connections a worker accepted and passed to a worker holding fewer.",
+                Kind::Counter,
+                &mut |l| {
+                    for (i, load) in loads.iter().enumerate() {
+                        l.int(&[("worker", &i.to_string())], load.passed);
+                    }
+                },
+            );
+        }
         let budget = &crate::fds::BUDGET;
         let (held, udp) = budget.held();
         one(
