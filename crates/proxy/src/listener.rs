@@ -321,7 +321,7 @@ impl Bound {
 }
 
 /// A connection accepted, to be served on this worker or another.
-struct Accepted {
+struct Incoming {
     stream: Client,
     peer: SocketAddr,
     local: Option<SocketAddr>,
@@ -339,7 +339,7 @@ enum Client {
     Moving(std::net::TcpStream),
 }
 
-impl Accepted {
+impl Incoming {
     /// Serves the connection on the current worker, its socket
     /// registered with that worker's reactor.
     fn start(self, serving: Arc<Serving>, mode: Mode, tracker: &TaskTracker) {
@@ -419,7 +419,7 @@ async fn accept_loop(
                         }
                     },
                 };
-                let accepted = Accepted {
+                let incoming = Incoming {
                     stream,
                     peer,
                     // A listener on one address knows the local address of
@@ -431,14 +431,14 @@ async fn accept_loop(
                     placed,
                 };
                 match elsewhere {
-                    None => accepted.start(serving, mode, &tracker),
+                    None => incoming.start(serving, mode, &tracker),
                     // Started there: its socket registered with that
                     // worker's reactor, its memory taken by that thread
                     // (allocated here and freed there, a task and its
                     // registration cost an idle connection 0.2 KiB more).
                     Some(to) => {
                         let tasks = tracker.clone();
-                        let start = async move { accepted.start(serving, mode, &tasks) };
+                        let start = async move { incoming.start(serving, mode, &tasks) };
                         drop(to.spawn(tracker.track_future(start)));
                     }
                 }
