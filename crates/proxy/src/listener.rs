@@ -10,8 +10,9 @@
 //! once per worker with SO_REUSEPORT and each worker accepts on its own
 //! socket; UDP sockets are served by the main runtime. A socket passed by
 //! the service manager ([`crate::inherited`]) is not copied: each worker
-//! accepts on a duplicate of the one socket. A worker passes a connection
-//! it accepted to another that holds fewer (`crate::workers::Balance`).
+//! accepts on a duplicate of the one socket. With `--balance-workers`, a
+//! worker passes a connection it accepted to one that holds fewer
+//! (`crate::workers::Balance`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -320,51 +321,6 @@ impl Bound {
     }
 }
 
-/// A connection accepted, to be served on this worker or another.
-struct Incoming {
-    stream: Client,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-    /// The address it was accepted on, for the log.
-    listen: SocketAddr,
-    refusals: Arc<crate::sni::read::Refusals>,
-    fds: crate::fds::Held,
-    placed: Option<crate::workers::Placed>,
-}
-
-/// An accepted socket: registered with the reactor of the worker that
-/// accepted it, or with none while it moves to another.
-enum Client {
-    Here(TcpStream),
-    Moving(std::net::TcpStream),
-}
-
-impl Incoming {
-    /// Serves the connection on the current worker, its socket
-    /// registered with that worker's reactor.
-    fn start(self, serving: Arc<Serving>, mode: Mode, tracker: &TaskTracker) {
-        let registered = match self.stream {
-            Client::Here(stream) => Ok(stream),
-            Client::Moving(stream) => TcpStream::from_std(stream),
-        };
-        let stream = match registered {
-            Ok(stream) => stream,
-            Err(e) => {
-                warn!(listen = %self.listen, client = %self.peer, error = %e, "cannot serve an accepted connection");
-                return;
-            }
-        };
-        let accepted = crate::tcp::conn::Accepted {
-            stream,
-            peer: self.peer,
-            local: self.local,
-            refusals: self.refusals,
-            placed: self.placed,
-        };
-        tracker.spawn(crate::tcp::conn::serve(serving, accepted, mode, self.fds));
-    }
-}
-
 fn is_resource_error(e: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
@@ -409,39 +365,51 @@ async fn accept_loop(
                     Some((placed, to)) => (Some(placed), to),
                     None => (None, None),
                 };
-                let stream = match elsewhere {
-                    None => Client::Here(stream),
-                    Some(_) => match stream.into_std() {
-                        Ok(stream) => Client::Moving(stream),
-                        Err(e) => {
-                            warn!(listen = %slot.local, client = %peer, error = %e, "cannot pass a connection to another worker");
-                            continue;
-                        }
-                    },
+                // A listener on one address knows the local address of
+                // what it accepts: no getsockname(2) per connection.
+                let local = (!slot.local.ip().is_unspecified()).then_some(slot.local);
+                let refusals = Arc::clone(&slot.refusals);
+                let Some(to) = elsewhere else {
+                    let accepted = crate::tcp::conn::Accepted {
+                        stream,
+                        peer,
+                        local,
+                        refusals,
+                        placed,
+                    };
+                    tracker.spawn(crate::tcp::conn::serve(serving, accepted, mode, fds));
+                    continue;
                 };
-                let incoming = Incoming {
-                    stream,
-                    peer,
-                    // A listener on one address knows the local address of
-                    // what it accepts: no getsockname(2) per connection.
-                    local: (!slot.local.ip().is_unspecified()).then_some(slot.local),
-                    listen: slot.local,
-                    refusals: Arc::clone(&slot.refusals),
-                    fds,
-                    placed,
-                };
-                match elsewhere {
-                    None => incoming.start(serving, mode, &tracker),
-                    // Started there: its socket registered with that
-                    // worker's reactor, its memory taken by that thread
-                    // (allocated here and freed there, a task and its
-                    // registration cost an idle connection 0.2 KiB more).
-                    Some(to) => {
-                        let tasks = tracker.clone();
-                        let start = async move { incoming.start(serving, mode, &tasks) };
-                        drop(to.spawn(tracker.track_future(start)));
+                // Started there: its socket registered with that worker's
+                // reactor, its memory taken by that thread (allocated here
+                // and freed there, a task and its registration cost an
+                // idle connection 0.2 KiB more).
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        warn!(listen = %slot.local, client = %peer, error = %e, "cannot pass a connection to another worker");
+                        continue;
                     }
-                }
+                };
+                let (tasks, listen) = (tracker.clone(), slot.local);
+                let start = async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            let accepted = crate::tcp::conn::Accepted {
+                                stream,
+                                peer,
+                                local,
+                                refusals,
+                                placed,
+                            };
+                            tasks.spawn(crate::tcp::conn::serve(serving, accepted, mode, fds));
+                        }
+                        Err(e) => {
+                            warn!(%listen, client = %peer, error = %e, "cannot serve a passed connection");
+                        }
+                    }
+                };
+                drop(to.spawn(tracker.track_future(start)));
             }
             Err(e) if is_resource_error(&e) => {
                 if let Some(unsaid) = warnings.allow() {
@@ -480,8 +448,8 @@ mod tests {
     }
 
     /// A connection accepted on one worker and passed to another is served
-    /// there, on that worker's reactor: it still works once the worker
-    /// that accepted it has ended.
+    /// there, on that worker's reactor: it works while the worker that
+    /// accepted it is busy.
     #[test]
     fn a_passed_connection_is_served_by_the_other_worker() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -196,19 +196,11 @@ impl Placer {
     /// Where a connection just accepted goes: counted there, and the
     /// runtime to pass it to, `None` to keep it here.
     pub(crate) fn place(&mut self) -> (Placed, Option<&Handle>) {
-        let n = self.balance.live.len();
-        let other = self.next;
-        self.next = (self.next + 1) % n;
-        if self.next == self.here {
-            self.next = (self.next + 1) % n;
-        }
-        let live = |i: usize| self.balance.live[i].connections.load(Relaxed);
-        let to =
-            if self.balance.pass && other != self.here && live(other) + SLACK <= live(self.here) {
-                other
-            } else {
-                self.here
-            };
+        let to = if self.balance.pass {
+            self.least_of_two()
+        } else {
+            self.here
+        };
         let count = &self.balance.live[to];
         count.connections.fetch_add(1, Relaxed);
         if to != self.here {
@@ -216,6 +208,22 @@ impl Placer {
         }
         let handle = (to != self.here).then(|| &self.balance.handles[to]);
         (Placed(Arc::clone(count)), handle)
+    }
+
+    /// This worker, unless the next one in turn holds [`SLACK`] fewer.
+    fn least_of_two(&mut self) -> usize {
+        let n = self.balance.live.len();
+        let other = self.next;
+        self.next = (self.next + 1) % n;
+        if self.next == self.here {
+            self.next = (self.next + 1) % n;
+        }
+        let live = |i: usize| self.balance.live[i].connections.load(Relaxed);
+        if other != self.here && live(other) + SLACK <= live(self.here) {
+            other
+        } else {
+            self.here
+        }
     }
 }
 
